@@ -1,0 +1,38 @@
+# make test / make demo work on a fresh clone with only python3 (>= 3.11) and make.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test lint demo bench soak venv tools clean docs
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	touch $(STAMP)
+
+# System tools some tests need (promtool). Installed when we can (root + apt);
+# the tests that need them skip with a reason otherwise.
+tools:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
+	      || echo "tools: could not install prometheus (promtool); its tests will skip"; \
+	  else echo "tools: promtool missing and not root; its tests will skip"; fi; }
+
+lint: $(STAMP)
+	$(BIN)/ruff check syncd tests
+	$(BIN)/ruff format --check syncd tests
+	$(BIN)/mypy --strict syncd
+
+test: $(STAMP) tools lint
+	$(BIN)/pytest
+
+demo: $(STAMP)
+	$(BIN)/syncd demo
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
