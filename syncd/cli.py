@@ -1,0 +1,190 @@
+"""The `syncd` command: parse arguments, load the config, call one action, map errors to exits."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from syncd import __version__
+from syncd.config import Config, ConfigInvalid, load_config
+from syncd.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, SyncdError, UsageError
+from syncd.log import setup_logging
+
+log = logging.getLogger("syncd")
+
+# command name -> "module:function"; each takes (config, args) and returns an exit code.
+ACTIONS = {
+    "validate": "syncd.cli:validate_action",
+    "status": "syncd.actions.status:run",
+    "sync": "syncd.actions.sync:run",
+    "backup.create": "syncd.actions.backup:create",
+    "backup.list": "syncd.actions.backup:list_",
+    "backup.restore": "syncd.actions.backup:restore",
+    "run": "syncd.daemon:run",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="syncd",
+        description="Keep MongoDB databases in step under a YAML policy.",
+    )
+    parser.add_argument("--version", action="version", version=f"syncd {__version__}")
+    _add_common(parser)
+    parser.set_defaults(config=None, log_format="text", log_level="INFO")
+    common = argparse.ArgumentParser(add_help=False)
+    _add_common(common)
+    sub = _Subparsers(
+        parser.add_subparsers(dest="command", required=True, metavar="COMMAND"), common
+    )
+
+    sub.add_parser("validate", help="check the config and exit")
+
+    status = sub.add_parser("status", help="endpoints, collections, pending changes, last sync")
+    status.add_argument("flow", nargs="?", help="limit to one flow")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sync = sub.add_parser("sync", help="run a flow, whole or some collections")
+    sync.add_argument("flow")
+    sync.add_argument("-C", "--collection", dest="collections", action="append", metavar="COLL")
+    sync.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    sync.add_argument("--yes", action="store_true", help="skip confirmations (FORCE=true too)")
+    sync.add_argument("--drift", choices=("abort", "overwrite", "merge"))
+    sync.add_argument("--no-wait", action="store_true", help="refuse if the target is busy")
+    sync.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    backup = sub.add_parser("backup", help="create, list and restore backups")
+    backup_sub = _Subparsers(
+        backup.add_subparsers(dest="backup_command", required=True, metavar="ACTION"), common
+    )
+    create = backup_sub.add_parser("create", help="snapshot an endpoint's database")
+    create.add_argument("endpoint")
+    create.add_argument("-C", "--collection", dest="collections", action="append", metavar="COLL")
+    listing = backup_sub.add_parser("list", help="backups, newest first")
+    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--verify", action="store_true", help="re-hash every file")
+    restore = backup_sub.add_parser("restore", help="restore a backup")
+    restore.add_argument("name")
+    restore.add_argument("--to", dest="to", metavar="ENDPOINT")
+    restore.add_argument("-C", "--collection", dest="collections", action="append", metavar="COLL")
+    restore.add_argument("--yes", action="store_true")
+    restore.add_argument("--no-wait", action="store_true")
+
+    sub.add_parser("run", help="the daemon: schedules, signals, metrics")
+
+    demo = sub.add_parser("demo", help="the whole job on embedded endpoints, no MongoDB needed")
+    demo.add_argument("--serve", action="store_true", help="keep the daemon running until Ctrl-C")
+    return parser
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    """Options accepted before and after the command (`syncd -c F validate`, `syncd validate -c F`).
+
+    Defaults are suppressed so a value given before the command is not reset by the subparser.
+    """
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="config file (default: $SYNCD_CONFIG or ./syncd.yaml)",
+    )
+    parser.add_argument("--log-format", choices=("text", "json"), default=argparse.SUPPRESS)
+    parser.add_argument(
+        "--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), default=argparse.SUPPRESS
+    )
+
+
+class _Subparsers:
+    """add_parser with the common options attached to every subcommand."""
+
+    def __init__(
+        self,
+        action: argparse._SubParsersAction[argparse.ArgumentParser],
+        common: argparse.ArgumentParser,
+    ) -> None:
+        self.action = action
+        self.common = common
+
+    def add_parser(self, name: str, **kwargs: str) -> argparse.ArgumentParser:
+        return self.action.add_parser(name, parents=[self.common], **kwargs)
+
+
+def config_path(args: argparse.Namespace) -> Path:
+    if args.config is not None:
+        return Path(args.config)
+    return Path(os.environ.get("SYNCD_CONFIG") or "syncd.yaml")
+
+
+def forced(args: argparse.Namespace) -> bool:
+    """--yes or FORCE=true (the seed's CI/CD habit)."""
+    return bool(getattr(args, "yes", False)) or os.environ.get("FORCE", "").lower() in (
+        "1",
+        "true",
+        "yes",
+    )
+
+
+def validate_action(config: Config, args: argparse.Namespace) -> int:
+    print(
+        f"{config.path}: OK ({len(config.endpoints)} endpoints, {len(config.flows)} flows, "
+        f"{len(config.collections)} collection rules, {len(config.schedules)} schedules)"
+    )
+    return EXIT_OK
+
+
+def _action(command: str) -> Callable[[Config, argparse.Namespace], int]:
+    module_name, function_name = ACTIONS[command].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("syncd"):
+            raise UsageError(f"'syncd {command.replace('.', ' ')}' is not built yet") from None
+        raise
+    action: Callable[[Config, argparse.Namespace], int] = getattr(module, function_name)
+    return action
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    if args.command == "backup":
+        return f"backup.{args.backup_command}"
+    return str(args.command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    setup_logging(
+        fmt=args.log_format, level=args.log_level, journald=bool(os.environ.get("JOURNAL_STREAM"))
+    )
+    try:
+        if args.command == "demo":
+            demo = importlib.import_module("syncd.demo")
+            code: int = demo.run(args)
+            return code
+        config = load_config(config_path(args))
+        return _action(_command_name(args))(config, args)
+    except ConfigInvalid as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        count = len(exc.issues)
+        print(f"syncd: config has {count} error{'s' if count != 1 else ''}", file=sys.stderr)
+        return exc.exit_code
+    except SyncdError as exc:
+        print(f"syncd: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("syncd: interrupted", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
