@@ -111,8 +111,8 @@ class _Subparsers:
         self.action = action
         self.common = common
 
-    def add_parser(self, name: str, **kwargs: str) -> argparse.ArgumentParser:
-        return self.action.add_parser(name, parents=[self.common], **kwargs)
+    def add_parser(self, name: str, *, help: str) -> argparse.ArgumentParser:  # noqa: A002
+        return self.action.add_parser(name, parents=[self.common], help=help)
 
 
 def config_path(args: argparse.Namespace) -> Path:

@@ -12,12 +12,10 @@ from typing import Any
 from jsonschema import Draft202012Validator, ValidationError
 
 from syncd.config.load import ConfigIssue, LoadedYaml
+from syncd.config.secrets import redact
 
-_SECRET_KEYS = {
-    "password": "a literal password is not allowed in the config; use password_env or password_file",
-    "passwd": "a literal password is not allowed in the config; use password_env or password_file",
-    "secret": "secrets are not allowed in the config; use password_env or password_file",
-}
+_NO_LITERAL = "a literal password is not allowed in the config; use password_env or password_file"
+_SECRET_KEYS = {"password": _NO_LITERAL, "passwd": _NO_LITERAL, "secret": _NO_LITERAL}
 _TYPE_NAMES = {
     "string": "a string",
     "integer": "a whole number",
@@ -57,7 +55,7 @@ def _leaf_errors(errors: Iterable[ValidationError]) -> Iterator[ValidationError]
 
 
 def _is_exactly_one_of_required(error: ValidationError) -> bool:
-    options = error.validator_value
+    options = _expected(error)
     return isinstance(options, list) and all(set(opt) == {"required"} for opt in options)
 
 
@@ -70,13 +68,13 @@ def _to_issues(loaded: LoadedYaml, error: ValidationError) -> list[ConfigIssue]:
         missing = _missing_key(error)
         return [loaded.issue(path, f"missing required key '{missing}'")]
     if validator == "oneOf" and _is_exactly_one_of_required(error):
-        keys = " or ".join(opt["required"][0] for opt in error.validator_value)
+        keys = " or ".join(opt["required"][0] for opt in _expected(error))
         return [loaded.issue(path, f"needs exactly one of {keys}")]
     return [loaded.issue(path, _message(error))]
 
 
 def _unknown_keys(loaded: LoadedYaml, error: ValidationError, path: list[Any]) -> list[ConfigIssue]:
-    allowed = sorted(error.schema.get("properties", {}))
+    allowed = sorted(_schema_of(error).get("properties", {}))
     instance = error.instance if isinstance(error.instance, dict) else {}
     issues = []
     for key in instance:
@@ -96,10 +94,10 @@ def _unknown_keys(loaded: LoadedYaml, error: ValidationError, path: list[Any]) -
 
 def _missing_key(error: ValidationError) -> str:
     instance = error.instance if isinstance(error.instance, dict) else {}
-    for key in error.validator_value:
+    for key in _expected(error):
         if key not in instance:
             return str(key)
-    return str(error.validator_value[0])
+    return str(_expected(error)[0])
 
 
 def _message(error: ValidationError) -> str:
@@ -107,30 +105,38 @@ def _message(error: ValidationError) -> str:
     value = error.instance
     shown = _show(value)
     if validator == "type":
-        expected = error.validator_value
+        expected = _expected(error)
         names = [expected] if isinstance(expected, str) else list(expected)
         wanted = " or ".join(_TYPE_NAMES.get(name, name) for name in names)
         return f"expected {wanted}, got {shown}"
     if validator == "enum":
-        options = [str(option) for option in error.validator_value]
+        options = [str(option) for option in _expected(error)]
         message = f"{shown} is not one of {', '.join(options)}"
         close = difflib.get_close_matches(str(value), options, n=1, cutoff=0.6)
         return message + (f"; did you mean '{close[0]}'?" if close else "")
     if validator == "const":
-        return f"must be {error.validator_value!r}, got {shown}"
+        return f"must be {_expected(error)!r}, got {shown}"
     if validator == "pattern":
-        return f"{shown} is not valid: {error.schema.get('description', 'unexpected format')}"
+        return f"{shown} is not valid: {_schema_of(error).get('description', 'unexpected format')}"
     if validator in ("minimum", "exclusiveMinimum"):
-        return f"{shown} is too small (minimum {error.validator_value})"
+        return f"{shown} is too small (minimum {_expected(error)})"
     if validator == "maximum":
-        return f"{shown} is too large (maximum {error.validator_value})"
+        return f"{shown} is too large (maximum {_expected(error)})"
     if validator in ("minItems", "minProperties"):
-        return f"needs at least {error.validator_value} entries"
+        return f"needs at least {_expected(error)} entries"
     if validator == "minLength":
         return "must not be empty"
     if validator == "uniqueItems":
         return "has the same entry twice"
-    return error.message
+    return str(error.message)
+
+
+def _expected(error: ValidationError) -> Any:
+    return error.validator_value
+
+
+def _schema_of(error: ValidationError) -> dict[str, Any]:
+    return error.schema if isinstance(error.schema, dict) else {}
 
 
 def _show(value: Any) -> str:
@@ -143,5 +149,6 @@ def _show(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     if isinstance(value, str):
+        value = redact(value)
         return repr(value) if len(value) <= 60 else repr(value[:57] + "...")
     return repr(value)
