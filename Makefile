@@ -27,6 +27,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check syncd tests
 	$(BIN)/ruff format --check syncd tests
 	$(BIN)/mypy --strict syncd
+	$(BIN)/hadolint --failure-threshold warning Dockerfile
 
 test: $(STAMP) tools lint
 	$(BIN)/pytest

@@ -37,7 +37,7 @@ __all__ = [
 def load_config(path: Path) -> Config:
     """Read and fully validate `path`; raise ConfigInvalid listing every problem."""
     loaded = load_yaml(path)
-    issues = schema_issues(loaded) + logical_issues(loaded)
+    issues = [*loaded.issues, *schema_issues(loaded), *logical_issues(loaded)]
     if issues:
         raise ConfigInvalid(sorted(set(issues), key=lambda i: (i.line, i.column, i.message)))
     return build_config(path, loaded.data)

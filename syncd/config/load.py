@@ -42,6 +42,8 @@ class ConfigInvalid(SyncdError):
 def dotted_path(path: Sequence[PathItem]) -> str:
     text = ""
     for item in path:
+        if isinstance(item, bool):
+            item = str(item).lower()
         text += f"[{item}]" if isinstance(item, int) else (f".{item}" if text else item)
     return text
 
@@ -51,6 +53,8 @@ class LoadedYaml:
     file: str
     data: Any
     root: yaml.Node | None
+    # Problems found while reading that do not stop validation (duplicate keys).
+    issues: tuple[ConfigIssue, ...] = ()
 
     def locate(self, path: Sequence[PathItem], *, key: bool = False) -> tuple[int, int]:
         """Line and column (1-based) of the node at `path`, or of its deepest existing parent.
@@ -75,14 +79,25 @@ class LoadedYaml:
 
 
 def _child(node: yaml.Node | None, item: PathItem) -> tuple[yaml.Node | None, yaml.Node] | None:
-    if isinstance(node, yaml.MappingNode) and isinstance(item, str):
+    if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.value == item:
+            if isinstance(key_node, yaml.ScalarNode) and _key_matches(key_node, item):
                 return key_node, value_node
     if isinstance(node, yaml.SequenceNode) and isinstance(item, int):
         if 0 <= item < len(node.value):
             return None, node.value[item]
     return None
+
+
+def _key_matches(key_node: yaml.ScalarNode, item: PathItem) -> bool:
+    """Compare as YAML reads the key: `on:` is the boolean true, `1:` the number 1."""
+    if key_node.value == item:
+        return True
+    try:
+        key = yaml.constructor.SafeConstructor().construct_object(key_node)
+    except yaml.YAMLError:
+        return False
+    return bool(key == item and type(key) is type(item))
 
 
 def load_yaml(path: Path) -> LoadedYaml:
@@ -102,21 +117,36 @@ def load_yaml(path: Path) -> LoadedYaml:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
+        mark, problem = _syntax_problem(exc)
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problem = exc.problem or "invalid YAML"
         raise _fail(file, line, column, f"YAML syntax error: {problem}") from None
     except yaml.YAMLError as exc:
         raise _fail(file, 1, 1, f"YAML error: {exc}") from None
     if data is None:
         raise _fail(file, 1, 1, "config file is empty; start from config/syncd.example.yaml")
-    loaded = LoadedYaml(file, data, root)
-    duplicates = list(_duplicate_keys(loaded, root, ()))
-    if duplicates:
-        raise ConfigInvalid(duplicates)
     if not isinstance(data, dict):
         raise _fail(file, 1, 1, "the config must be a mapping of keys (version, endpoints, ...)")
-    return loaded
+    loaded = LoadedYaml(file, data, root)
+    return LoadedYaml(file, data, root, tuple(_duplicate_keys(loaded, root, ())))
+
+
+def _syntax_problem(exc: yaml.MarkedYAMLError) -> tuple[yaml.Mark | None, str]:
+    """Where and what, in words a person can act on (PyYAML speaks of tokens)."""
+    problem = exc.problem or "invalid YAML"
+    context = exc.context or ""
+    if "'\\t'" in problem:
+        return exc.problem_mark, "a tab character here; indent YAML with spaces only"
+    if "quoted scalar" in context and "end of stream" in problem:
+        return exc.context_mark, "this quoted string is never closed"
+    if "single document" in context:
+        return exc.problem_mark, "a second YAML document ('---'); a config file holds one"
+    if "<block end>" in problem or "did not find expected key" in problem:
+        problem += " (is this line indented like the lines above it?)"
+    elif "mapping values are not allowed" in problem:
+        problem += " (quote a value that contains ': ', or check the indentation)"
+    elif context.startswith("expected"):
+        problem = f"{context}, {problem}"
+    return exc.problem_mark or exc.context_mark, problem
 
 
 def _duplicate_keys(
@@ -124,7 +154,7 @@ def _duplicate_keys(
 ) -> list[ConfigIssue]:
     issues: list[ConfigIssue] = []
     if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
+        seen: dict[str, int] = {}
         for key_node, value_node in node.value:
             name = str(key_node.value)
             if name in seen:
@@ -135,10 +165,11 @@ def _duplicate_keys(
                         mark.line + 1,
                         mark.column + 1,
                         (*path, name),
-                        "key appears twice in the same mapping; keep one",
+                        f"'{name}' appears twice in the same mapping (first at line "
+                        f"{seen[name]}); keep one",
                     )
                 )
-            seen.add(name)
+            seen.setdefault(name, key_node.start_mark.line + 1)
             issues += _duplicate_keys(loaded, value_node, (*path, name))
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):

@@ -6,6 +6,7 @@ Runs on whatever parts of the document are well-formed, so one run reports every
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -14,12 +15,20 @@ from typing import Any
 from apscheduler.triggers.cron import CronTrigger
 
 from syncd.config.load import ConfigIssue, LoadedYaml
-from syncd.config.secrets import uri_has_credentials
+from syncd.config.secrets import uri_database, uri_has_credentials
 
 URI_KEYS = ("uri", "uri_env", "uri_file", "uri_command")
 INTERVAL = re.compile(r"^\s*(?P<amount>\d+(?:\.\d+)?)\s*(?P<unit>[smhd])\s*$")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_INTERVAL_SECONDS = 366 * 86400
 HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+CRON_FIELDS = (
+    ("minute", "minute"),
+    ("hour", "hour"),
+    ("day", "day-of-month"),
+    ("month", "month"),
+    ("day_of_week", "day-of-week"),
+)
 
 
 def parse_interval(text: str) -> float | None:
@@ -32,14 +41,17 @@ def parse_interval(text: str) -> float | None:
 
 def logical_issues(loaded: LoadedYaml) -> list[ConfigIssue]:
     doc = loaded.data if isinstance(loaded.data, dict) else {}
-    endpoints = _mapping(doc.get("endpoints"))
-    flows = _mapping(doc.get("flows"))
-    hooks = _mapping(doc.get("hooks"))
+    # None: the section is missing or malformed (already reported), so references into it
+    # are not checked; that would only repeat the same problem.
+    endpoints = _catalog(doc.get("endpoints"))
+    flows = _catalog(doc.get("flows"))
+    hooks = _catalog(doc.get("hooks", {}))
+    collections = _sequence(doc.get("collections"))
     issues: list[ConfigIssue] = []
-    issues += _endpoint_issues(loaded, endpoints)
-    issues += _flow_issues(loaded, flows, endpoints, hooks)
-    issues += _collection_issues(loaded, _sequence(doc.get("collections")), flows)
-    issues += _schedule_issues(loaded, _sequence(doc.get("schedules")), flows, endpoints)
+    issues += _endpoint_issues(loaded, endpoints or {})
+    issues += _flow_issues(loaded, flows or {}, endpoints, hooks)
+    issues += _collection_issues(loaded, collections, flows)
+    issues += _schedule_issues(loaded, _sequence(doc.get("schedules")), doc, flows, endpoints)
     issues += _metrics_issues(loaded, _mapping(doc.get("metrics")))
     return issues
 
@@ -48,8 +60,16 @@ def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _catalog(value: Any) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
+
+
 def _sequence(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
+
+
+def _is_unknown(ref: Any, known: dict[str, Any] | None) -> bool:
+    return isinstance(ref, str) and known is not None and ref not in known
 
 
 def _unknown(kind: str, name: Any, known: Iterable[str]) -> str:
@@ -87,6 +107,14 @@ def _endpoint_issues(loaded: LoadedYaml, endpoints: dict[str, Any]) -> list[Conf
                     "uri_env, uri_file or uri_command",
                 )
             )
+        if isinstance(uri, str) and uri_database(uri) is None and "database" not in endpoint:
+            issues.append(
+                loaded.issue(
+                    [*path, "uri"],
+                    "the uri names no database; add it to the uri (mongodb://host/NAME) "
+                    "or set database: NAME",
+                )
+            )
         if "uri_command_timeout" in endpoint and "uri_command" not in endpoint:
             issues.append(
                 loaded.issue(
@@ -97,7 +125,10 @@ def _endpoint_issues(loaded: LoadedYaml, endpoints: dict[str, Any]) -> list[Conf
 
 
 def _flow_issues(
-    loaded: LoadedYaml, flows: dict[str, Any], endpoints: dict[str, Any], hooks: dict[str, Any]
+    loaded: LoadedYaml,
+    flows: dict[str, Any],
+    endpoints: dict[str, Any] | None,
+    hooks: dict[str, Any] | None,
 ) -> list[ConfigIssue]:
     issues = []
     for name, flow in flows.items():
@@ -105,24 +136,26 @@ def _flow_issues(
             continue
         for side in ("source", "target"):
             ref = flow.get(side)
-            if isinstance(ref, str) and ref not in endpoints:
+            if _is_unknown(ref, endpoints):
                 issues.append(
-                    loaded.issue(["flows", name, side], _unknown("endpoint", ref, endpoints))
+                    loaded.issue(["flows", name, side], _unknown("endpoint", ref, endpoints or {}))
                 )
         if flow.get("source") is not None and flow.get("source") == flow.get("target"):
             issues.append(
                 loaded.issue(["flows", name, "target"], "source and target are the same endpoint")
             )
         for index, hook in enumerate(_sequence(flow.get("after"))):
-            if isinstance(hook, str) and hook not in hooks:
+            if _is_unknown(hook, hooks):
                 issues.append(
-                    loaded.issue(["flows", name, "after", index], _unknown("hook", hook, hooks))
+                    loaded.issue(
+                        ["flows", name, "after", index], _unknown("hook", hook, hooks or {})
+                    )
                 )
     return issues
 
 
 def _collection_issues(
-    loaded: LoadedYaml, collections: list[Any], flows: dict[str, Any]
+    loaded: LoadedYaml, collections: list[Any], flows: dict[str, Any] | None
 ) -> list[ConfigIssue]:
     issues = []
     seen: dict[str, int] = {}
@@ -142,10 +175,11 @@ def _collection_issues(
         seen.setdefault(name, index)
         flows_of.setdefault(name, entry.get("flows"))
         for flow_index, flow in enumerate(_sequence(entry.get("flows"))):
-            if isinstance(flow, str) and flow not in flows:
+            if _is_unknown(flow, flows):
                 issues.append(
                     loaded.issue(
-                        ["collections", index, "flows", flow_index], _unknown("flow", flow, flows)
+                        ["collections", index, "flows", flow_index],
+                        _unknown("flow", flow, flows or {}),
                     )
                 )
     files, chunks = "fs.files", "fs.chunks"
@@ -161,7 +195,11 @@ def _collection_issues(
 
 
 def _schedule_issues(
-    loaded: LoadedYaml, schedules: list[Any], flows: dict[str, Any], endpoints: dict[str, Any]
+    loaded: LoadedYaml,
+    schedules: list[Any],
+    doc: dict[str, Any],
+    flows: dict[str, Any] | None,
+    endpoints: dict[str, Any] | None,
 ) -> list[ConfigIssue]:
     issues: list[ConfigIssue] = []
     names: dict[str, int] = {}
@@ -180,6 +218,7 @@ def _schedule_issues(
                 )
             names.setdefault(name, index)
         issues += _schedule_target_issues(loaded, path, job, flows, endpoints)
+        issues += _schedule_collection_issues(loaded, path, job, doc)
         issues += _trigger_issues(loaded, path, job)
     return issues
 
@@ -188,19 +227,27 @@ def _schedule_target_issues(
     loaded: LoadedYaml,
     path: list[str | int],
     job: dict[str, Any],
-    flows: dict[str, Any],
-    endpoints: dict[str, Any],
+    flows: dict[str, Any] | None,
+    endpoints: dict[str, Any] | None,
 ) -> list[ConfigIssue]:
     issues = []
     has_flow, has_backup = "flow" in job, "backup" in job
-    if has_flow == has_backup:
-        issues.append(loaded.issue(path, "a schedule needs exactly one of flow or backup"))
+    if not has_flow and not has_backup:
+        issues.append(loaded.issue(path, "a schedule needs a job: flow: FLOW or backup: ENDPOINT"))
+    elif has_flow and has_backup:
+        issues.append(
+            loaded.issue(
+                [*path, "backup"], "give flow or backup, not both (one job per schedule)", key=True
+            )
+        )
     flow = job.get("flow")
-    if isinstance(flow, str) and flow not in flows:
-        issues.append(loaded.issue([*path, "flow"], _unknown("flow", flow, flows)))
+    if _is_unknown(flow, flows):
+        issues.append(loaded.issue([*path, "flow"], _unknown("flow", flow, flows or {})))
     backup = job.get("backup")
-    if isinstance(backup, str) and backup not in endpoints:
-        issues.append(loaded.issue([*path, "backup"], _unknown("endpoint", backup, endpoints)))
+    if _is_unknown(backup, endpoints):
+        issues.append(
+            loaded.issue([*path, "backup"], _unknown("endpoint", backup, endpoints or {}))
+        )
     if has_backup and "collections" in job:
         issues.append(
             loaded.issue([*path, "collections"], "collections only applies to flow jobs", key=True)
@@ -222,20 +269,72 @@ def _trigger_issues(
             loaded.issue([*path, "interval"], "give cron or interval, not both", key=True)
         )
     if isinstance(cron, str):
-        try:
-            CronTrigger.from_crontab(cron, timezone="UTC")
-        except ValueError as exc:
-            issues.append(loaded.issue([*path, "cron"], f"invalid cron expression '{cron}': {exc}"))
-    if isinstance(interval, str):
-        seconds = parse_interval(interval)
-        if seconds is None or seconds <= 0:
+        problem = cron_problem(cron)
+        if problem is not None:
             issues.append(
-                loaded.issue(
-                    [*path, "interval"],
-                    f"invalid interval '{interval}': use a positive number with a unit "
-                    "s, m, h or d (e.g. 15m)",
-                )
+                loaded.issue([*path, "cron"], f"invalid cron expression '{cron}': {problem}")
             )
+    if isinstance(interval, str):
+        problem = interval_problem(interval)
+        if problem is not None:
+            issues.append(
+                loaded.issue([*path, "interval"], f"invalid interval '{interval}': {problem}")
+            )
+    return issues
+
+
+def interval_problem(text: str) -> str | None:
+    seconds = parse_interval(text)
+    if seconds is None and text.strip().startswith("-"):
+        return "must be positive, e.g. 15m"
+    if seconds is None:
+        return "use a number with a unit s, m, h or d (e.g. 15m)"
+    if seconds < 1:
+        return "must be at least 1s"
+    if seconds > MAX_INTERVAL_SECONDS:
+        return "must be at most 366d; use cron for rarer jobs"
+    return None
+
+
+def cron_problem(expression: str) -> str | None:
+    """Why a five-field crontab expression is not usable, naming the field; None when it is."""
+    fields = expression.split()
+    if len(fields) != len(CRON_FIELDS):
+        return f"needs 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}"
+    for (name, label), value in zip(CRON_FIELDS, fields, strict=True):
+        try:
+            CronTrigger(timezone="UTC", **{name: value})
+        except ValueError as exc:
+            detail = re.sub(r"^Error validating expression '[^']*': ", "", str(exc))
+            return f"{label} field '{value}': {detail}"
+    try:
+        CronTrigger.from_crontab(expression, timezone="UTC")
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _schedule_collection_issues(
+    loaded: LoadedYaml, path: list[str | int], job: dict[str, Any], doc: dict[str, Any]
+) -> list[ConfigIssue]:
+    """A scheduled collection must be one the flow's policy lets travel, or every run fails."""
+    flow = job.get("flow")
+    policies = [p for p in _sequence(doc.get("collections")) if isinstance(p, dict)]
+    if not isinstance(flow, str) or not policies:
+        return []
+    issues = []
+    for index, name in enumerate(_sequence(job.get("collections"))):
+        if not isinstance(name, str):
+            continue
+        policy = next((p for p in policies if fnmatch.fnmatchcase(name, str(p.get("name")))), None)
+        if policy is None:
+            problem = f"no entry of collections matches '{name}', so it never travels"
+        elif isinstance(policy.get("flows"), list) and flow not in policy["flows"]:
+            allowed = ", ".join(map(str, policy["flows"])) or "none"
+            problem = f"'{name}' may not travel flow '{flow}' (its policy allows: {allowed})"
+        else:
+            continue
+        issues.append(loaded.issue([*path, "collections", index], problem))
     return issues
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -14,7 +15,8 @@ from urllib.parse import urlsplit
 from syncd.config.model import SecretRef
 from syncd.errors import SecretError
 
-_CREDENTIALS = re.compile(r"(?P<scheme>mongodb(?:\+srv)?://)(?P<userinfo>[^@/\s]+)@", re.IGNORECASE)
+# Up to the last "@" of the URI: an unescaped "@" or "/" in a password must not leak its tail.
+_CREDENTIALS = re.compile(r"(?P<scheme>mongodb(?:\+srv)?://)(?P<userinfo>\S+)@", re.IGNORECASE)
 _SENSITIVE_PARAMS = re.compile(
     r"(?P<key>(?:password|authMechanismProperties|tlsCertificateKeyFilePassword)=)[^&\s]*",
     re.IGNORECASE,
@@ -28,7 +30,9 @@ def redact(text: str) -> str:
 
 
 def uri_has_credentials(uri: str) -> bool:
-    return bool(_CREDENTIALS.search(uri)) or bool(_SENSITIVE_PARAMS.search(uri))
+    """A user name or password in the URI (before the query), or a secret query parameter."""
+    before_query = uri.split("://", 1)[-1].split("?", 1)[0]
+    return "@" in before_query or bool(_SENSITIVE_PARAMS.search(uri))
 
 
 def uri_database(uri: str) -> str | None:
@@ -59,12 +63,12 @@ def resolve(ref: SecretRef, *, what: str) -> str:
     if ref.kind == "literal":
         return ref.value
     if ref.kind == "env":
-        value = os.environ.get(ref.value)
+        value = os.environ.get(ref.value, "").strip()
         if not value:
             raise SecretError(
                 f"{what}: environment variable {ref.value} is not set or empty; export it"
             )
-        return value.strip()
+        return value
     if ref.kind == "file":
         return _read_secret_file(Path(ref.value), what=what)
     return _run_secret_command(ref, what=what)
@@ -84,27 +88,43 @@ def _read_secret_file(path: Path, *, what: str) -> str:
 
 
 def _run_secret_command(ref: SecretRef, *, what: str) -> str:
-    """Run the user's own command from their config; stderr is swallowed, it may hold secrets."""
-    try:
-        done = subprocess.run(  # noqa: S602 - the command is the operator's own config line
-            ref.value,
-            shell=True,
-            capture_output=True,
-            text=True,
-            timeout=ref.timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
+    """Run the user's own command from their config; stderr is swallowed, it may hold secrets.
+
+    It runs in its own process group so a timeout kills what it started too (a hung CLI
+    behind `sh -c` would otherwise outlive us).
+    """
+    with subprocess.Popen(  # noqa: S602 - the command is the operator's own config line
+        ref.value,
+        shell=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    ) as process:
+        try:
+            stdout, _ = process.communicate(timeout=ref.timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            raise SecretError(
+                f"{what}: uri_command did not finish within {ref.timeout:g} s; "
+                "run it by hand to check it (e.g. are you logged in?)"
+            ) from None
+    if process.returncode != 0:
         raise SecretError(
-            f"{what}: uri_command did not finish within {ref.timeout:g} s; "
-            "run it by hand to check it (e.g. are you logged in?)"
-        ) from None
-    if done.returncode != 0:
-        raise SecretError(
-            f"{what}: uri_command failed with exit code {done.returncode}; "
+            f"{what}: uri_command failed with exit code {process.returncode}; "
             "run it by hand to see its error (its output is not shown here, it may hold secrets)"
         )
-    lines = [line.strip() for line in done.stdout.splitlines() if line.strip()]
+    lines = [line.strip() for line in stdout.splitlines() if line.strip()]
     if not lines:
         raise SecretError(f"{what}: uri_command printed nothing on stdout")
     return lines[-1]
+
+
+def _kill_group(process: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.kill()
+    process.wait()

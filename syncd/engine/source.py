@@ -10,6 +10,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pymongo.database import Database
+
+from syncd.engine.rawbson import split_documents
+
 
 @dataclass(frozen=True)
 class CollectionSpec:
@@ -45,3 +49,52 @@ class DocumentSource(Protocol):
     def count(self, name: str) -> int:
         """Number of documents (exact)."""
         ...
+
+
+SKIPPED_PREFIXES = ("system.",)
+
+
+class MongoSource:
+    """A live database as a DocumentSource; documents stay raw BSON."""
+
+    def __init__(self, db: Database[Any], label: str, *, batch_size: int = 2000) -> None:
+        self.db = db
+        self.label = label
+        self.batch_size = batch_size
+
+    def list_collections(self) -> list[str]:
+        names = []
+        for info in self.db.list_collections(filter={"type": "collection"}):
+            name = str(info["name"])
+            if not name.startswith(SKIPPED_PREFIXES):
+                names.append(name)
+        return sorted(names)
+
+    def collection_spec(self, name: str) -> CollectionSpec | None:
+        infos = list(self.db.list_collections(filter={"name": name}))
+        if not infos or infos[0].get("type", "collection") != "collection":
+            return None
+        info = infos[0]
+        indexes = []
+        for index in self.db[name].list_indexes():
+            spec = dict(index)
+            spec.pop("ns", None)
+            indexes.append(spec)
+        uuid = info.get("info", {}).get("uuid")
+        return CollectionSpec(
+            name=name,
+            options=dict(info.get("options", {})),
+            indexes=tuple(indexes),
+            uuid=bytes(uuid) if uuid is not None else None,
+        )
+
+    def iter_raw(self, name: str) -> Iterator[bytes]:
+        cursor = self.db[name].find_raw_batches(batch_size=self.batch_size)
+        try:
+            for batch in cursor:
+                yield from split_documents(batch)
+        finally:
+            cursor.close()
+
+    def count(self, name: str) -> int:
+        return int(self.db[name].count_documents({}))

@@ -1,0 +1,1 @@
+"""One module per CLI command: turn parsed arguments into an engine call and print the result."""

@@ -1,0 +1,96 @@
+"""`create_backup`: snapshot a live database into a backup, streaming raw BSON batches.
+
+Documents are never decoded: `find_raw_batches` hands over the server's reply batches
+(concatenated BSON documents) and they go to disk as they are. Collections are read one
+after the other in natural order (a capped collection keeps its insertion order); like
+mongodump without `--oplog`, the backup is not a point-in-time snapshot across
+collections.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pymongo.database import Database
+from pymongo.errors import PyMongoError
+
+from syncd.backup.layout import BackupInfo, uuid_bytes
+from syncd.backup.writer import BackupWriter, Progress
+from syncd.engine.source import CollectionSpec
+
+log = logging.getLogger(__name__)
+
+
+def skip_reason(info: Mapping[str, Any]) -> str | None:
+    """Why a listCollections entry is not backed up, or None for a regular collection."""
+    name = str(info.get("name", ""))
+    if name.startswith("system."):
+        return "system collection"
+    kind = info.get("type", "collection")
+    if kind == "view":
+        return "view (its source collection is backed up)"
+    if kind != "collection" or "timeseries" in info.get("options", {}):
+        return f"{kind if kind != 'collection' else 'time-series'} collections are not supported"
+    return None
+
+
+def collection_spec(db: Database[Any], info: Mapping[str, Any]) -> CollectionSpec:
+    """Options, indexes and uuid of a collection, from its listCollections entry."""
+    name = str(info["name"])
+    indexes = tuple(
+        {k: v for k, v in index.items() if k != "ns"} for index in db[name].list_indexes()
+    )
+    return CollectionSpec(
+        name=name,
+        options=dict(info.get("options", {})),
+        indexes=indexes,
+        uuid=uuid_bytes(info.get("info", {}).get("uuid")),
+    )
+
+
+def _estimate(db: Database[Any], names: Sequence[str]) -> int | None:
+    """Uncompressed data size of the collections, for the 'not enough space' message."""
+    try:
+        return sum(int(db.command("collStats", name).get("size", 0)) for name in names)
+    except (PyMongoError, TypeError, ValueError):
+        return None
+
+
+def create_backup(
+    db: Database[Any],
+    endpoint: str,
+    backups_dir: Path,
+    *,
+    compress: Literal["gzip", "none"],
+    collections: Sequence[str] | None = None,
+    reason: str | None = None,
+    on_progress: Progress | None = None,
+) -> BackupInfo:
+    """Back up every regular collection of `db` (or the ones named) as a "full" backup.
+
+    Named collections that do not exist are recorded as absent in the manifest.
+    """
+    listing = {str(info["name"]): info for info in db.list_collections()}
+    wanted = sorted(listing) if collections is None else list(dict.fromkeys(collections))
+    with BackupWriter(
+        backups_dir, endpoint, db.name, kind="full", compress=compress, reason=reason
+    ) as writer:
+        present = [name for name in wanted if name in listing]
+        writer.estimated_bytes = _estimate(db, present)
+        for name in wanted:
+            info = listing.get(name)
+            if info is None:
+                log.info("backup %s: %s does not exist, recorded as absent", endpoint, name)
+                writer.mark_absent(name)
+                continue
+            why = skip_reason(info)
+            if why is not None:
+                log.info("backup %s: skipping %s: %s", endpoint, name, why)
+                continue
+            spec = collection_spec(db, info)
+            with db[name].find_raw_batches() as batches:
+                writer.write_collection(spec, batches, on_progress=on_progress)
+        return writer.commit()

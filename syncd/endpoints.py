@@ -1,0 +1,131 @@
+"""Connections to endpoints: resolve the URI, pick the database, say it safely in messages."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import MongoClient
+from pymongo.database import Database
+from pymongo.errors import ConfigurationError, InvalidURI, PyMongoError
+
+from syncd.config.model import Endpoint
+from syncd.config.secrets import redact, resolve, uri_database, uri_hosts
+from syncd.errors import EndpointUnreachable, Refused, SecretError
+
+log = logging.getLogger("syncd.endpoints")
+
+SERVER_SELECTION_MS = 10_000
+SOCKET_TIMEOUT_MS = 120_000
+
+
+@dataclass
+class Connected:
+    """An open endpoint. `label` (endpoint name + redacted URI) is safe to print."""
+
+    endpoint: Endpoint
+    client: MongoClient[Any]
+    db: Database[Any]
+    hosts: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.endpoint.name
+
+    @property
+    def database(self) -> str:
+        return self.db.name
+
+    def identity(self) -> tuple[tuple[str, ...], str]:
+        """Resolved host set + database: two endpoints with the same identity are one database."""
+        return self.hosts, self.db.name
+
+    def server_version(self) -> str:
+        info = self.client.server_info()
+        return str(info.get("version", "unknown"))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def resolve_uri(endpoint: Endpoint) -> str:
+    return resolve(endpoint.uri, what=f"endpoint '{endpoint.name}' URI")
+
+
+def open_endpoint(endpoint: Endpoint, *, check: bool = True) -> Connected:
+    """Connect to `endpoint`; with `check`, fail fast (clearly) when it does not answer."""
+    uri = resolve_uri(endpoint)
+    database = endpoint.database or uri_database(uri)
+    if not database:
+        raise SecretError(
+            f"endpoint '{endpoint.name}': no database; name it in the URI path "
+            "(mongodb://host/DBNAME) or set `database:` in the config"
+        )
+    try:
+        client: MongoClient[Any] = MongoClient(
+            uri,
+            serverSelectionTimeoutMS=SERVER_SELECTION_MS,
+            connectTimeoutMS=SERVER_SELECTION_MS,
+            socketTimeoutMS=SOCKET_TIMEOUT_MS,
+            appname="syncd",
+            retryWrites=True,
+            retryReads=True,
+        )
+    except (ConfigurationError, InvalidURI, ValueError) as exc:
+        raise SecretError(
+            f"endpoint '{endpoint.name}': invalid connection string ({redact(str(exc))})"
+        ) from None
+    connected = Connected(endpoint, client, client[database], _resolved_hosts(uri))
+    if check:
+        try:
+            client.admin.command("ping")
+        except PyMongoError as exc:
+            client.close()
+            raise EndpointUnreachable(
+                f"endpoint '{endpoint.name}' ({redact(uri)}) is unreachable: "
+                f"{redact(str(exc)).splitlines()[0][:300]}; check the server is up and the URI"
+            ) from None
+    return connected
+
+
+@contextmanager
+def opened(*endpoints: Endpoint) -> Iterator[list[Connected]]:
+    """Open several endpoints; always close them."""
+    connections: list[Connected] = []
+    try:
+        for endpoint in endpoints:
+            connections.append(open_endpoint(endpoint))
+        yield connections
+    finally:
+        for connection in connections:
+            connection.close()
+
+
+def _resolved_hosts(uri: str) -> tuple[str, ...]:
+    """host:port with names resolved, so localhost and 127.0.0.1 are seen as one server."""
+    if uri.startswith("mongodb+srv://"):
+        return tuple(uri_hosts(uri))
+    resolved = set()
+    for entry in uri_hosts(uri):
+        host, _, port = entry.rpartition(":")
+        try:
+            infos = socket.getaddrinfo(host.strip("[]"), int(port), proto=socket.IPPROTO_TCP)
+            address = sorted(info[4][0] for info in infos)[0]
+        except (OSError, ValueError):
+            address = host
+        if address in ("::1", "0:0:0:0:0:0:0:1"):
+            address = "127.0.0.1"
+        resolved.add(f"{address}:{port}")
+    return tuple(sorted(resolved))
+
+
+def refuse_same_database(source: Connected, target: Connected) -> None:
+    if source.identity() == target.identity():
+        raise Refused(
+            f"source '{source.name}' and target '{target.name}' are the same database "
+            f"({target.database} on {', '.join(target.hosts)}); fix the endpoints in the config"
+        )

@@ -1,0 +1,187 @@
+"""Apply a collection plan to the target: batched bulk writes, never a drop-and-rebuild."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bson.raw_bson import RawBSONDocument
+from pymongo import DeleteMany, IndexModel, InsertOne, ReplaceOne
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError, CollectionInvalid
+
+from syncd.engine.plan import CollectionPlan
+from syncd.engine.rawbson import id_value
+from syncd.engine.specs import index_model_args
+from syncd.errors import SyncdError
+
+log = logging.getLogger("syncd.engine")
+
+BATCH_DOCS = 1000
+BATCH_BYTES = 8 * 1024 * 1024
+DUPLICATE_KEY = 11000
+Progress = Callable[[int], None]
+WriteOp = InsertOne[Any] | ReplaceOne[Any] | DeleteMany
+
+
+@dataclass
+class Applied:
+    inserted: int = 0
+    replaced: int = 0
+    deleted: int = 0
+
+
+def prepare_collection(db: Database[Any], plan: CollectionPlan) -> None:
+    """Create the collection, change options, drop indexes that differ: before documents."""
+    specs = plan.specs
+    if specs.create is not None:
+        try:
+            db.create_collection(plan.name, **specs.create)
+        except CollectionInvalid:
+            log.info("collection already exists", extra={"collection": plan.name})
+    if specs.collmod:
+        db.command({"collMod": plan.name, **specs.collmod})
+    for name in specs.drop_indexes:
+        db[plan.name].drop_index(name)
+
+
+def finish_collection(db: Database[Any], plan: CollectionPlan) -> None:
+    """Create the source's indexes once the documents match (a unique index can then hold)."""
+    if plan.specs.create_indexes:
+        models = []
+        for spec in plan.specs.create_indexes:
+            keys, kwargs = index_model_args(spec)
+            models.append(IndexModel(keys, **kwargs))
+        db[plan.name].create_indexes(models)
+
+
+def apply_deletes(
+    coll: Collection[Any], diff: sqlite3.Connection, progress: Progress | None = None
+) -> int:
+    deleted = 0
+    ids: list[Any] = []
+    for (rid,) in diff.execute("SELECT rid FROM diff WHERE action = 'apply' AND op = 'delete'"):
+        ids.append(id_value(rid))
+        if len(ids) >= BATCH_DOCS:
+            deleted += _delete(coll, ids)
+            ids = []
+            if progress:
+                progress(deleted)
+    deleted += _delete(coll, ids)
+    return deleted
+
+
+def _delete(coll: Collection[Any], ids: list[Any]) -> int:
+    if not ids:
+        return 0
+    coll.delete_many({"_id": {"$in": ids}})
+    return len(ids)
+
+
+def apply_writes(
+    coll: Collection[Any],
+    diff: sqlite3.Connection,
+    spool: Path,
+    progress: Progress | None = None,
+) -> Applied:
+    """Replaces then inserts, read from the source spool in file order."""
+    applied = Applied()
+    deferred: list[WriteOp] = []
+    with spool.open("rb") as spool_file:
+        for ops in _batches(_write_ops(diff, spool_file)):
+            deferred += _bulk(coll, ops, applied)
+            if progress:
+                progress(applied.inserted + applied.replaced)
+    _retry_deferred(coll, deferred, applied)
+    return applied
+
+
+def _write_ops(diff: sqlite3.Connection, spool_file: Any) -> Iterator[tuple[WriteOp, int]]:
+    rows = diff.execute(
+        "SELECT op, rid, off, len FROM diff WHERE action = 'apply' AND op != 'delete' "
+        "ORDER BY op DESC, off"
+    )
+    for op, rid, offset, length in rows:
+        spool_file.seek(offset)
+        document = RawBSONDocument(spool_file.read(length))
+        if op == "insert":
+            yield InsertOne(document), length
+        else:
+            yield ReplaceOne({"_id": id_value(rid)}, document, upsert=True), length
+
+
+def _batches(ops: Iterator[tuple[WriteOp, int]]) -> Iterator[list[WriteOp]]:
+    batch: list[WriteOp] = []
+    size = 0
+    for op, length in ops:
+        batch.append(op)
+        size += length
+        if len(batch) >= BATCH_DOCS or size >= BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _bulk(coll: Collection[Any], ops: list[WriteOp], applied: Applied) -> list[WriteOp]:
+    """Write a batch unordered; return the ops a unique index refused, to retry later.
+
+    An insert refused on `_id` (the document arrived since the scan, or a re-run after a
+    cut-short sync) becomes a replace, so re-runs never fail on duplicate keys.
+    """
+    try:
+        result = coll.bulk_write(ops, ordered=False, bypass_document_validation=True)
+        _count(result.inserted_count, result.upserted_count + result.matched_count, applied)
+        return []
+    except BulkWriteError as exc:
+        details = exc.details
+        _count(
+            details.get("nInserted", 0),
+            details.get("nUpserted", 0) + details.get("nMatched", 0),
+            applied,
+        )
+        retry: list[WriteOp] = []
+        for error in details.get("writeErrors", []):
+            if error.get("code") != DUPLICATE_KEY:
+                raise
+            op = ops[error["index"]]
+            retry.append(_as_replace(op) if _on_id(error) else op)
+        return retry
+
+
+def _on_id(error: dict[str, Any]) -> bool:
+    pattern = error.get("keyPattern")
+    if pattern is not None:
+        return list(pattern) == ["_id"]
+    return "_id_" in str(error.get("errmsg", ""))
+
+
+def _as_replace(op: WriteOp) -> WriteOp:
+    if isinstance(op, InsertOne):
+        document = op._doc  # noqa: SLF001 - pymongo keeps the document here
+        return ReplaceOne({"_id": document["_id"]}, document, upsert=True)
+    return op
+
+
+def _count(inserted: int, replaced: int, applied: Applied) -> None:
+    applied.inserted += inserted
+    applied.replaced += replaced
+
+
+def _retry_deferred(coll: Collection[Any], deferred: list[WriteOp], applied: Applied) -> None:
+    """Unique-index conflicts resolve once the rest of the collection is written (a value
+    moved from one document to another); retry while that makes progress."""
+    while deferred:
+        before = len(deferred)
+        deferred = _bulk(coll, deferred, applied)
+        if len(deferred) >= before:
+            raise SyncdError(
+                f"{coll.name}: {len(deferred)} document(s) collide with a unique index on the "
+                "target that the source does not have, or swap unique values; compare the "
+                "target's indexes with the source's and fix the data, then run again"
+            )

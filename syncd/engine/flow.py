@@ -1,0 +1,205 @@
+"""Run a configured flow: the policy decisions around the plan/apply machinery."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from syncd.config.model import Config, DriftPolicy, Flow
+from syncd.endpoints import Connected, opened, refuse_same_database
+from syncd.engine.memory import connect, memory_path
+from syncd.engine.plan import Plan
+from syncd.engine.progress import Reporter, Silent
+from syncd.engine.run import (
+    SyncResult,
+    Workspace,
+    apply_plan,
+    plan_collections,
+    record_results,
+    with_gridfs_partners,
+)
+from syncd.engine.source import MongoSource
+from syncd.errors import Refused, UsageError
+from syncd.lease import target_lease
+
+log = logging.getLogger("syncd.engine")
+
+Confirm = Callable[[Plan], bool]
+
+
+class PlanRefused(Refused):
+    """Refused after planning (drift, conflicts, options); nothing was written."""
+
+    def __init__(self, message: str, plan: Plan) -> None:
+        super().__init__(message)
+        self.plan = plan
+
+
+@dataclass
+class SyncOptions:
+    collections: Sequence[str] | None = None
+    dry_run: bool = False
+    drift: DriftPolicy | None = None
+    allow_protected: bool = False
+    confirm: Confirm | None = None
+    wait: bool = True
+    job: str = "manual"
+    reporter: Reporter = field(default_factory=Silent)
+
+
+def get_flow(config: Config, name: str) -> Flow:
+    try:
+        return config.flows[name]
+    except KeyError:
+        known = ", ".join(sorted(config.flows))
+        raise UsageError(f"unknown flow '{name}' (flows: {known})") from None
+
+
+def select_collections(
+    config: Config, flow: Flow, requested: Sequence[str] | None, available: set[str]
+) -> list[str]:
+    """Requested names must be allowed on the flow; by default every allowed collection."""
+    if requested:
+        refused = [name for name in requested if not config.allows(flow.name, name)]
+        if refused:
+            raise Refused(
+                f"{', '.join(refused)}: not allowed on flow '{flow.name}' by the collections "
+                "policy; check `collections:` in the config"
+            )
+        return with_gridfs_partners(requested)
+    return with_gridfs_partners(sorted(n for n in available if config.allows(flow.name, n)))
+
+
+def sync_flow(config: Config, flow_name: str, options: SyncOptions) -> SyncResult:
+    flow = get_flow(config, flow_name)
+    source_ep, target_ep = config.endpoints[flow.source], config.endpoints[flow.target]
+    with opened(source_ep, target_ep) as (source, target):
+        refuse_same_database(source, target)
+        if options.dry_run:
+            return _plan_only(config, flow, source, target, options)
+        with target_lease(config.state_dir, flow.target, job=options.job, wait=options.wait):
+            return _sync(config, flow, source, target, options)
+
+
+def make_plan(
+    config: Config,
+    flow: Flow,
+    source: Connected,
+    target: Connected,
+    options: SyncOptions,
+    workspace: Workspace,
+    memory: Path,
+) -> Plan:
+    source_db = MongoSource(source.db, source.name)
+    target_db = MongoSource(target.db, target.name)
+    available = set(source_db.list_collections()) | set(target_db.list_collections())
+    names = select_collections(config, flow, options.collections, available)
+    connect(memory).close()
+
+    def drift_for(name: str) -> DriftPolicy:
+        return options.drift or config.drift_for(name)
+
+    return plan_collections(
+        source_db,
+        target_db,
+        names,
+        flow=flow.name,
+        source_name=source.name,
+        target_name=target.name,
+        drift_for=drift_for,
+        memory=memory,
+        workspace=workspace,
+        reporter=options.reporter,
+    )
+
+
+def _plan_only(
+    config: Config, flow: Flow, source: Connected, target: Connected, options: SyncOptions
+) -> SyncResult:
+    """Writes nothing anywhere: scratch files in the system temp dir, memory only read."""
+    workspace = Workspace(Path(tempfile.gettempdir()))
+    memory = memory_path(config.state_dir)
+    if not memory.exists():
+        memory = workspace.path / "memory.sqlite"
+    try:
+        plan = make_plan(config, flow, source, target, options, workspace, memory)
+    finally:
+        workspace.close()
+    return SyncResult(plan)
+
+
+def _sync(
+    config: Config, flow: Flow, source: Connected, target: Connected, options: SyncOptions
+) -> SyncResult:
+    started = time.monotonic()
+    workspace = Workspace(config.state_dir / "tmp")
+    try:
+        plan = make_plan(
+            config, flow, source, target, options, workspace, memory_path(config.state_dir)
+        )
+        refusals = plan.refusals
+        if refusals:
+            record_results(config, plan, [], "refused")
+            raise PlanRefused("; ".join(refusals), plan)
+        result = SyncResult(plan)
+        if not plan.writes and not flow.after:
+            record_results(config, plan, [], "success")
+            result.seconds = time.monotonic() - started
+            return result
+        _check_protected(config, flow, plan, options)
+        result.backup = _backup_before(config, plan, target)
+        source_db = MongoSource(source.db, source.name)
+        target_db = MongoSource(target.db, target.name)
+        try:
+            result.collections = apply_plan(
+                plan,
+                source_db,
+                target_db,
+                memory=memory_path(config.state_dir),
+                reporter=options.reporter,
+            )
+        except Exception:
+            record_results(config, plan, [], "failure")
+            raise
+        finally:
+            options.reporter.clear()
+        result.applied = True
+        record_results(config, plan, result.collections, "success")
+        result.hook_messages = _run_hooks(config, flow, target)
+        result.seconds = time.monotonic() - started
+        return result
+    finally:
+        workspace.close()
+
+
+def _check_protected(config: Config, flow: Flow, plan: Plan, options: SyncOptions) -> None:
+    if not config.endpoints[flow.target].protected or options.allow_protected:
+        return
+    if options.confirm is None:
+        raise Refused(
+            f"'{flow.target}' is protected and this sync would write to it; confirm on a "
+            "terminal, or pass --yes (or FORCE=true) to proceed"
+        )
+    if not options.confirm(plan):
+        raise Refused(f"not confirmed; nothing was written to '{flow.target}'")
+
+
+def _backup_before(config: Config, plan: Plan, target: Connected) -> str | None:
+    """A failed backup means no sync: its error propagates before any write."""
+    if config.backups.before_sync == "none" or not plan.destructive:
+        return None
+    from syncd.engine.prebackup import backup_before_sync
+
+    return backup_before_sync(config, plan, target)
+
+
+def _run_hooks(config: Config, flow: Flow, target: Connected) -> list[str]:
+    if not flow.after:
+        return []
+    from syncd.hooks import run_hooks
+
+    return run_hooks(config, flow, target)

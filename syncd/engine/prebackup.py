@@ -1,0 +1,99 @@
+"""Back up the target before a sync replaces or deletes anything (SPEC §4, §5)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from bson.raw_bson import RawBSONDocument
+from pymongo.collection import Collection
+
+from syncd.backup import BackupWriter, apply_retention, create_backup
+from syncd.config.model import Config
+from syncd.endpoints import Connected
+from syncd.engine.plan import CollectionPlan, Plan
+from syncd.engine.rawbson import id_document, id_value
+from syncd.engine.scan import open_scratch
+from syncd.engine.source import CollectionSpec, MongoSource
+
+log = logging.getLogger("syncd.backup")
+FETCH_BATCH = 1000
+
+
+def backups_dir(config: Config) -> Path:
+    return config.state_dir / "backups"
+
+
+def backup_before_sync(config: Config, plan: Plan, target: Connected) -> str:
+    """Name of the backup taken; raises (and so stops the sync) when it cannot be made."""
+    changed = [c for c in plan.collections if c.writes]
+    reason = f"before {plan.flow}"
+    if config.backups.before_sync == "full":
+        info = create_backup(
+            target.db,
+            target.name,
+            backups_dir(config),
+            compress=config.backups.compress,
+            collections=[c.name for c in changed],
+            reason=reason,
+        )
+    else:
+        info = _changes_backup(config, changed, target, reason)
+    apply_retention(backups_dir(config), target.name, config.backups.keep_last)
+    log.info("backup before sync", extra={"backup": info.name, "endpoint": target.name})
+    return info.name
+
+
+def _changes_backup(
+    config: Config, changed: list[CollectionPlan], target: Connected, reason: str
+) -> Any:
+    """Before-images of the documents the sync replaces or deletes, and the ids it inserts."""
+    source = MongoSource(target.db, target.name)
+    with BackupWriter(
+        backups_dir(config),
+        target.name,
+        target.database,
+        kind="changes",
+        compress=config.backups.compress,
+        reason=reason,
+    ) as writer:
+        for plan in changed:
+            assert plan.work_dir is not None  # noqa: S101
+            spec = source.collection_spec(plan.name) or CollectionSpec(plan.name)
+            conn = open_scratch(plan.work_dir / "tgt.sqlite")
+            try:
+                rids = _rids(conn, "op IN ('replace', 'delete')")
+                writer.write_collection(spec, _before_images(target.db[plan.name], rids))
+                inserted = (id_document(rid) for rid in _rids(conn, "op = 'insert'"))
+                writer.write_inserted_ids(plan.name, inserted)
+            finally:
+                conn.close()
+        return writer.commit()
+
+
+def _rids(conn: Any, where: str) -> Iterator[bytes]:
+    for (rid,) in conn.execute(
+        f"SELECT rid FROM diff WHERE action = 'apply' AND {where}"  # noqa: S608
+    ):
+        yield rid
+
+
+def _before_images(coll: Collection[Any], rids: Iterator[bytes]) -> Iterator[bytes]:
+    raw_coll = coll.with_options(
+        codec_options=coll.codec_options.with_options(document_class=RawBSONDocument)
+    )
+    batch: list[Any] = []
+    for rid in rids:
+        batch.append(id_value(rid))
+        if len(batch) >= FETCH_BATCH:
+            yield from _fetch(raw_coll, batch)
+            batch = []
+    yield from _fetch(raw_coll, batch)
+
+
+def _fetch(coll: Collection[Any], ids: list[Any]) -> Iterator[bytes]:
+    if ids:
+        for document in coll.find({"_id": {"$in": ids}}):
+            yield bytes(document.raw)

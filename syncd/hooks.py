@@ -1,0 +1,81 @@
+"""Hooks run after a flow succeeds: the post-push password reset of named users.
+
+Their writes are recorded in the sync memory, so the next sync sees no drift from them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import bcrypt
+from bson.raw_bson import RawBSONDocument
+
+from syncd.config.model import Config, Flow, ResetPasswordsHook
+from syncd.config.secrets import resolve
+from syncd.endpoints import Connected
+from syncd.engine.memory import Pair, connect, memory_path, update_side
+from syncd.engine.rawbson import digest, id_key, raw_id
+from syncd.errors import SyncdError
+
+log = logging.getLogger("syncd.hooks")
+
+
+class HookFailed(SyncdError):
+    pass
+
+
+def bcrypt_hash(password: str, cost: int) -> str:
+    """A Devise-compatible hash: bcrypt with the `$2a$` prefix."""
+    salt = bcrypt.gensalt(rounds=cost, prefix=b"2a")
+    return str(bcrypt.hashpw(password.encode("utf-8"), salt).decode("ascii"))
+
+
+def run_hooks(config: Config, flow: Flow, target: Connected) -> list[str]:
+    messages = []
+    for name in flow.after:
+        hook = config.hooks[name]
+        try:
+            messages += reset_passwords(config, flow, hook, target)
+        except SyncdError:
+            raise
+        except Exception as exc:
+            raise HookFailed(f"hook '{name}' failed: {type(exc).__name__}: {exc}") from None
+    return messages
+
+
+def reset_passwords(
+    config: Config, flow: Flow, hook: ResetPasswordsHook, target: Connected
+) -> list[str]:
+    password = resolve(hook.password, what=f"hook '{hook.name}' password")
+    coll = target.db[hook.collection]
+    raw = coll.with_options(
+        codec_options=coll.codec_options.with_options(document_class=RawBSONDocument)
+    )
+    pair = Pair.of(flow.source, flow.target)
+    memory = connect(memory_path(config.state_dir))
+    messages = []
+    reset = 0
+    try:
+        for user in hook.users:
+            result = coll.update_one(
+                {hook.match_field: user},
+                {"$set": {hook.password_field: bcrypt_hash(password, hook.cost)}},
+            )
+            if result.matched_count == 0:
+                message = f"hook '{hook.name}': user {user} not found in {hook.collection}"
+                log.warning(message)
+                messages.append(message)
+                continue
+            reset += 1
+            document: Any = raw.find_one({hook.match_field: user})
+            if document is not None:
+                data = bytes(document.raw)
+                update_side(
+                    memory, pair, hook.collection, flow.target, id_key(raw_id(data)), digest(data)
+                )
+    finally:
+        memory.close()
+    messages.append(f"hook '{hook.name}': reset the password of {reset} of {len(hook.users)} users")
+    log.info("passwords reset", extra={"hook": hook.name, "users": reset})
+    return messages

@@ -1,0 +1,1 @@
+"""Test harness: real servers, a realistic data set, a fault-injecting proxy."""
