@@ -18,9 +18,11 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from syncd.metrics import SyncdMetrics
+
+# render() writes the classic text format (underscore names), which every Prometheus reads.
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +113,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
-            self._send(200, CONTENT_TYPE_LATEST, self.server.metrics.render())
+            self._send(200, CONTENT_TYPE_PLAIN_0_0_4, self.server.metrics.render())
         elif path == "/healthz":
             status, body = self._health()
             self._send(status, "application/json", body)

@@ -167,7 +167,7 @@ def mongo_server_factory(tmp_path: Path) -> Iterator[Callable[..., MongoServer]]
 
 @pytest.fixture(scope="session")
 def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
-    """SecantusDB with --auth; users.admin (root) and users.app (readWrite on users.app_database)."""
+    """SecantusDB with --auth: users.admin is root, users.app may readWrite users.app_database."""
     server, users = start_auth_server(tmp_path_factory.mktemp("auth-server"))
     try:
         yield AuthServer(server, users)

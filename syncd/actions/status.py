@@ -1,0 +1,129 @@
+"""`syncd status [FLOW] [--json]`: what a sync would do now, and what the last one did."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from syncd.actions.render import table
+from syncd.config.model import Config
+from syncd.endpoints import open_endpoint
+from syncd.engine.flow import SyncOptions, get_flow, sync_flow
+from syncd.engine.memory import Pair, connect, last_run, memory_path
+from syncd.errors import EXIT_FAILED, EXIT_OK, SyncdError
+
+
+def run(config: Config, args: argparse.Namespace) -> int:
+    flows = [get_flow(config, args.flow).name] if args.flow else sorted(config.flows)
+    report: dict[str, Any] = {"endpoints": _endpoints(config), "flows": {}}
+    for flow in flows:
+        report["flows"][flow] = _flow_status(config, flow)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        _print(report)
+    healthy = all(e["reachable"] for e in report["endpoints"].values())
+    return EXIT_OK if healthy else EXIT_FAILED
+
+
+def _endpoints(config: Config) -> dict[str, dict[str, Any]]:
+    result = {}
+    for name, endpoint in sorted(config.endpoints.items()):
+        entry: dict[str, Any] = {"reachable": False, "protected": endpoint.protected}
+        try:
+            connected = open_endpoint(endpoint)
+        except SyncdError as exc:
+            entry["error"] = str(exc)
+        else:
+            try:
+                entry.update(
+                    reachable=True, version=connected.server_version(), database=connected.database
+                )
+            finally:
+                connected.close()
+        result[name] = entry
+    return result
+
+
+def _flow_status(config: Config, flow_name: str) -> dict[str, Any]:
+    flow = config.flows[flow_name]
+    status: dict[str, Any] = {"source": flow.source, "target": flow.target}
+    try:
+        result = sync_flow(config, flow_name, SyncOptions(dry_run=True))
+    except SyncdError as exc:
+        status["error"] = str(exc)
+        return status
+    memory = memory_path(config.state_dir)
+    conn = connect(memory) if memory.exists() else None
+    pair = Pair.of(flow.source, flow.target)
+    collections = []
+    try:
+        for c in result.plan.collections:
+            entry = c.summary()
+            last = last_run(conn, pair, c.name) if conn is not None else None
+            entry["last_sync"] = (
+                None
+                if last is None
+                else {
+                    "when": datetime.fromtimestamp(last.finished, UTC).isoformat(
+                        timespec="seconds"
+                    ),
+                    "flow": last.flow,
+                    "direction": f"{last.source} -> {last.target}",
+                    "result": last.result,
+                    "verified": last.verified,
+                }
+            )
+            collections.append(entry)
+    finally:
+        if conn is not None:
+            conn.close()
+    status["collections"] = collections
+    return status
+
+
+def _print(report: dict[str, Any]) -> None:
+    rows = []
+    for name, e in report["endpoints"].items():
+        state = f"up, MongoDB {e.get('version')}" if e["reachable"] else "UNREACHABLE"
+        rows.append([name, e.get("database", "-"), state, "yes" if e["protected"] else "no"])
+    print(table(["endpoint", "database", "state", "protected"], rows))
+    for flow, status in report["flows"].items():
+        print(f"\n{flow}: {status['source']} -> {status['target']}")
+        if "error" in status:
+            print(f"  cannot plan: {status['error']}", file=sys.stderr)
+            continue
+        rows = []
+        for c in status["collections"]:
+            last = c["last_sync"]
+            when = (
+                "never"
+                if last is None
+                else (f"{last['when']} {last['result']}{' verified' if last['verified'] else ''}")
+            )
+            rows.append(
+                [
+                    c["collection"],
+                    c["source_docs"],
+                    c["target_docs"],
+                    c["inserts"],
+                    c["updates"],
+                    c["deletes"],
+                    c["drift"] or "-",
+                    when,
+                ]
+            )
+        headers = [
+            "collection",
+            status["source"],
+            status["target"],
+            "insert",
+            "update",
+            "delete",
+            "drift",
+            "last sync",
+        ]
+        print(table(headers, rows))
