@@ -7,6 +7,7 @@ DOC_SIZE bytes (mixed fields plus a random, incompressible-ish payload of half t
 then, each in a fresh child process so the peak RSS is the operation's own:
   - create_backup, gzip and none;
   - BackupSource.iter_raw over the whole collection (what a restore reads).
+  - find_raw_batches alone, to tell the server's share of the time from ours.
 It also backs up a fifth of the documents, to show that memory does not grow with size.
 Prints one line per measurement.
 """
@@ -86,6 +87,7 @@ def _load(uri: str, name: str, docs: int, doc_size: int) -> None:
 
 def _child(args: argparse.Namespace) -> None:
     from syncd.backup import BackupSource, create_backup, find_backup
+    from syncd.backup.fsio import count_whole_documents
 
     with MongoClient(args.uri) as client:
         db = client.bench
@@ -101,6 +103,12 @@ def _child(args: argparse.Namespace) -> None:
                 "docs": info.documents,
                 "mb": info.size_bytes / 1e6,
             }
+        elif args.op == "scan":
+            from syncd.backup.create import batch_docs
+
+            avg = float(db.command("collStats", args.coll)["avgObjSize"])
+            with db[args.coll].find_raw_batches(batch_size=batch_docs(avg)) as cursor:
+                result = {"docs": sum(count_whole_documents(b) for b in cursor)}
         else:
             source = BackupSource(find_backup(Path(args.dir), args.name))
             count = sum(1 for _ in source.iter_raw(args.coll))
@@ -146,14 +154,19 @@ def main() -> None:
             started = time.perf_counter()
             _load(uri, "big", args.docs, args.doc_size)
             _load(uri, "small", args.docs // 5, args.doc_size)
-            print(f"loaded {args.docs} + {args.docs // 5} docs in {time.perf_counter() - started:.1f} s")
+            took = time.perf_counter() - started
+            print(f"loaded {args.docs} + {args.docs // 5} docs in {took:.1f} s")
             backups = str(Path(tmp) / "backups")
+            scan = _run_child(uri=uri, op="scan", coll="big")
+            _line("find_raw_batches alone (server)", scan)
             for compress in ("none", "gzip"):
                 for coll in ("small", "big"):
                     r = _run_child(uri=uri, dir=backups, op="create", compress=compress, coll=coll)
                     _line(f"create_backup {coll} {compress}", r)
                     if coll == "big":
-                        read = _run_child(uri=uri, dir=backups, op="read", coll=coll, name=r["name"])
+                        read = _run_child(
+                            uri=uri, dir=backups, op="read", coll=coll, name=r["name"]
+                        )
                         _line(f"BackupSource.iter_raw {compress}", read)
         finally:
             proc.terminate()

@@ -22,7 +22,8 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from syncd.metrics import SyncdMetrics
 
-# render() writes the classic text format (underscore names), which every Prometheus reads.
+# SyncdMetrics.render() writes the classic text format, which every Prometheus version reads.
+METRICS_CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
-            self._send(200, CONTENT_TYPE_PLAIN_0_0_4, self.server.metrics.render())
+            self._send(200, METRICS_CONTENT_TYPE, self.server.metrics.render())
         elif path == "/healthz":
             status, body = self._health()
             self._send(status, "application/json", body)

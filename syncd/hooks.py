@@ -31,6 +31,16 @@ def bcrypt_hash(password: str, cost: int) -> str:
     return str(bcrypt.hashpw(password.encode("utf-8"), salt).decode("ascii"))
 
 
+def check_hooks(config: Config, flow: Flow) -> None:
+    """Read every `after` hook's secret before the sync writes anything.
+
+    A push whose password reset cannot run would leave local passwords on the target.
+    """
+    for name in flow.after:
+        hook = config.hooks[name]
+        resolve(hook.password, what=f"hook '{hook.name}' password")
+
+
 def run_hooks(config: Config, flow: Flow, target: Connected) -> list[str]:
     messages = []
     for name in flow.after:

@@ -51,12 +51,26 @@ def collection_spec(db: Database[Any], info: Mapping[str, Any]) -> CollectionSpe
     )
 
 
-def _estimate(db: Database[Any], names: Sequence[str]) -> int | None:
-    """Uncompressed data size of the collections, for the 'not enough space' message."""
-    try:
-        return sum(int(db.command("collStats", name).get("size", 0)) for name in names)
-    except (PyMongoError, TypeError, ValueError):
-        return None
+BATCH_BYTES = 4 << 20  # aim for raw batches of ~4 MiB: the server's 16 MiB default costs RSS
+DEFAULT_BATCH_DOCS = 1000
+
+
+def _sizes(db: Database[Any], names: Sequence[str]) -> dict[str, tuple[int, float]]:
+    """(data size, average document size) per collection, where the server tells."""
+    sizes: dict[str, tuple[int, float]] = {}
+    for name in names:
+        try:
+            stats = db.command("collStats", name)
+            sizes[name] = (int(stats.get("size", 0)), float(stats.get("avgObjSize", 0)))
+        except (PyMongoError, TypeError, ValueError):
+            continue
+    return sizes
+
+
+def batch_docs(avg_size: float) -> int:
+    if avg_size <= 0:
+        return DEFAULT_BATCH_DOCS
+    return max(1, min(100_000, int(BATCH_BYTES / avg_size)))
 
 
 def create_backup(
@@ -78,8 +92,9 @@ def create_backup(
     with BackupWriter(
         backups_dir, endpoint, db.name, kind="full", compress=compress, reason=reason
     ) as writer:
-        present = [name for name in wanted if name in listing]
-        writer.estimated_bytes = _estimate(db, present)
+        regular = [n for n in wanted if n in listing and skip_reason(listing[n]) is None]
+        sizes = _sizes(db, regular)
+        writer.estimated_bytes = sum(size for size, _ in sizes.values()) or None
         for name in wanted:
             info = listing.get(name)
             if info is None:
@@ -91,6 +106,7 @@ def create_backup(
                 log.info("backup %s: skipping %s: %s", endpoint, name, why)
                 continue
             spec = collection_spec(db, info)
-            with db[name].find_raw_batches() as batches:
+            avg = sizes.get(name, (0, 0.0))[1]
+            with db[name].find_raw_batches(batch_size=batch_docs(avg)) as batches:
                 writer.write_collection(spec, batches, on_progress=on_progress)
         return writer.commit()

@@ -80,7 +80,8 @@ class LoadedYaml:
 
 def _child(node: yaml.Node | None, item: PathItem) -> tuple[yaml.Node | None, yaml.Node] | None:
     if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
+        # The last occurrence of a repeated key is the one the loaded data holds.
+        for key_node, value_node in reversed(node.value):
             if isinstance(key_node, yaml.ScalarNode) and _key_matches(key_node, item):
                 return key_node, value_node
     if isinstance(node, yaml.SequenceNode) and isinstance(item, int):
@@ -114,8 +115,7 @@ def load_yaml(path: Path) -> LoadedYaml:
     except OSError as exc:
         raise _fail(file, 1, 1, f"cannot read config file: {exc.strerror}") from None
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        root, data = _parse(text)
     except yaml.MarkedYAMLError as exc:
         mark, problem = _syntax_problem(exc)
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -128,6 +128,16 @@ def load_yaml(path: Path) -> LoadedYaml:
         raise _fail(file, 1, 1, "the config must be a mapping of keys (version, endpoints, ...)")
     loaded = LoadedYaml(file, data, root)
     return LoadedYaml(file, data, root, tuple(_duplicate_keys(loaded, root, ())))
+
+
+def _parse(text: str) -> tuple[yaml.Node | None, Any]:
+    """One parse gives both the node tree (for line numbers) and the data built from it."""
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        return root, (loader.construct_document(root) if root is not None else None)
+    finally:
+        loader.dispose()
 
 
 def _syntax_problem(exc: yaml.MarkedYAMLError) -> tuple[yaml.Mark | None, str]:

@@ -150,6 +150,7 @@ def _sync(
             record_results(config, plan, [], "success")
             result.seconds = time.monotonic() - started
             return result
+        _check_hooks(config, flow)
         _check_protected(config, flow, plan, options)
         result.backup = _backup_before(config, plan, target)
         source_db = MongoSource(source.db, source.name)
@@ -195,6 +196,13 @@ def _backup_before(config: Config, plan: Plan, target: Connected) -> str | None:
     from syncd.engine.prebackup import backup_before_sync
 
     return backup_before_sync(config, plan, target)
+
+
+def _check_hooks(config: Config, flow: Flow) -> None:
+    if flow.after:
+        from syncd.hooks import check_hooks
+
+        check_hooks(config, flow)
 
 
 def _run_hooks(config: Config, flow: Flow, target: Connected) -> list[str]:

@@ -1,0 +1,192 @@
+"""What a scheduled job does: run a flow or back up an endpoint, and say how it went.
+
+Every function here returns an `Outcome` and never raises: a job's failure is reported,
+logged and counted by the runner, and the daemon goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from syncd.backup import apply_retention, create_backup, list_backups
+from syncd.config.model import GRIDFS_PAIRS, Config, Schedule
+from syncd.endpoints import open_endpoint
+from syncd.engine.flow import PlanRefused, SyncOptions, sync_flow
+from syncd.engine.plan import CollectionPlan
+from syncd.engine.prebackup import backups_dir
+from syncd.engine.progress import Reporter
+from syncd.engine.run import SyncResult
+from syncd.errors import Refused, SyncdError
+from syncd.lease import LeaseBusy
+from syncd.metrics import Result
+
+log = logging.getLogger("syncd.daemon")
+
+
+class Abandoned(SyncdError):
+    """The daemon is stopping: the job stopped at a batch boundary."""
+
+
+@dataclass
+class Outcome:
+    result: Result
+    reason: str = ""  # why, when not a success; safe to log (no secrets)
+    seconds: float = 0.0
+    fields: dict[str, Any] = field(default_factory=dict)  # counts for the log line
+    docs: dict[tuple[str, str], int] = field(default_factory=dict)  # (collection, op) -> n
+    drift: dict[str, int] = field(default_factory=dict)  # collection -> drifted documents
+    backups: tuple[int, int, float | None] | None = None  # kept, bytes, newest (unix time)
+
+
+class StopCheck:
+    """Raises Abandoned once the daemon is stopping; called between batches."""
+
+    def __init__(self, stopping: threading.Event) -> None:
+        self.stopping = stopping
+
+    def __call__(self) -> None:
+        if self.stopping.is_set():
+            raise Abandoned("syncd is stopping; the job was abandoned between two batches")
+
+
+class DaemonReporter(Reporter):
+    """No terminal drawing; a cancellation point after every batch the engine reports.
+
+    GridFS writes are not cut between fs.chunks and fs.files (the engine writes a file's
+    chunks first, then its file document): the stop waits for the pair to be written.
+    """
+
+    def __init__(self, check: StopCheck) -> None:
+        super().__init__(sys.stderr, live=False)
+        self.check = check
+
+    def counter(
+        self, collection: str, what: str, total: int | None = None
+    ) -> Callable[[int], None]:
+        if what == "write" and collection in GRIDFS_PAIRS:
+            return lambda done: None
+
+        def update(done: int) -> None:
+            self.check()
+
+        return update
+
+    def planned(self, plan: CollectionPlan) -> None:
+        self.check()
+        if plan.writes or plan.drifted or plan.conflicts:  # quiet for collections in step
+            super().planned(plan)
+
+
+def run_sync(config: Config, schedule: Schedule, check: StopCheck) -> Outcome:
+    assert schedule.flow is not None  # noqa: S101 - the caller checked the kind
+    started = time.monotonic()
+    options = SyncOptions(
+        collections=schedule.collections,
+        allow_protected=schedule.unattended,
+        confirm=None,
+        wait=False,
+        job=schedule.name,
+        reporter=DaemonReporter(check),
+    )
+    try:
+        check()
+        result = sync_flow(config, schedule.flow, options)
+    except LeaseBusy as exc:
+        return Outcome("skipped", str(exc), time.monotonic() - started)
+    except PlanRefused as exc:
+        drift = {c.name: _blocking(c) for c in exc.plan.collections}
+        outcome = Outcome("refused", str(exc), time.monotonic() - started, drift=drift)
+        outcome.fields = {"drift": sum(drift.values())}
+        return outcome
+    except Refused as exc:
+        return Outcome("refused", _protected_hint(str(exc), schedule), time.monotonic() - started)
+    except SyncdError as exc:
+        return Outcome("failure", str(exc), time.monotonic() - started)
+    except Exception as exc:  # a job never kills the daemon; the type names the cause
+        log.debug("job %s failed", schedule.name, exc_info=True)
+        return Outcome("failure", f"{type(exc).__name__}: {exc}", time.monotonic() - started)
+    return _sync_outcome(result, time.monotonic() - started)
+
+
+def _blocking(plan: CollectionPlan) -> int:
+    """Target documents that stopped the run: drift under abort, conflicts under merge."""
+    if plan.drift_policy == "abort":
+        return plan.drifted
+    return plan.conflicts if plan.drift_policy == "merge" else 0
+
+
+def _protected_hint(message: str, schedule: Schedule) -> str:
+    if "protected" in message and not schedule.unattended:
+        return (
+            f"'{schedule.flow}' writes to a protected endpoint and nobody is there to confirm; "
+            f"set `unattended: true` on schedule '{schedule.name}' to allow it"
+        )
+    return message
+
+
+def _sync_outcome(result: SyncResult, seconds: float) -> Outcome:
+    totals = result.plan.totals()
+    docs = result.documents()
+    fields: dict[str, Any] = {
+        "collections": len(result.plan.collections),
+        "inserted": sum(n for (_, op), n in docs.items() if op == "insert"),
+        "updated": sum(n for (_, op), n in docs.items() if op == "update"),
+        "deleted": sum(n for (_, op), n in docs.items() if op == "delete"),
+    }
+    if totals["drift"]:
+        fields["drift"] = totals["drift"]
+    if result.backup:
+        fields["backup"] = result.backup
+    if result.hook_messages:
+        fields["hooks"] = len(result.hook_messages)
+    return Outcome("success", "", seconds, fields=fields, docs=docs)
+
+
+def run_backup(config: Config, schedule: Schedule, check: StopCheck) -> Outcome:
+    assert schedule.backup is not None  # noqa: S101
+    started = time.monotonic()
+    directory = backups_dir(config)
+    endpoint = config.endpoints[schedule.backup]
+    try:
+        check()
+        connected = open_endpoint(endpoint)
+        try:
+            info = create_backup(
+                connected.db,
+                endpoint.name,
+                directory,
+                compress=config.backups.compress,
+                reason=f"schedule {schedule.name}",
+                on_progress=lambda collection, done: check(),
+            )
+        finally:
+            connected.close()
+        removed = apply_retention(directory, endpoint.name, config.backups.keep_last)
+    except SyncdError as exc:
+        return Outcome("failure", str(exc), time.monotonic() - started)
+    except Exception as exc:
+        log.debug("job %s failed", schedule.name, exc_info=True)
+        return Outcome("failure", f"{type(exc).__name__}: {exc}", time.monotonic() - started)
+    fields = {
+        "backup": info.name,
+        "collections": len(info.collections),
+        "documents": info.documents,
+        "bytes": info.size_bytes,
+        "removed": len(removed),
+    }
+    outcome = Outcome("success", "", time.monotonic() - started, fields=fields)
+    outcome.backups = backup_inventory(config, endpoint.name)
+    return outcome
+
+
+def backup_inventory(config: Config, endpoint: str) -> tuple[int, int, float | None]:
+    """Verified backups kept for `endpoint`: how many, their bytes, the newest one's time."""
+    good = [b for b in list_backups(backups_dir(config)) if b.endpoint == endpoint and b.verified]
+    newest = good[0].created.timestamp() if good else None
+    return len(good), sum(b.size_bytes for b in good), newest

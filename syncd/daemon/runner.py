@@ -1,0 +1,141 @@
+"""Run one schedule: no overlap with itself, one log line per start and end, metrics, status."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from syncd.config.model import Config, Schedule
+from syncd.daemon.jobs import Outcome, StopCheck, run_backup, run_sync
+from syncd.daemon.notify import Notifier
+from syncd.health import JobHealth
+from syncd.metrics import COLLECTION_PATTERN, SyncdMetrics, UnsafeLabelValue
+
+log = logging.getLogger("syncd.daemon")
+
+LEVELS = {
+    "success": logging.INFO,
+    "skipped": logging.WARNING,
+    "refused": logging.WARNING,
+    "failure": logging.ERROR,
+}
+VERBS = {"success": "done", "skipped": "skipped", "refused": "refused", "failure": "failed"}
+
+
+class JobRunner:
+    """The function every schedule job calls, shared by all of them (APScheduler threads).
+
+    `config` gives the config in force when a job starts; a job keeps that one to its end,
+    even when a reload swaps in another meanwhile.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: Callable[[], Config],
+        metrics: SyncdMetrics,
+        notifier: Notifier,
+        on_done: Callable[[], None],
+    ) -> None:
+        self.config, self.metrics, self.notifier, self.on_done = config, metrics, notifier, on_done
+        self.stopping = threading.Event()
+        self.check = StopCheck(self.stopping)
+        self._lock = threading.Lock()
+        self._guards: dict[str, threading.Lock] = {}
+        self._active: dict[str, float] = {}
+        self.last: dict[str, JobHealth] = {}
+
+    def active(self) -> list[str]:
+        with self._lock:
+            return sorted(self._active)
+
+    def __call__(self, name: str, trigger: str) -> None:
+        if self.stopping.is_set():
+            return
+        config = self.config()
+        schedule = next((s for s in config.schedules if s.name == name), None)
+        if schedule is None:
+            log.info("schedule no longer configured, not run", extra={"job": name})
+            return
+        with self._lock:
+            guard = self._guards.setdefault(name, threading.Lock())
+        if not guard.acquire(blocking=False):
+            self.overlap(schedule)
+            return
+        try:
+            with self._lock:
+                self._active[name] = time.monotonic()
+            outcome = self._execute(config, schedule, trigger)
+        finally:
+            with self._lock:
+                self._active.pop(name, None)
+            guard.release()
+        self._report(schedule, trigger, outcome)
+        self.on_done()
+
+    def overlap(self, schedule: Schedule) -> None:
+        """A run due while the previous run of the same schedule is still going: skipped."""
+        outcome = Outcome("skipped", "the previous run of this schedule is still running")
+        self._report(schedule, "overlap", outcome)
+
+    def _execute(self, config: Config, schedule: Schedule, trigger: str) -> Outcome:
+        log.info(f"{_kind(schedule)} started", extra=_labels(schedule, trigger))
+        self.notifier.status(f"running {schedule.name}")
+        if schedule.flow is not None:
+            return run_sync(config, schedule, self.check)
+        return run_backup(config, schedule, self.check)
+
+    def _report(self, schedule: Schedule, trigger: str, outcome: Outcome) -> None:
+        verb = VERBS[outcome.result]
+        message = f"{_kind(schedule)} {verb}"
+        if outcome.reason:
+            message += f": {outcome.reason}"
+        extra = {**_labels(schedule, trigger), "result": outcome.result, **outcome.fields}
+        extra["seconds"] = round(outcome.seconds, 3)
+        log.log(LEVELS[outcome.result], message, extra=extra)
+        self._record(schedule, outcome)
+        with self._lock:
+            self.last[schedule.name] = JobHealth(outcome.result, time.time())
+        target = schedule.flow or f"backup {schedule.backup}"
+        self.notifier.status(
+            f"last job {schedule.name}: {outcome.result} ({target}, {outcome.seconds:.1f} s)"
+        )
+
+    def _record(self, schedule: Schedule, outcome: Outcome) -> None:
+        try:
+            if schedule.flow is not None:
+                docs = {
+                    (coll, op): n
+                    for (coll, op), n in outcome.docs.items()
+                    if COLLECTION_PATTERN.fullmatch(coll)
+                }
+                drift = {c: n for c, n in outcome.drift.items() if COLLECTION_PATTERN.fullmatch(c)}
+                self.metrics.record_sync(
+                    schedule.flow,
+                    outcome.result,
+                    outcome.seconds,
+                    docs,  # type: ignore[arg-type]  # ops come from SyncResult.documents()
+                    drift,
+                )
+            elif schedule.backup is not None:
+                kept, size, newest = outcome.backups or (None, None, None)
+                self.metrics.record_backup(schedule.backup, outcome.result, kept, size)
+                if newest is not None:
+                    self.metrics.set_backup_inventory(schedule.backup, None, None, newest)
+        except (UnsafeLabelValue, ValueError) as exc:
+            log.warning("metrics not recorded: %s", exc, extra={"job": schedule.name})
+
+
+def _kind(schedule: Schedule) -> str:
+    return "sync" if schedule.flow is not None else "backup"
+
+
+def _labels(schedule: Schedule, trigger: str) -> dict[str, str]:
+    labels = {"job": schedule.name, "trigger": trigger}
+    if schedule.flow is not None:
+        labels["flow"] = schedule.flow
+    if schedule.backup is not None:
+        labels["endpoint"] = schedule.backup
+    return labels

@@ -1,0 +1,48 @@
+"""Metrics at start: series primed, and what the state directory already knows restored
+(last successful run per flow, backups kept per endpoint), so a restart does not look like
+a flow that never succeeded."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+
+from syncd.config.model import Config
+from syncd.daemon.jobs import backup_inventory
+from syncd.engine.memory import memory_path
+from syncd.metrics import SyncdMetrics
+
+log = logging.getLogger("syncd.daemon")
+
+
+def restore_metrics(config: Config, metrics: SyncdMetrics) -> None:
+    metrics.prime_from_config(config)
+    for flow, finished in last_successes(config).items():
+        if flow in config.flows:
+            metrics.set_sync_last_success(flow, finished)
+    for endpoint in config.endpoints:
+        try:
+            kept, size, newest = backup_inventory(config, endpoint)
+        except (OSError, ValueError) as exc:
+            log.warning("backups of %s not counted: %s", endpoint, exc)
+            continue
+        metrics.set_backup_inventory(endpoint, kept, size, newest)
+
+
+def last_successes(config: Config) -> dict[str, float]:
+    """Per flow, the unix time its last successful run finished (from the sync memory)."""
+    path = memory_path(config.state_dir)
+    if not path.exists():
+        return {}
+    try:
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)
+        try:
+            rows = conn.execute(
+                "SELECT flow, MAX(finished) FROM runs WHERE result = 'success' GROUP BY flow"
+            ).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        log.warning("last sync times not restored: %s", exc)
+        return {}
+    return {str(flow): float(finished) for flow, finished in rows}

@@ -1,0 +1,275 @@
+"""The seed's workflows A-D end to end through `syncd sync`, on two real servers, and the
+refusals a user meets on the way (collection outside the policy, same database twice)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import pytest
+from bson import ObjectId
+from pymongo.database import Database
+
+from tests.conftest import DbNames
+from tests.engine_kit import (
+    HOOK_USERS,
+    RESET_PASSWORD,
+    Pair,
+    backup_names,
+    config_text,
+    make_pair,
+    snapshot,
+    syncd,
+    tree,
+)
+from tests.support.dataset import COLLECTIONS, load_seed_dataset
+from tests.support.servers import Server
+
+Capsys = pytest.CaptureFixture[str]
+PUSHED = [c for c in COLLECTIONS if c != "audit_events"]  # audit_events is pull-only
+
+
+@pytest.fixture
+def pair(
+    local_db: Database[Any],
+    production_db: Database[Any],
+    local_uri: str,
+    production_uri: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Pair:
+    monkeypatch.setenv("SYNCD_RESET_PASSWORD", RESET_PASSWORD)
+    monkeypatch.delenv("FORCE", raising=False)
+    return make_pair(local_db, production_db, local_uri, production_uri, tmp_path)
+
+
+def pushed(pair: Pair, capsys: Capsys) -> None:
+    """The seed data on local, pushed once: production in step, the sync memory in place."""
+    load_seed_dataset(pair.local)
+    first = syncd(capsys, pair.config, "sync", "to_production", "--yes")
+    assert first.code == 0, first.err
+
+
+def pulled(pair: Pair, capsys: Capsys) -> None:
+    """The seed data on production, pulled once by a new developer."""
+    load_seed_dataset(pair.production)
+    first = syncd(capsys, pair.config, "sync", "from_production")
+    assert first.code == 0, first.err
+
+
+def password_of(db: Database[Any], email: str) -> str:
+    user = db.users.find_one({"email": email})
+    assert user is not None, email
+    return str(user["encrypted_password"])
+
+
+def without_hook_fields(state: dict[bytes, bytes], db: Database[Any]) -> dict[bytes, bytes]:
+    """users minus the documents the password hook rewrites."""
+    reset_ids = {u["_id"] for u in db.users.find({"email": {"$in": list(HOOK_USERS)}})}
+    from bson import decode
+
+    return {k: v for k, v in state.items() if decode(k)["_id"] not in reset_ids}
+
+
+def test_workflow_a_push_after_local_edits_then_passwords_are_reset(
+    pair: Pair, capsys: Capsys
+) -> None:
+    pushed(pair, capsys)
+    template = pair.local.templates.find_one(sort=[("_id", 1)])
+    assert template is not None
+    pair.local.templates.update_one({"_id": template["_id"]}, {"$set": {"version": 99}})
+    pair.local.departments.insert_one({"_id": ObjectId(), "name": "Compliance", "code": "COM-9"})
+    gone = pair.local.content_documents.find_one(sort=[("_id", -1)])
+    assert gone is not None
+    pair.local.content_documents.delete_one({"_id": gone["_id"]})
+    local_hash = password_of(pair.local, HOOK_USERS[0])
+
+    result = syncd(capsys, pair.config, "sync", "to_production", "--yes")
+
+    assert result.code == 0, result.err
+    assert "0 drifted" in result.out
+    assert "reset the password of 3 of 3 users" in result.out
+    local, production = snapshot(pair.local, PUSHED), snapshot(pair.production, PUSHED)
+    for name in PUSHED:
+        if name != "users":
+            assert production[name] == local[name], name
+    assert without_hook_fields(production["users"], pair.production) == without_hook_fields(
+        local["users"], pair.local
+    )
+    assert pair.production.templates.find_one({"_id": template["_id"]})["version"] == 99
+    assert pair.production.departments.find_one({"name": "Compliance"}) is not None
+    assert pair.production.content_documents.find_one({"_id": gone["_id"]}) is None
+    assert "audit_events" not in pair.production.list_collection_names()
+    for email in HOOK_USERS:
+        hashed = password_of(pair.production, email)
+        assert hashed.startswith("$2a$"), "Devise needs the $2a$ prefix"
+        assert bcrypt.checkpw(RESET_PASSWORD.encode(), hashed.encode())
+    assert password_of(pair.local, HOOK_USERS[0]) == local_hash  # the hook writes the target
+
+
+def test_workflow_b_pull_makes_local_equal_to_production(pair: Pair, capsys: Capsys) -> None:
+    pulled(pair, capsys)
+    assert snapshot(pair.local) == snapshot(pair.production)
+    pair.production.users.insert_one({"_id": ObjectId(), "email": "nuevo@valkyria.com"})
+    pair.production.audit_events.insert_one({"_id": ObjectId(), "action": "create"})
+    pair.production.legal_contracts.update_many({}, {"$set": {"status": "signed"}})
+    pair.production.roles.delete_one({"name": "manager"})
+
+    result = syncd(capsys, pair.config, "sync", "from_production")
+
+    assert result.code == 0, result.err
+    assert "0 drifted" in result.out
+    assert snapshot(pair.local) == snapshot(pair.production)
+    assert pair.local.users.find_one({"email": "nuevo@valkyria.com"}) is not None
+    assert pair.local.roles.find_one({"name": "manager"}) is None
+
+
+def test_workflow_c_production_edit_refuses_the_push_until_pulled(
+    pair: Pair, capsys: Capsys
+) -> None:
+    pushed(pair, capsys)
+    edited = pair.production.users.find_one({"email": {"$nin": list(HOOK_USERS)}})
+    assert edited is not None
+    pair.production.users.update_one({"_id": edited["_id"]}, {"$set": {"first_name": "Admin"}})
+    before = snapshot(pair.production)
+    backups_before = backup_names(pair)
+
+    refused = syncd(capsys, pair.config, "sync", "to_production", "--yes")
+
+    assert refused.code == 3
+    assert "users" in refused.err
+    assert str(edited["_id"]) in refused.err
+    assert snapshot(pair.production) == before
+    assert backup_names(pair) == backups_before
+
+    pulled = syncd(capsys, pair.config, "sync", "from_production")
+    assert pulled.code == 0, pulled.err
+    assert pair.local.users.find_one({"_id": edited["_id"]})["first_name"] == "Admin"
+    pair.local.templates.update_many({}, {"$set": {"category": "legal"}})
+    pushed = syncd(capsys, pair.config, "sync", "to_production", "--yes")
+
+    assert pushed.code == 0, pushed.err
+    assert pair.production.users.find_one({"_id": edited["_id"]})["first_name"] == "Admin"
+    assert pair.production.templates.count_documents({"category": {"$ne": "legal"}}) == 0
+
+
+def test_workflow_d_one_collection_only(pair: Pair, capsys: Capsys) -> None:
+    pulled(pair, capsys)
+    pair.production.users.update_many({}, {"$set": {"locale": "en"}})
+    pair.local.templates.update_many({}, {"$set": {"active": False}})
+    local_templates = snapshot(pair.local, ["templates"])
+
+    pull = syncd(capsys, pair.config, "sync", "from_production", "-C", "users")
+
+    assert pull.code == 0, pull.err
+    assert "1 collections" in pull.out
+    assert snapshot(pair.local, ["users"]) == snapshot(pair.production, ["users"])
+    assert snapshot(pair.local, ["templates"]) == local_templates
+    production_users = snapshot(pair.production, ["users"])
+
+    push = syncd(capsys, pair.config, "sync", "to_production", "-C", "templates", "--yes")
+
+    assert push.code == 0, push.err
+    assert snapshot(pair.production, ["templates"]) == local_templates
+    after = snapshot(pair.production, ["users"])["users"]
+    # users did not travel; only the flow's password hook touched its three accounts
+    assert without_hook_fields(after, pair.production) == without_hook_fields(
+        production_users["users"], pair.production
+    )
+
+
+def test_collection_outside_the_flow_policy_is_refused_with_nothing_written(
+    pair: Pair, capsys: Capsys
+) -> None:
+    pushed(pair, capsys)
+    pair.local.audit_events.delete_many({})
+    pair.local.users.update_many({}, {"$set": {"locale": "fr"}})
+    before = snapshot(pair.production), snapshot(pair.local)
+
+    result = syncd(
+        capsys, pair.config, "sync", "to_production", "-C", "audit_events", "-C", "users", "--yes"
+    )
+
+    assert result.code == 3
+    assert "audit_events" in result.err
+    assert "to_production" in result.err
+    assert (snapshot(pair.production), snapshot(pair.local)) == before
+    assert backup_names(pair) == []
+
+
+def test_second_push_after_the_password_hook_finds_no_drift(pair: Pair, capsys: Capsys) -> None:
+    load_seed_dataset(pair.local)
+    assert syncd(capsys, pair.config, "sync", "to_production", "--yes").code == 0
+
+    again = syncd(capsys, pair.config, "sync", "to_production", "--yes")
+    pulled = syncd(capsys, pair.config, "sync", "from_production", "--dry-run")
+
+    assert again.code == 0, again.err
+    assert "0 drifted" in again.out
+    assert pulled.code == 0, pulled.err
+    assert "0 drifted" in pulled.out
+    for email in HOOK_USERS:
+        assert bcrypt.checkpw(RESET_PASSWORD.encode(), password_of(pair.production, email).encode())
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing_anywhere(pair: Pair, capsys: Capsys) -> None:
+    load_seed_dataset(pair.local)
+
+    first = syncd(capsys, pair.config, "sync", "to_production", "--dry-run")
+
+    assert first.code == 0, first.err
+    assert "dry run: nothing was written" in first.out
+    users_row = next(line for line in first.out.splitlines() if line.startswith("users "))
+    assert users_row.split()[1:4] == ["40", "0", "40"]  # local, production, insert
+    assert pair.production.list_collection_names() == []
+    assert not pair.state_dir.exists()
+
+    assert syncd(capsys, pair.config, "sync", "to_production", "--yes").code == 0
+    pair.production.users.update_one({"email": "admin@valkyria.com"}, {"$set": {"locale": "x"}})
+    pair.local.templates.delete_many({})
+    state, production = tree(pair.state_dir), snapshot(pair.production)
+
+    second = syncd(capsys, pair.config, "sync", "to_production", "--dry-run")
+
+    assert second.code == 0, second.err
+    templates_row = next(line for line in second.out.splitlines() if line.startswith("templates"))
+    assert templates_row.split()[1:6] == ["0", "8", "0", "0", "8"]  # ..., delete 8
+    users_row = next(line for line in second.out.splitlines() if line.startswith("users "))
+    assert users_row.split()[6] == "1"  # one drifted document shown
+    assert snapshot(pair.production) == production
+    assert tree(pair.state_dir) == state
+
+
+def test_same_database_on_both_sides_is_refused(
+    pair: Pair, capsys: Capsys, server_local: Server, dbnames: DbNames
+) -> None:
+    load_seed_dataset(pair.local)
+    before = snapshot(pair.local)
+    same = pair.root / "same.yaml"
+    same.write_text(config_text(pair.state_dir, pair.local_uri, pair.local_uri), encoding="utf-8")
+
+    result = syncd(capsys, same, "sync", "to_production", "--yes")
+
+    assert result.code == 3
+    assert "same database" in result.err
+    assert snapshot(pair.local) == before
+
+
+def test_same_database_is_recognised_through_localhost_and_127_0_0_1(
+    pair: Pair, capsys: Capsys, server_local: Server, dbnames: DbNames
+) -> None:
+    if server_local.host != "127.0.0.1":
+        pytest.skip("needs a loopback test server to spell its address two ways")
+    load_seed_dataset(pair.local)
+    pair.local.users.update_many({}, {"$set": {"locale": "de"}})
+    before = snapshot(pair.local)
+    by_name = f"mongodb://localhost:{server_local.port}/{dbnames.local}?directConnection=true"
+    same = pair.root / "same.yaml"
+    same.write_text(config_text(pair.state_dir, pair.local_uri, by_name), encoding="utf-8")
+
+    for flow in ("to_production", "from_production"):
+        result = syncd(capsys, same, "sync", flow, "--yes", "--drift", "overwrite")
+        assert result.code == 3, flow
+        assert "same database" in result.err
+    assert snapshot(pair.local) == before
