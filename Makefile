@@ -35,5 +35,9 @@ test: $(STAMP) tools lint
 demo: $(STAMP)
 	$(BIN)/syncd demo
 
+# README's config reference, generated from syncd/config/schema.json
+docs: $(STAMP)
+	$(BIN)/python scripts/gen_config_reference.py
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

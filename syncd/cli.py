@@ -10,8 +10,11 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from pymongo.errors import PyMongoError
+
 from syncd import __version__
 from syncd.config import Config, ConfigInvalid, load_config
+from syncd.config.secrets import redact
 from syncd.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, SyncdError, UsageError
 from syncd.log import setup_logging
 
@@ -181,9 +184,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SyncdError as exc:
         print(f"syncd: {exc}", file=sys.stderr)
         return exc.exit_code
+    except PyMongoError as exc:
+        print(f"syncd: {mongo_error_message(exc)}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("syncd: interrupted", file=sys.stderr)
         return EXIT_FAILED
+
+
+def mongo_error_message(exc: PyMongoError) -> str:
+    """One line for a server error that got past the endpoint checks (e.g. a user without the
+    right roles: `ping` needs no authentication, `listCollections` does). No traceback."""
+    first = (str(exc).splitlines() or [""])[0].split(", full error:")[0][:300]
+    return (
+        f"MongoDB error: {redact(first)} ({type(exc).__name__}); "
+        "check the endpoint's credentials and the user's roles"
+    )
 
 
 if __name__ == "__main__":

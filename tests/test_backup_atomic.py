@@ -15,7 +15,6 @@ from typing import Any
 import bson
 import pytest
 from bson import Binary
-from pymongo import MongoClient
 from pymongo.database import Database
 
 from syncd.backup import (
@@ -28,7 +27,7 @@ from syncd.backup import (
     list_backups,
 )
 from syncd.engine.source import CollectionSpec
-from tests.support.servers import MongoServer
+from tests.support.servers import Server
 
 NOW = dt.datetime(2026, 1, 11, 10, 30, 0, 250_000, tzinfo=dt.UTC)
 
@@ -40,8 +39,8 @@ from pymongo import MongoClient
 from syncd.backup import BackupWriter
 from syncd.backup.create import collection_spec
 
-uri, name, backups = sys.argv[1:4]
-db = MongoClient(uri)[name]
+name, backups = sys.argv[1:3]
+db = MongoClient(os.environ["BACKUP_TEST_URI"])[name]
 info = next(db.list_collections(filter={"name": "big"}))
 
 def batches():
@@ -58,20 +57,10 @@ with BackupWriter(Path(backups), "production", name, kind="full", compress="gzip
 """
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoServer]:
-    with MongoServer(tmp_path_factory.mktemp("backup-atomic-server")) as srv:
-        yield srv
-
-
 @pytest.fixture
-def db(server: MongoServer, request: pytest.FixtureRequest) -> Iterator[Database[Any]]:
-    name = "bk_" + re.sub(r"\W", "_", request.node.name)[:50]
-    client: MongoClient[dict[str, Any]] = server.client()
-    client.drop_database(name)
-    yield client[name]
-    client.drop_database(name)
-    client.close()
+def db(production_db: Database[Any]) -> Database[Any]:
+    """A fresh database on the shared "production" test server (tests/conftest.py)."""
+    return production_db
 
 
 @pytest.fixture
@@ -129,11 +118,12 @@ def test_two_backups_in_the_same_second_get_distinct_names(backups_dir: Path) ->
 
 
 def test_killed_backup_is_never_listed_and_its_leftovers_are_cleaned(
-    server: MongoServer, db: Database[Any], backups_dir: Path
+    server_production: Server, db: Database[Any], backups_dir: Path
 ) -> None:
     _fill_big(db, 20_000)
     with subprocess.Popen(
-        [sys.executable, "-c", KILLED_WRITER, server.uri, db.name, str(backups_dir)],
+        [sys.executable, "-c", KILLED_WRITER, db.name, str(backups_dir)],
+        env={**os.environ, "BACKUP_TEST_URI": server_production.uri},
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -236,3 +226,20 @@ def test_find_backup_names_the_closest_match(backups_dir: Path) -> None:
         find_backup(backups_dir, "local_20260111_103001")
     with pytest.raises(BackupError, match="no backup named"):
         find_backup(backups_dir, "../etc")
+
+
+def test_leftovers_of_interrupted_commits_and_deletions_are_cleaned(backups_dir: Path) -> None:
+    kept = _write(backups_dir)
+    # A writer killed between its rename and removing its lock file; a retention run
+    # killed half-way through deleting a backup.
+    (backups_dir / ".tmp-local_20260111_103000-999999-0a0b0c0d.lock").touch()
+    trash = backups_dir / ".del-local_20260101_000000-999999-0a0b0c0d"
+    (trash / "app").mkdir(parents=True)
+    (trash / "app" / "users.bson.gz").write_bytes(b"\x00" * 10)
+
+    removed = clean_leftovers(backups_dir)
+
+    assert sorted(removed) == sorted(
+        [".tmp-local_20260111_103000-999999-0a0b0c0d.lock", trash.name]
+    )
+    assert [p.name for p in backups_dir.iterdir()] == [kept.name]

@@ -11,8 +11,9 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import stat
-from collections.abc import Iterator
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import gridfs
 import pytest
 from bson import ObjectId, json_util
 from bson.raw_bson import RawBSONDocument
-from pymongo import ASCENDING, IndexModel, MongoClient
+from pymongo import ASCENDING, IndexModel
 from pymongo.database import Database
 
 from syncd.backup import (
@@ -33,26 +34,17 @@ from syncd.backup import (
     list_backups,
     verify_backup,
 )
+from syncd.backup.create import read_order
 from syncd.engine.source import CollectionSpec
-from tests.support.servers import MongoServer
+from tests.support.servers import Server
 
 NAME_RE = re.compile(r"^production_\d{8}_\d{6}(_\d+)?$")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoServer]:
-    with MongoServer(tmp_path_factory.mktemp("backup-layout-server")) as srv:
-        yield srv
-
-
 @pytest.fixture
-def db(server: MongoServer, request: pytest.FixtureRequest) -> Iterator[Database[Any]]:
-    name = "bk_" + re.sub(r"\W", "_", request.node.name)[:50]
-    client: MongoClient[dict[str, Any]] = server.client()
-    client.drop_database(name)
-    yield client[name]
-    client.drop_database(name)
-    client.close()
+def db(production_db: Database[Any]) -> Database[Any]:
+    """A fresh database on the shared "production" test server (tests/conftest.py)."""
+    return production_db
 
 
 @pytest.fixture
@@ -162,7 +154,7 @@ def test_gzip_backup_compresses_metadata_like_mongodump_gzip(
 
 
 def test_manifest_records_counts_checksums_and_no_uri(
-    server: MongoServer, db: Database[Any], backups_dir: Path
+    server_production: Server, db: Database[Any], backups_dir: Path
 ) -> None:
     _fill_users(db, 40)
 
@@ -186,7 +178,7 @@ def test_manifest_records_counts_checksums_and_no_uri(
         if path.is_file():
             text = path.read_bytes()
             assert b"mongodb://" not in text
-            assert f"127.0.0.1:{server.port}".encode() not in text
+            assert f"{server_production.host}:{server_production.port}".encode() not in text
 
 
 def test_files_are_0600_and_directories_0700_whatever_the_umask(
@@ -231,7 +223,7 @@ def _raw_sorted(db: Database[Any], name: str) -> list[bytes]:
 
 @pytest.mark.parametrize("compress", ["gzip", "none"])
 def test_backup_source_gives_back_documents_indexes_options_and_gridfs(
-    server: MongoServer, db: Database[Any], backups_dir: Path, compress: Any
+    db: Database[Any], backups_dir: Path, compress: Any
 ) -> None:
     _fill_users(db, 300)
     db.users.create_index("email", unique=True)
@@ -311,3 +303,39 @@ def test_damaged_file_fails_verification_and_reading(backups_dir: Path) -> None:
 def _only(infos: list[BackupInfo]) -> BackupInfo:
     assert len(infos) == 1
     return infos[0]
+
+
+def test_gridfs_files_are_read_before_their_chunks() -> None:
+    names = ["users", "fs.chunks", "attachments.chunks", "fs.files", "attachments.files", "a"]
+
+    assert sorted(names, key=read_order) == [
+        "a",
+        "attachments.files",
+        "attachments.chunks",
+        "fs.files",
+        "fs.chunks",
+        "users",
+    ]
+
+
+@pytest.mark.skipif(
+    shutil.which("mongorestore") is None,
+    reason="mongorestore (MongoDB Database Tools) is not installed here",
+)
+@pytest.mark.parametrize("compress", ["gzip", "none"])
+def test_mongorestore_restores_the_backup(
+    server_production: Server, db: Database[Any], backups_dir: Path, compress: Any
+) -> None:
+    _fill_users(db, 50)
+    db.users.create_index("email", unique=True)
+    info = create_backup(db, "production", backups_dir, compress=compress)
+    target = db.client[db.name + "_mr"]
+    command = ["mongorestore", "--uri", server_production.uri, "--quiet", str(info.path)]
+    command += [f"--nsFrom={db.name}.*", f"--nsTo={target.name}.*"]
+    command += ["--gzip"] if compress == "gzip" else []
+    try:
+        subprocess.run(command, check=True, capture_output=True, timeout=120)
+        assert _raw_sorted(target, "users") == _raw_sorted(db, "users")
+        assert "email_1" in target.users.index_information()
+    finally:
+        db.client.drop_database(target.name)

@@ -14,7 +14,7 @@ PASSWORD = "Demo-Reset-Pw-7b1e"  # the demo reads it from its environment when s
 
 # Each step's heading and a line only the real command (or the demo's own check) prints.
 STEPS = [
-    ("1. Load a small VALKYRIA ECM data set", "users                8 documents"),
+    ("1. Load a small VALKYRIA ECM data set", "fs.chunks"),
     ("2. Validate the policy", "OK (2 endpoints, 2 flows"),
     ("3. Status before the first sync", "from_production: production -> local"),
     ("4. Workflow B", "collections verified equal to the source"),

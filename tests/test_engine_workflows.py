@@ -44,14 +44,24 @@ def pair(
     return make_pair(local_db, production_db, local_uri, production_uri, tmp_path)
 
 
-def pushed(pair: Pair, capsys: Capsys) -> None:
+def push_seed(pair: Pair, capsys: Capsys) -> None:
     """The seed data on local, pushed once: production in step, the sync memory in place."""
     load_seed_dataset(pair.local)
     first = syncd(capsys, pair.config, "sync", "to_production", "--yes")
     assert first.code == 0, first.err
 
 
-def pulled(pair: Pair, capsys: Capsys) -> None:
+def both_seeded(pair: Pair, capsys: Capsys) -> None:
+    """Local and production equal (the team kept them in step by hand), then a first pull:
+    nothing to copy, but syncd now knows both sides."""
+    load_seed_dataset(pair.local)
+    load_seed_dataset(pair.production)
+    first = syncd(capsys, pair.config, "sync", "from_production")
+    assert first.code == 0, first.err
+    assert "nothing to do" in first.out
+
+
+def pull_seed(pair: Pair, capsys: Capsys) -> None:
     """The seed data on production, pulled once by a new developer."""
     load_seed_dataset(pair.production)
     first = syncd(capsys, pair.config, "sync", "from_production")
@@ -75,7 +85,7 @@ def without_hook_fields(state: dict[bytes, bytes], db: Database[Any]) -> dict[by
 def test_workflow_a_push_after_local_edits_then_passwords_are_reset(
     pair: Pair, capsys: Capsys
 ) -> None:
-    pushed(pair, capsys)
+    push_seed(pair, capsys)
     template = pair.local.templates.find_one(sort=[("_id", 1)])
     assert template is not None
     pair.local.templates.update_one({"_id": template["_id"]}, {"$set": {"version": 99}})
@@ -109,7 +119,7 @@ def test_workflow_a_push_after_local_edits_then_passwords_are_reset(
 
 
 def test_workflow_b_pull_makes_local_equal_to_production(pair: Pair, capsys: Capsys) -> None:
-    pulled(pair, capsys)
+    pull_seed(pair, capsys)
     assert snapshot(pair.local) == snapshot(pair.production)
     pair.production.users.insert_one({"_id": ObjectId(), "email": "nuevo@valkyria.com"})
     pair.production.audit_events.insert_one({"_id": ObjectId(), "action": "create"})
@@ -128,7 +138,7 @@ def test_workflow_b_pull_makes_local_equal_to_production(pair: Pair, capsys: Cap
 def test_workflow_c_production_edit_refuses_the_push_until_pulled(
     pair: Pair, capsys: Capsys
 ) -> None:
-    pushed(pair, capsys)
+    both_seeded(pair, capsys)
     edited = pair.production.users.find_one({"email": {"$nin": list(HOOK_USERS)}})
     assert edited is not None
     pair.production.users.update_one({"_id": edited["_id"]}, {"$set": {"first_name": "Admin"}})
@@ -155,7 +165,7 @@ def test_workflow_c_production_edit_refuses_the_push_until_pulled(
 
 
 def test_workflow_d_one_collection_only(pair: Pair, capsys: Capsys) -> None:
-    pulled(pair, capsys)
+    pull_seed(pair, capsys)
     pair.production.users.update_many({}, {"$set": {"locale": "en"}})
     pair.local.templates.update_many({}, {"$set": {"active": False}})
     local_templates = snapshot(pair.local, ["templates"])
@@ -179,10 +189,23 @@ def test_workflow_d_one_collection_only(pair: Pair, capsys: Capsys) -> None:
     )
 
 
+def test_a_sync_with_nothing_to_copy_still_remembers_both_sides(
+    pair: Pair, capsys: Capsys
+) -> None:
+    both_seeded(pair, capsys)
+    pair.local.templates.update_many({}, {"$set": {"category": "rrhh"}})
+
+    result = syncd(capsys, pair.config, "sync", "to_production", "--yes")
+
+    assert result.code == 0, result.err
+    assert "0 drifted" in result.out
+    assert snapshot(pair.production, ["templates"]) == snapshot(pair.local, ["templates"])
+
+
 def test_collection_outside_the_flow_policy_is_refused_with_nothing_written(
     pair: Pair, capsys: Capsys
 ) -> None:
-    pushed(pair, capsys)
+    push_seed(pair, capsys)
     pair.local.audit_events.delete_many({})
     pair.local.users.update_many({}, {"$set": {"locale": "fr"}})
     before = snapshot(pair.production), snapshot(pair.local)

@@ -4,7 +4,7 @@ Documents are never decoded: `find_raw_batches` hands over the server's reply ba
 (concatenated BSON documents) and they go to disk as they are. Collections are read one
 after the other in natural order (a capped collection keeps its insertion order); like
 mongodump without `--oplog`, the backup is not a point-in-time snapshot across
-collections.
+collections (see `read_order` for GridFS).
 """
 
 from __future__ import annotations
@@ -35,6 +35,16 @@ def skip_reason(info: Mapping[str, Any]) -> str | None:
     if kind != "collection" or "timeseries" in info.get("options", {}):
         return f"{kind if kind != 'collection' else 'time-series'} collections are not supported"
     return None
+
+
+def read_order(name: str) -> str:
+    """Sort key: names in order, but a GridFS `X.chunks` right after its `X.files`.
+
+    GridFS writes a file's chunks before its files document, so reading `X.files` first
+    means a file uploaded during the backup shows up as orphan chunks at worst, never as
+    a files document without its chunks.
+    """
+    return name.removesuffix(".chunks") + ".files\x7f" if name.endswith(".chunks") else name
 
 
 def collection_spec(db: Database[Any], info: Mapping[str, Any]) -> CollectionSpec:
@@ -88,7 +98,7 @@ def create_backup(
     Named collections that do not exist are recorded as absent in the manifest.
     """
     listing = {str(info["name"]): info for info in db.list_collections()}
-    wanted = sorted(listing) if collections is None else list(dict.fromkeys(collections))
+    wanted = sorted(listing if collections is None else set(collections), key=read_order)
     with BackupWriter(
         backups_dir, endpoint, db.name, kind="full", compress=compress, reason=reason
     ) as writer:

@@ -85,6 +85,22 @@ class BackupInfo:
     def documents(self) -> int:
         return sum(entry.count for entry in self.collections.values())
 
+    def as_dict(self) -> dict[str, Any]:
+        """For `backup list --json`."""
+        return {
+            "name": self.name,
+            "endpoint": self.endpoint,
+            "database": self.database,
+            "kind": self.kind,
+            "created": self.created.isoformat(),
+            "size_bytes": self.size_bytes,
+            "collections": {name: entry.count for name, entry in self.collections.items()},
+            "documents": self.documents,
+            "verified": self.verified,
+            "reason": self.reason,
+            "problem": self.problem,
+        }
+
 
 # -- names ------------------------------------------------------------------------------
 

@@ -12,8 +12,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from apscheduler.triggers.cron import CronTrigger
-
+from syncd.config.cron import crontab_trigger
 from syncd.config.load import ConfigIssue, LoadedYaml
 from syncd.config.secrets import uri_database, uri_has_credentials
 
@@ -22,13 +21,6 @@ INTERVAL = re.compile(r"^\s*(?P<amount>\d+(?:\.\d+)?)\s*(?P<unit>[smhd])\s*$")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_INTERVAL_SECONDS = 366 * 86400
 HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
-CRON_FIELDS = (
-    ("minute", "minute"),
-    ("hour", "hour"),
-    ("day", "day-of-month"),
-    ("month", "month"),
-    ("day_of_week", "day-of-week"),
-)
 
 
 def parse_interval(text: str) -> float | None:
@@ -298,17 +290,8 @@ def interval_problem(text: str) -> str | None:
 
 def cron_problem(expression: str) -> str | None:
     """Why a five-field crontab expression is not usable, naming the field; None when it is."""
-    fields = expression.split()
-    if len(fields) != len(CRON_FIELDS):
-        return f"needs 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}"
-    for (name, label), value in zip(CRON_FIELDS, fields, strict=True):
-        try:
-            CronTrigger(timezone="UTC", **{name: value})
-        except ValueError as exc:
-            detail = re.sub(r"^Error validating expression '[^']*': ", "", str(exc))
-            return f"{label} field '{value}': {detail}"
     try:
-        CronTrigger.from_crontab(expression, timezone="UTC")
+        crontab_trigger(expression)
     except ValueError as exc:
         return str(exc)
     return None

@@ -42,6 +42,7 @@ class Outcome:
     docs: dict[tuple[str, str], int] = field(default_factory=dict)  # (collection, op) -> n
     drift: dict[str, int] = field(default_factory=dict)  # collection -> drifted documents
     backups: tuple[int, int, float | None] | None = None  # kept, bytes, newest (unix time)
+    abandoned: bool = False  # stopped by a shutdown (counted as a failure)
 
 
 class StopCheck:
@@ -52,7 +53,9 @@ class StopCheck:
 
     def __call__(self) -> None:
         if self.stopping.is_set():
-            raise Abandoned("syncd is stopping; the job was abandoned between two batches")
+            raise Abandoned(
+                "syncd is stopping; stopped between two batches, the next run converges"
+            )
 
 
 class DaemonReporter(Reporter):
@@ -106,6 +109,8 @@ def run_sync(config: Config, schedule: Schedule, check: StopCheck) -> Outcome:
         return outcome
     except Refused as exc:
         return Outcome("refused", _protected_hint(str(exc), schedule), time.monotonic() - started)
+    except Abandoned as exc:
+        return Outcome("failure", str(exc), time.monotonic() - started, abandoned=True)
     except SyncdError as exc:
         return Outcome("failure", str(exc), time.monotonic() - started)
     except Exception as exc:  # a job never kills the daemon; the type names the cause
@@ -168,6 +173,8 @@ def run_backup(config: Config, schedule: Schedule, check: StopCheck) -> Outcome:
         finally:
             connected.close()
         removed = apply_retention(directory, endpoint.name, config.backups.keep_last)
+    except Abandoned as exc:
+        return Outcome("failure", str(exc), time.monotonic() - started, abandoned=True)
     except SyncdError as exc:
         return Outcome("failure", str(exc), time.monotonic() - started)
     except Exception as exc:

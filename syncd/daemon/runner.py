@@ -88,13 +88,14 @@ class JobRunner:
         return run_backup(config, schedule, self.check)
 
     def _report(self, schedule: Schedule, trigger: str, outcome: Outcome) -> None:
-        verb = VERBS[outcome.result]
+        verb = "abandoned" if outcome.abandoned else VERBS[outcome.result]
+        level = logging.WARNING if outcome.abandoned else LEVELS[outcome.result]
         message = f"{_kind(schedule)} {verb}"
         if outcome.reason:
             message += f": {outcome.reason}"
         extra = {**_labels(schedule, trigger), "result": outcome.result, **outcome.fields}
         extra["seconds"] = round(outcome.seconds, 3)
-        log.log(LEVELS[outcome.result], message, extra=extra)
+        log.log(level, message, extra=extra)
         self._record(schedule, outcome)
         with self._lock:
             self.last[schedule.name] = JobHealth(outcome.result, time.time())

@@ -20,6 +20,7 @@ from syncd.engine.run import (
     apply_plan,
     plan_collections,
     record_results,
+    remember_unchanged,
     with_gridfs_partners,
 )
 from syncd.engine.source import MongoSource
@@ -147,6 +148,7 @@ def _sync(
             raise PlanRefused("; ".join(refusals), plan)
         result = SyncResult(plan)
         if not plan.writes and not flow.after:
+            remember_unchanged(plan, memory_path(config.state_dir))
             record_results(config, plan, [], "success")
             result.seconds = time.monotonic() - started
             return result
