@@ -211,3 +211,17 @@ def make_pair(
     pair = Pair(local_db, production_db, local_uri, production_uri, root)
     pair.configure(**options)
     return pair
+
+
+def backup_contents(pair: Pair) -> dict[str, dict[str, dict[bytes, bytes]]]:
+    """backup name -> collection -> raw _id -> raw document, read back through syncd."""
+    from syncd.backup import BackupSource, list_backups
+
+    contents = {}
+    for info in list_backups(pair.backups):
+        source = BackupSource(info)
+        contents[info.name] = {
+            name: {id_document(raw_id(raw)): raw for raw in source.iter_raw(name)}
+            for name in source.list_collections()
+        }
+    return contents

@@ -33,6 +33,7 @@ NOW = dt.datetime(2026, 1, 11, 10, 30, 0, 250_000, tzinfo=dt.UTC)
 
 # Backs up collection "big" and stops, mid-write, after a few batches until killed.
 KILLED_WRITER = r"""
+import os
 import sys
 from pathlib import Path
 from pymongo import MongoClient

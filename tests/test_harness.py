@@ -27,7 +27,7 @@ from tests.support.faultproxy import FaultProxy
 from tests.support.servers import MongoServer, ServerStartError, uri_with_database
 
 Client = MongoClient[dict[str, Any]]
-FAST_FAIL = {"serverSelectionTimeoutMS": 400, "connectTimeoutMS": 400}
+FAST_FAIL: dict[str, Any] = {"serverSelectionTimeoutMS": 400, "connectTimeoutMS": 400}
 
 
 def test_two_servers_answer_ping_and_are_distinct(
@@ -62,6 +62,7 @@ def test_uris_name_the_per_test_database(
     local_uri: str, production_uri: str, dbnames: DbNames, local_db: Any
 ) -> None:
     local_db.probe.insert_one({"_id": 1})
+    client: Client
     with MongoClient(local_uri) as client:
         assert client.get_default_database().name == dbnames.local
         assert client.get_default_database().probe.find_one() == {"_id": 1}
@@ -160,7 +161,7 @@ def test_proxy_forwards_to_the_server(proxy: FaultProxy, local_db: Any) -> None:
     local_db.users.insert_one({"_id": 1, "email": "legal@valkyria.com"})
     with _proxied_client(proxy, local_db.name) as client:
         db = client.get_default_database()
-        assert db.users.find_one({"_id": 1})["email"] == "legal@valkyria.com"
+        assert db.users.find_one({"_id": 1}) == {"_id": 1, "email": "legal@valkyria.com"}
         db.users.insert_one({"_id": 2})
     assert local_db.users.count_documents({}) == 2
     assert proxy.total_connections >= 1
@@ -236,6 +237,8 @@ def test_tls_server_needs_the_test_ca(tls_server: MongoServer) -> None:
     assert "tls=true" in tls_server.uri
     with tls_server.client() as trusted:
         assert trusted.admin.command("ping")["ok"] == 1
+    untrusted: Client
+    plaintext: Client
     bare = f"mongodb://{tls_server.host}:{tls_server.port}/?directConnection=true"
     with MongoClient(bare + "&tls=true", **FAST_FAIL) as untrusted:
         with pytest.raises(ServerSelectionTimeoutError, match="(?i)certificate verify failed"):

@@ -73,6 +73,7 @@ def _config(
         },
     }
     path = directory / "syncd.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     return path
 
@@ -133,6 +134,7 @@ def test_no_secret_in_any_output_or_state_file(
     ]
     assert [r.code for r in failures] == [1, 1, 1, 1, 1], "\n\n".join(str(r) for r in failures)
     runs += failures
+    print("\n\n".join(str(r) for r in runs))  # DBG
 
     forbidden = {
         "production password": admin.password,

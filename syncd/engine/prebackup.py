@@ -31,12 +31,13 @@ def backup_before_sync(config: Config, plan: Plan, target: Connected) -> str:
     changed = [c for c in plan.collections if c.writes]
     reason = f"before {plan.flow}"
     if config.backups.before_sync == "full":
+        hooked = [config.hooks[name].collection for name in config.flows[plan.flow].after]
         info = create_backup(
             target.db,
             target.name,
             backups_dir(config),
             compress=config.backups.compress,
-            collections=[c.name for c in changed],
+            collections=list(dict.fromkeys([c.name for c in changed] + hooked)),
             reason=reason,
         )
     else:

@@ -9,6 +9,8 @@ does not care which one it got, unless it kills or restarts the server.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import platform
 import secrets
 import signal
 import socket
@@ -47,6 +49,7 @@ STOP_TIMEOUT = 10.0
 CLIENT_TIMEOUT_MS = 3000
 CACHE_SIZE = "256M"  # WiredTiger cache; secantusd's 1G default is a lot for N test servers
 _POLL = 0.02  # seconds between readiness / exit checks
+_TGKILL = {"x86_64": 234, "aarch64": 131}  # syscall numbers
 
 
 class ServerStartError(RuntimeError):
@@ -103,6 +106,20 @@ def _tcp_accepts(host: str, port: int) -> bool:
         return False
 
 
+def _signal_main_thread(pid: int, signum: int) -> bool:
+    """tgkill(pid, pid, signum): deliver a signal to the main thread of `pid` (Linux only).
+
+    secantusd-py waits for SIGTERM in Event.wait() on its main thread. A process-wide
+    SIGTERM that lands on another thread (we saw it when a client connects during
+    shutdown) is then never handled and the server runs on; a signal aimed at the main
+    thread interrupts the wait. Returns False where tgkill is not available.
+    """
+    number = _TGKILL.get(platform.machine())
+    if sys.platform != "linux" or number is None:
+        return False
+    return int(ctypes.CDLL(None, use_errno=True).syscall(number, pid, pid, signum)) == 0
+
+
 def uri_with_database(uri: str, database: str | None, **options: str) -> str:
     """`uri` with its path set to `database` (or none) and `options` added to the query."""
     scheme, _, rest = uri.partition("://")
@@ -144,7 +161,7 @@ class MongoServer:
         self.extra_args = extra_args
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
-        self._terminated = False
+        self._terminated = self._directed = False
 
     # -- addresses -----------------------------------------------------------------
     @property
@@ -238,7 +255,7 @@ class MongoServer:
         args += list(self.extra_args)
         self._close_log()
         self._log = self.log_path.open("ab")
-        self._terminated = False
+        self._terminated = self._directed = False
         self._proc = subprocess.Popen(
             args,
             stdin=subprocess.DEVNULL,
@@ -258,19 +275,25 @@ class MongoServer:
                 self._fail(f"port {self.port} not open after {timeout:.0f}s")
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(_POLL)
-        remaining_ms = max(int((deadline - time.monotonic()) * 1000), 500)
-        with MongoClient(
-            self.uri, serverSelectionTimeoutMS=remaining_ms, connectTimeoutMS=remaining_ms
-        ) as probe:
-            try:
-                probe.admin.command("ping")
-            except ConnectionFailure as exc:
-                self._fail(f"no answer to ping: {exc}")
+        probe: MongoClient[dict[str, Any]]
+        with MongoClient(self.uri, serverSelectionTimeoutMS=500, connectTimeoutMS=500) as probe:
+            while True:
+                try:
+                    probe.admin.command("ping")
+                    return
+                except ConnectionFailure as exc:
+                    if proc.poll() is not None:
+                        self._fail(f"process exited with code {proc.returncode}")
+                    if time.monotonic() > deadline:
+                        self._fail(f"no answer to ping after {timeout:.0f}s: {exc}")
 
     def terminate(self) -> None:
         """Send SIGTERM (once); `stop()` waits for the exit."""
         if self.is_running and not self._terminated:
-            self._require_proc().send_signal(signal.SIGTERM)
+            proc = self._require_proc()
+            self._directed = _signal_main_thread(proc.pid, signal.SIGTERM)
+            if not self._directed:
+                proc.send_signal(signal.SIGTERM)
             self._terminated = True
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
@@ -278,9 +301,10 @@ class MongoServer:
         self.terminate()
         deadline = time.monotonic() + timeout
         while self.is_running and time.monotonic() < deadline:
-            # secantusd's accept thread sees its stop flag only when accept() returns;
-            # a connection wakes it (otherwise every stop waits out a 2 s join timeout).
-            _tcp_accepts(self.host, self.port)
+            if self._directed:
+                # secantusd's accept thread sees its stop flag only when accept() returns;
+                # a connection wakes it (otherwise every stop waits out a 2 s join timeout).
+                _tcp_accepts(self.host, self.port)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._require_proc().wait(_POLL)
         self.kill()
