@@ -87,9 +87,15 @@ def open_endpoint(endpoint: Endpoint, *, check: bool = True) -> Connected:
             client.close()
             raise EndpointUnreachable(
                 f"endpoint '{endpoint.name}' ({redact(uri)}) is unreachable: "
-                f"{redact(str(exc)).splitlines()[0][:300]}; check the server is up and the URI"
+                f"{_first_line(exc)}; check the server is up and the URI"
             ) from None
     return connected
+
+
+def _first_line(exc: PyMongoError) -> str:
+    """The server's message without pymongo's ", full error: {...}" reply dump."""
+    text = (redact(str(exc)).splitlines() or [""])[0]
+    return text.split(", full error:")[0][:300]
 
 
 @contextmanager

@@ -69,7 +69,14 @@ def test_declining_on_a_terminal_writes_nothing(
     before = snapshot(production_db)
 
     ran = run_on_terminal(
-        config, "sync", "to_production", "--drift", "overwrite", answer="n", wait_for=PROMPT, env=env
+        config,
+        "sync",
+        "to_production",
+        "--drift",
+        "overwrite",
+        answer="n",
+        wait_for=PROMPT,
+        env=env,
     )
 
     assert PROMPT in ran.stdout, ran
@@ -91,7 +98,14 @@ def test_confirming_on_a_terminal_writes(
     config, env = scenario
 
     ran = run_on_terminal(
-        config, "sync", "to_production", "--drift", "overwrite", answer="y", wait_for=PROMPT, env=env
+        config,
+        "sync",
+        "to_production",
+        "--drift",
+        "overwrite",
+        answer="y",
+        wait_for=PROMPT,
+        env=env,
     )
 
     assert PROMPT in ran.stdout

@@ -40,9 +40,7 @@ def _token_script(directory: Path, token: str, uri: str, *, fail: bool = False) 
     return script
 
 
-def _config(
-    directory: Path, local_uri: str, staging_command: str, *, reset_cost: int = 4
-) -> Path:
+def _config(directory: Path, local_uri: str, staging_command: str, *, reset_cost: int = 4) -> Path:
     doc = {
         "version": 1,
         "state_dir": str(directory / "state"),
@@ -114,7 +112,9 @@ def test_no_secret_in_any_output_or_state_file(
     runs: list[Ran] = [
         run_syncd(config, "validate", env=env),
         run_syncd(config, "status", env=env),
-        run_syncd(config, "--log-format", "json", "--log-level", "DEBUG", "status", "--json", env=env),
+        run_syncd(
+            config, "--log-format", "json", "--log-level", "DEBUG", "status", "--json", env=env
+        ),
         run_syncd(config, "--log-level", "DEBUG", "sync", "to_production", "--yes", env=env),
         run_syncd(config, "--log-format", "json", "sync", "to_production", "--yes", env=env),
         run_syncd(config, "sync", "to_staging", env=env),
@@ -134,7 +134,6 @@ def test_no_secret_in_any_output_or_state_file(
     ]
     assert [r.code for r in failures] == [1, 1, 1, 1, 1], "\n\n".join(str(r) for r in failures)
     runs += failures
-    print("\n\n".join(str(r) for r in runs))  # DBG
 
     forbidden = {
         "production password": admin.password,

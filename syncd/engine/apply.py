@@ -17,6 +17,7 @@ from pymongo.errors import BulkWriteError, CollectionInvalid
 
 from syncd.engine.plan import CollectionPlan
 from syncd.engine.rawbson import id_value
+from syncd.engine.retry import with_retries
 from syncd.engine.specs import index_model_args
 from syncd.errors import SyncdError
 
@@ -79,7 +80,7 @@ def apply_deletes(
 def _delete(coll: Collection[Any], ids: list[Any]) -> int:
     if not ids:
         return 0
-    coll.delete_many({"_id": {"$in": ids}})
+    with_retries(lambda: coll.delete_many({"_id": {"$in": ids}}), what=f"delete {coll.name}")
     return len(ids)
 
 
@@ -135,7 +136,10 @@ def _bulk(coll: Collection[Any], ops: list[WriteOp], applied: Applied) -> list[W
     cut-short sync) becomes a replace, so re-runs never fail on duplicate keys.
     """
     try:
-        result = coll.bulk_write(ops, ordered=False, bypass_document_validation=True)
+        result = with_retries(
+            lambda: coll.bulk_write(ops, ordered=False, bypass_document_validation=True),
+            what=f"write {coll.name}",
+        )
         _count(result.inserted_count, result.upserted_count + result.matched_count, applied)
         return []
     except BulkWriteError as exc:

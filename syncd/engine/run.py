@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from syncd.engine import apply as applying
 from syncd.engine.memory import Pair, connect, memory_path, record_run
 from syncd.engine.plan import CollectionPlan, Plan, classify
 from syncd.engine.progress import Reporter
+from syncd.engine.retry import with_retries
 from syncd.engine.scan import open_scratch, scan_collection
 from syncd.engine.source import DocumentSource, MongoSource
 from syncd.engine.specs import compare_specs
@@ -113,7 +115,7 @@ def plan_collections(
             target_spec = target.collection_spec(name)
             plan.source_exists = source_spec is not None
             plan.specs = compare_specs(source_spec, target_spec)
-            src_scan = pool.submit(
+            read_source = partial(
                 scan_collection,
                 source,
                 name,
@@ -121,7 +123,9 @@ def plan_collections(
                 spool=work / "src.spool",
                 progress=reporter.counter(name, "read source"),
             )
-            tgt_scan = pool.submit(scan_collection, target, name, work / "tgt.sqlite")
+            read_target = partial(scan_collection, target, name, work / "tgt.sqlite")
+            src_scan = pool.submit(with_retries, read_source, what=f"read {name} ({source_name})")
+            tgt_scan = pool.submit(with_retries, read_target, what=f"read {name} ({target_name})")
             plan.source_count = src_scan.result().count
             plan.target_count = tgt_scan.result().count
             with _diff_db(work, memory) as conn:
