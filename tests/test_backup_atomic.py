@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 import signal
@@ -183,7 +184,7 @@ def test_full_disk_fails_with_a_space_message_and_keeps_nothing(
 
     message = str(caught.value)
     assert re.search(r"not enough space in .*: [\d.,]+ MB free", message)
-    assert "needs about 3.0 MB" in message or "needs about 3.1 MB" in message
+    assert re.search(r"needs about [\d.]+ MB", message)
     assert "mongodb://" not in message
     assert list(backups_dir.iterdir()) == []
     db.big.delete_many({"_id": {"$gte": 10}})
@@ -201,6 +202,7 @@ def test_corrupt_manifest_is_listed_as_not_verified(backups_dir: Path) -> None:
     assert [b.verified for b in listed] == [False, True]
     assert listed[0].endpoint == "local"
     assert listed[0].problem is not None and "manifest" in listed[0].problem
+    assert json.loads(json.dumps([b.as_dict() for b in listed]))[0]["verified"] is False
     with pytest.raises(BackupError, match="cannot be read"):
         BackupSource(listed[0])
 

@@ -227,8 +227,10 @@ def test_backup_source_gives_back_documents_indexes_options_and_gridfs(
 ) -> None:
     _fill_users(db, 300)
     db.users.create_index("email", unique=True)
-    db.create_collection("audit_events", validator={"action": {"$type": "string"}})
-    db.audit_events.insert_one({"action": "login"})
+    # "$regex" reads back from Extended JSON as a BSON regex: the exact copy must win.
+    validator = {"action": {"$type": "string"}, "email": {"$regex": "@"}}
+    db.create_collection("audit_events", validator=validator)
+    db.audit_events.insert_one({"action": "login", "email": "a@b.c"})
     payload = os.urandom(700_000)  # several 255 KiB chunks
     file_id = gridfs.GridFS(db).put(payload, filename="contract.pdf")
     live = {c["name"]: c for c in db.list_collections()}

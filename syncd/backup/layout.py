@@ -14,6 +14,7 @@ them as a collection.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
+import bson
 from bson import json_util
 from bson.binary import Binary
 from bson.json_util import CANONICAL_JSON_OPTIONS
@@ -62,6 +64,7 @@ class CollectionEntry:
     inserted_ids_file: str | None = None
     inserted_ids_bytes: int = 0
     inserted_ids_sha256: str | None = None
+    spec_bson: str = ""  # base64 BSON {options, indexes}: exact, unlike Extended JSON
 
 
 @dataclass
@@ -188,6 +191,23 @@ def spec_from_metadata(data: bytes, name: str) -> CollectionSpec:
     )
 
 
+def spec_to_bson(spec: CollectionSpec) -> str:
+    """Options and indexes as base64 BSON, kept in the manifest next to metadata.json.
+
+    Extended JSON cannot tell a query operator from a type wrapper: a validator
+    `{"email": {"$regex": "@"}}` comes back from metadata.json as a BSON regex. The
+    manifest keeps this exact copy, and `BackupSource` reads it first.
+    """
+    doc = {"options": spec.options, "indexes": list(spec.indexes)}
+    return base64.b64encode(bson.encode(doc)).decode()
+
+
+def spec_from_bson(data: str, name: str, uuid: bytes | None) -> CollectionSpec:
+    doc = bson.decode(base64.b64decode(data, validate=True))
+    indexes = tuple({k: v for k, v in index.items() if k != "ns"} for index in doc["indexes"])
+    return CollectionSpec(name=name, options=dict(doc["options"]), indexes=indexes, uuid=uuid)
+
+
 def uuid_bytes(value: object) -> bytes | None:
     """The `info.uuid` of listCollections as 16 bytes (it decodes as Binary or uuid.UUID)."""
     if isinstance(value, Binary):
@@ -229,6 +249,7 @@ def _entry_json(entry: CollectionEntry) -> dict[str, Any]:
         "metadata_file": entry.metadata_file,
         "metadata_sha256": entry.metadata_sha256,
         "inserted_ids": ids,
+        "spec_bson": entry.spec_bson,
     }
 
 
@@ -270,6 +291,7 @@ def _entry_from_json(doc: dict[str, Any]) -> CollectionEntry:
         file=_str(doc, "file"),
         metadata_file=_str(doc, "metadata_file"),
         metadata_sha256=_str(doc, "metadata_sha256"),
+        spec_bson=str(doc.get("spec_bson") or ""),
     )
     ids = doc.get("inserted_ids")
     if ids is not None:

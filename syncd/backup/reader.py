@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import bson.errors
+
 from syncd.backup.errors import BackupError
 from syncd.backup.fsio import FileStream
 from syncd.backup.layout import (
@@ -26,6 +28,7 @@ from syncd.backup.layout import (
     Manifest,
     parse_manifest,
     parse_name,
+    spec_from_bson,
     spec_from_metadata,
 )
 from syncd.engine.source import CollectionSpec
@@ -172,7 +175,9 @@ def _check_entry(root: Path, name: str, entry: CollectionEntry, gzip_: bool) -> 
             problems.append(f"{name}: {entry.metadata_file} does not match its checksum")
         else:
             spec_from_metadata(gzip.decompress(data) if gzip_ else data, name)
-    except (OSError, ValueError, EOFError) as exc:
+        if entry.spec_bson:
+            spec_from_bson(entry.spec_bson, name, None)
+    except (OSError, ValueError, EOFError, KeyError, bson.errors.BSONError) as exc:
         problems.append(f"{name}: metadata unreadable ({exc})")
     return problems
 
@@ -224,8 +229,11 @@ class BackupSource:
             data = (self.info.path / entry.metadata_file).read_bytes()
             if self.info.compress == "gzip":
                 data = gzip.decompress(data)
-            return spec_from_metadata(data, name)
-        except (OSError, ValueError, EOFError) as exc:
+            spec = spec_from_metadata(data, name)
+            if entry.spec_bson:
+                spec = spec_from_bson(entry.spec_bson, name, spec.uuid)
+            return spec
+        except (OSError, ValueError, EOFError, KeyError, bson.errors.BSONError) as exc:
             raise BackupError(
                 f"backup {self.info.name}: metadata of {name} is unreadable ({exc}); "
                 "pick another backup (`syncd backup list`)"

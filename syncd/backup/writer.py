@@ -45,6 +45,7 @@ from syncd.backup.layout import (
     manifest_json,
     metadata_file,
     metadata_json,
+    spec_to_bson,
 )
 from syncd.backup.reader import backup_problems, read_info
 from syncd.backup.retention import clean_leftovers
@@ -170,6 +171,7 @@ class BackupWriter:
             file=rel,
             metadata_file=meta_rel,
             metadata_sha256=meta_sha,
+            spec_bson=spec_to_bson(spec),
         )
         log.info("backup %s: %s, %d documents, %s MB", self.endpoint, spec.name, count, _mb(size))
 

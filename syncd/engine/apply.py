@@ -77,6 +77,21 @@ def apply_deletes(
     return deleted
 
 
+def remove_retyped(coll: Collection[Any], diff: sqlite3.Connection) -> int:
+    """Delete the documents whose `_id` is stored with another numeric type than on the
+    source (NumberLong(7) for 7): MongoDB treats them as one `_id`, so a replace cannot
+    change the type; the replace then re-inserts them with the source's `_id`."""
+    ids = [
+        id_value(trid)
+        for (trid,) in diff.execute(
+            "SELECT trid FROM diff WHERE action = 'apply' AND op = 'replace' AND trid != rid"
+        )
+    ]
+    for start in range(0, len(ids), BATCH_DOCS):
+        _delete(coll, ids[start : start + BATCH_DOCS])
+    return len(ids)
+
+
 def _delete(coll: Collection[Any], ids: list[Any]) -> int:
     if not ids:
         return 0

@@ -113,14 +113,14 @@ class Plan:
 
 DIFF_SQL = """
 CREATE TABLE diff AS
-SELECT u.idkey AS idkey, u.rid AS rid, u.s AS s, u.t AS t, u.off AS off, u.len AS len,
-       m.{sside} AS bs, m.{tside} AS bt
+SELECT u.idkey AS idkey, u.rid AS rid, u.trid AS trid, u.s AS s, u.t AS t, u.off AS off,
+       u.len AS len, m.{sside} AS bs, m.{tside} AS bt
 FROM (
-    SELECT s.idkey, s.rid, s.digest AS s, t.digest AS t, s.off, s.len
+    SELECT s.idkey, s.rid, t.rid AS trid, s.digest AS s, t.digest AS t, s.off, s.len
       FROM src.docs s LEFT JOIN main.docs t ON t.idkey = s.idkey
      WHERE t.digest IS NOT s.digest
     UNION ALL
-    SELECT t.idkey, t.rid, NULL, t.digest, NULL, NULL
+    SELECT t.idkey, t.rid, t.rid, NULL, t.digest, NULL, NULL
       FROM main.docs t WHERE NOT EXISTS (SELECT 1 FROM src.docs s WHERE s.idkey = t.idkey)
 ) u LEFT JOIN mem.docs m ON m.pair = :pair AND m.coll = :coll AND m.idkey = u.idkey
 """

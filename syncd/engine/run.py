@@ -176,6 +176,7 @@ def apply_plan(
         assert c.work_dir is not None  # noqa: S101 - set by plan_collections
         with _diff_db(c.work_dir, memory) as conn:
             results[name].deleted = applying.apply_deletes(target.db[name], conn)
+            applying.remove_retyped(target.db[name], conn)
     for name in sorted(by_name, key=lambda n: n == "fs.files"):
         c = by_name[name]
         assert c.work_dir is not None  # noqa: S101
