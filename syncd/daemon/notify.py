@@ -36,8 +36,8 @@ class Notifier:
         message = "\n".join(field.replace("\n", " ") for field in fields).encode()
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-                sock.connect(self.address)
-                sock.sendall(message)
+                # Never block: a receiver that stopped reading must not stall a job or a stop.
+                sock.sendto(message, socket.MSG_DONTWAIT, self.address)
         except OSError as exc:
             if not self._warned:
                 self._warned = True

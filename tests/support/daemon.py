@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -38,7 +39,9 @@ def syncd_command(*args: str) -> list[str]:
 
 
 class NotifySocket:
-    """Collects sd_notify messages; each message is a dict of its KEY=VALUE lines."""
+    """Collects sd_notify messages, as systemd would, from a reader thread (so the queue of
+    the datagram socket, 10 messages by default, never fills up). Each message is a dict of
+    its KEY=VALUE lines."""
 
     def __init__(self, path: Path | None = None) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -50,15 +53,21 @@ class NotifySocket:
             self.sock.bind(str(path))
             self.address = str(path)
         self.messages: list[dict[str, str]] = []
+        self._closed = threading.Event()
+        self._reader = threading.Thread(target=self._read, name="notify-reader", daemon=True)
+        self.sock.settimeout(0.2)
+        self._reader.start()
 
-    def _drain(self, timeout: float) -> None:
-        self.sock.settimeout(timeout)
-        with contextlib.suppress(TimeoutError, BlockingIOError):
-            while True:
+    def _read(self) -> None:
+        while not self._closed.is_set():
+            try:
                 data = self.sock.recv(65536)
-                fields = dict(line.split("=", 1) for line in data.decode().splitlines() if line)
-                self.messages.append(fields)
-                self.sock.settimeout(0)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            lines = data.decode().splitlines()
+            self.messages.append(dict(line.split("=", 1) for line in lines if "=" in line))
 
     def wait_for(
         self,
@@ -73,12 +82,13 @@ class NotifySocket:
             for index in range(start, len(self.messages)):
                 if predicate(self.messages[index]):
                     return index
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if time.monotonic() > deadline:
                 raise AssertionError(f"no such notify message; got {self.messages}")
-            self._drain(min(remaining, 0.5))
+            self._closed.wait(POLL)
 
     def close(self) -> None:
+        self._closed.set()
+        self._reader.join(timeout=5)
         self.sock.close()
 
 
