@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo bench soak venv tools clean docs
+.PHONY: test lint demo bench venv tools clean docs
 
 venv: $(STAMP)
 
@@ -24,8 +24,8 @@ tools:
 	  else echo "tools: promtool missing and not root; its tests will skip"; fi; }
 
 lint: $(STAMP)
-	$(BIN)/ruff check syncd tests
-	$(BIN)/ruff format --check syncd tests
+	$(BIN)/ruff check syncd tests scripts bench docker
+	$(BIN)/ruff format --check syncd tests scripts bench docker
 	$(BIN)/mypy --strict syncd
 	$(BIN)/hadolint --failure-threshold warning Dockerfile
 
@@ -38,6 +38,11 @@ demo: $(STAMP)
 # README's config reference, generated from syncd/config/schema.json
 docs: $(STAMP)
 	$(BIN)/python scripts/gen_config_reference.py
+
+# Benchmarks print figures; they are never part of `make test`. BENCH_ARGS="--n 20000 --runs 1".
+bench: $(STAMP)
+	$(BIN)/python bench/bench_sync.py $(BENCH_ARGS)
+	$(BIN)/python bench/backup_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

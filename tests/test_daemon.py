@@ -441,6 +441,8 @@ def test_production_outage_is_logged_and_the_daemon_recovers(
     daemon.wait_msg("sync done", start=mark, job="pull")
     failures = daemon.metric("syncd_sync_runs_total", flow="from_production", result="failure")
     assert failures is not None and failures >= 1
+    daemon.send(signal.SIGTERM)
+    assert daemon.wait_exit() == 0
 
 
 def test_backup_schedule_keeps_the_last_n(

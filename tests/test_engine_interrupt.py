@@ -1,10 +1,6 @@
-"""A sync cut short is safe to run again, and the target is never emptied while it runs.
-
-`syncd sync` runs as a real process and is SIGKILLed once the target starts changing;
-the next run converges with no manual clean-up, no duplicate-key error and no drift.
-A reader polling the target during a sync that replaces every document never sees the
-collection shrink, let alone empty.
-"""
+"""A sync cut short is safe to run again: `syncd sync` runs as a real process and is
+SIGKILLed once the target starts changing; the next run converges with no manual clean-up,
+no duplicate-key error and no drift."""
 
 from __future__ import annotations
 
@@ -12,21 +8,19 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pymongo import MongoClient
 from pymongo.database import Database
 
-from tests.engine_kit import Pair, collection_uuid, make_pair, snapshot, syncd
+from tests.engine_kit import Pair, make_pair, snapshot, syncd
 
 Capsys = pytest.CaptureFixture[str]
 PUSH = ("sync", "to_production", "--yes")
-DOCS = 30_000
+DOCS = 10_000  # about 10 write batches: room to be killed part-way
 DEADLINE = 120.0  # seconds; generous for a loaded 2-core machine, never reached when healthy
 
 
@@ -111,36 +105,3 @@ def test_a_killed_sync_converges_on_the_next_run(pair: Pair, capsys: Capsys) -> 
     assert rerun.code == 0, rerun.err
     assert "0 drifted" in rerun.out
     assert snapshot(pair.production) == snapshot(pair.local)
-
-
-def test_readers_never_see_the_target_shrink_during_a_sync(
-    pair: Pair, capsys: Capsys, production_client: MongoClient[dict[str, Any]]
-) -> None:
-    count = 10_000
-    fill(pair.local, count)
-    assert syncd(capsys, pair.config, *PUSH).code == 0
-    uuid = collection_uuid(pair.production, "items")
-    pair.local.items.update_many({}, {"$set": {"v": 2}})
-
-    seen: list[int] = []
-    done = threading.Event()
-    reader = production_client[pair.production.name].items
-
-    def read() -> None:
-        while not done.is_set():
-            seen.append(reader.count_documents({}))
-
-    thread = threading.Thread(target=read)
-    thread.start()
-    try:
-        result = syncd(capsys, pair.config, *PUSH)
-    finally:
-        done.set()
-        thread.join(timeout=30)
-
-    assert result.code == 0, result.err
-    assert f"{count} to update" in result.out
-    assert len(seen) > 1
-    assert min(seen) == count
-    assert collection_uuid(pair.production, "items") == uuid
-    assert pair.production.items.count_documents({"v": 2}) == count

@@ -1,4 +1,5 @@
-"""Schedules as APScheduler 3 jobs: cron and interval triggers in UTC, on_signal runs on demand.
+"""Schedules as APScheduler 3 jobs: cron (crontab meaning, see `cron`) and interval triggers
+in UTC; on_signal runs on demand.
 
 Every job runs `JobRunner(name, trigger)`. A job never overlaps itself (`max_instances=1`,
 and the runner's own guard across a schedule's timed and signal runs); a run that could not
@@ -17,10 +18,10 @@ from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEve
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from syncd.config.model import Config, Schedule
+from syncd.daemon.cron import crontab_trigger
 from syncd.daemon.ping import PING_SECONDS, Pinger
 from syncd.daemon.runner import JobRunner
 
@@ -35,7 +36,7 @@ MAX_GRACE_SECONDS = 3600
 def trigger_for(schedule: Schedule) -> Any | None:
     """The APScheduler trigger of a timed schedule; None for on_signal-only ones."""
     if schedule.cron is not None:
-        return CronTrigger.from_crontab(schedule.cron, timezone=UTC)
+        return crontab_trigger(schedule.cron, UTC)
     if schedule.interval_seconds is not None:
         return IntervalTrigger(seconds=schedule.interval_seconds, timezone=UTC)
     return None
@@ -71,15 +72,15 @@ class Scheduler:
         self._aps.add_listener(self._on_event, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
         self._timed: dict[str, tuple[str | None, float | None]] = {}
         self._signal_only: set[str] = set()
-        # Our own log lines say what APScheduler's warnings would, with the schedule's name.
-        logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
-        logging.getLogger("apscheduler.executors").setLevel(logging.ERROR)
 
     @property
     def running(self) -> bool:
         return bool(self._aps.running)
 
     def start(self, config: Config) -> None:
+        # Our own log lines say what APScheduler's warnings would, with the schedule's name.
+        logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
+        logging.getLogger("apscheduler.executors").setLevel(logging.ERROR)
         self.apply(config)
         self._aps.add_job(
             self._ping,

@@ -58,6 +58,7 @@ class Daemon:
             return self._stop()
         finally:
             self.inbox.restore()
+            self.inbox.close()
             self.scheduler.shutdown()
             if self.listener is not None:
                 self.listener.close()

@@ -1,0 +1,112 @@
+"""While a sync runs: the target is never dropped and rebuilt (a reader polling it never
+sees the collection shrink, let alone empty), and connections dropped mid-write do not
+break the sync or its result."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo import MongoClient
+from pymongo.database import Database
+
+from tests.engine_kit import Pair, collection_uuid, make_pair, snapshot, syncd
+from tests.support.faultproxy import FaultProxy
+from tests.support.servers import Server
+
+Capsys = pytest.CaptureFixture[str]
+PUSH = ("sync", "to_production", "--yes")
+
+
+@pytest.fixture
+def pair(
+    local_db: Database[Any],
+    production_db: Database[Any],
+    local_uri: str,
+    production_uri: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Pair:
+    monkeypatch.delenv("FORCE", raising=False)
+    return make_pair(local_db, production_db, local_uri, production_uri, tmp_path, hook=False)
+
+
+def test_readers_never_see_the_target_shrink_during_a_sync(
+    pair: Pair, capsys: Capsys, production_client: MongoClient[dict[str, Any]]
+) -> None:
+    count = 3_000
+    pair.local.items.insert_many([{"_id": i, "v": 1, "pad": "x" * 200} for i in range(count)])
+    assert syncd(capsys, pair.config, *PUSH).code == 0
+    uuid = collection_uuid(pair.production, "items")
+    pair.local.items.update_many({}, {"$set": {"v": 2}})
+
+    seen: list[int] = []
+    done = threading.Event()
+    reader = production_client[pair.production.name].items
+
+    def read() -> None:
+        while not done.is_set():
+            seen.append(reader.count_documents({}))
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        result = syncd(capsys, pair.config, *PUSH)
+    finally:
+        done.set()
+        thread.join(timeout=30)
+
+    assert result.code == 0, result.err
+    assert f"{count} to update" in result.out
+    assert len(seen) > 1
+    assert min(seen) == count
+    assert collection_uuid(pair.production, "items") == uuid
+    assert pair.production.items.count_documents({"v": 2}) == count
+
+
+def test_connections_dropped_while_writing_do_not_break_the_sync(
+    local_db: Database[Any],
+    production_db: Database[Any],
+    local_uri: str,
+    server_production: Server,
+    tmp_path: Path,
+    capsys: Capsys,
+) -> None:
+    count = 6_000
+    local_db.items.insert_many([{"_id": i, "pad": "x" * 200} for i in range(count)])
+    with FaultProxy(server_production.host, server_production.port) as proxy:
+        pair = make_pair(
+            local_db,
+            production_db,
+            local_uri,
+            proxy.uri_for(production_db.name),
+            tmp_path,
+            hook=False,
+        )
+        dropped: list[int] = []  # target count when the connections were cut
+        done = threading.Event()
+
+        def cut_twice() -> None:
+            deadline = time.monotonic() + 120
+            for threshold in (1, count // 2):
+                while production_db.items.estimated_document_count() < threshold:
+                    if done.is_set() or time.monotonic() > deadline:
+                        return
+                if proxy.drop_connections():
+                    dropped.append(production_db.items.count_documents({}))
+
+        thread = threading.Thread(target=cut_twice)
+        thread.start()
+        try:
+            result = syncd(capsys, pair.config, *PUSH)
+        finally:
+            done.set()
+            thread.join(timeout=30)
+
+    assert dropped and min(dropped) < count, "the connections were cut while writing"
+    assert result.code == 0, result.err
+    assert "duplicate key" not in result.text.lower()
+    assert snapshot(production_db) == snapshot(local_db)
