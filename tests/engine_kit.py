@@ -15,18 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bson import decode
 from bson.raw_bson import RawBSONDocument
 from pymongo.collection import Collection
 from pymongo.database import Database
 
+from syncd.backup import BackupSource, list_backups
 from syncd.cli import main
 from syncd.engine.rawbson import id_document, raw_id
 
 RESET_PASSWORD = "Admin123"  # the seed's "default password after sync"
 HOOK_USERS = ("hectorneira2005@hotmail.com", "legal@valkyria.com", "admin@valkyria.com")
 
-Snapshot = dict[str, dict[bytes, bytes]]  # collection -> raw _id element -> raw document
+Snapshot = dict[str, dict[bytes, bytes]]  # collection -> raw {_id} -> raw document
 
 
 @dataclass(frozen=True)
@@ -195,10 +195,6 @@ def backup_names(pair: Pair) -> list[str]:
     return sorted(p.name for p in pair.backups.iterdir() if not p.name.startswith("."))
 
 
-def ids_of(db: Database[Any], name: str) -> set[Any]:
-    return {decode(raw_id_bytes(d))["_id"] for d in raw_collection(db[name]).find({}, ["_id"])}
-
-
 def make_pair(
     local_db: Database[Any],
     production_db: Database[Any],
@@ -215,8 +211,6 @@ def make_pair(
 
 def backup_contents(pair: Pair) -> dict[str, dict[str, dict[bytes, bytes]]]:
     """backup name -> collection -> raw _id -> raw document, read back through syncd."""
-    from syncd.backup import BackupSource, list_backups
-
     contents = {}
     for info in list_backups(pair.backups):
         source = BackupSource(info)

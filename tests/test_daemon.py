@@ -5,19 +5,24 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import signal
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote_plus
 
 import pytest
 from pymongo.database import Database
 
 from syncd.backup import list_backups
 from syncd.lease import target_lease
+from tests.conftest import AuthServer
 from tests.support.daemon import NotifySocket, SyncdDaemon, syncd_command, wait_until
 from tests.support.dataset import COLLECTIONS, load_seed_dataset
+from tests.support.servers import Credentials, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -357,8 +362,6 @@ def test_second_sigterm_stops_at_once(
     local_uri: str,
 ) -> None:
     # Nothing listens there: the pull hangs in server selection, deaf to the first SIGTERM.
-    from tests.support.servers import free_port
-
     nowhere = f"mongodb://127.0.0.1:{free_port()}/prod?directConnection=true"
     config = write_config(daemon_config(state_dir, local_uri, nowhere, PULL_EVERY_SECOND))
     daemon = start_daemon(config)
@@ -371,6 +374,31 @@ def test_second_sigterm_stops_at_once(
 
     assert daemon.wait_exit(30) == 0
     assert any(e.get("msg", "").startswith("second SIGTERM: stopping now") for e in daemon.events())
+
+
+def test_a_job_deaf_to_the_stop_is_abandoned_after_the_grace_time(
+    write_config: Callable[..., Path],
+    start_daemon: StartDaemon,
+    state_dir: Path,
+    local_uri: str,
+) -> None:
+    nowhere = f"mongodb://127.0.0.1:{free_port()}/prod?directConnection=true"
+    config = write_config(daemon_config(state_dir, local_uri, nowhere, PULL_EVERY_SECOND))
+    # The same daemon with a 1 s grace instead of 25 s, so the test does not wait that long.
+    short_grace = [
+        sys.executable,
+        "-c",
+        "import sys; from syncd.daemon import service; service.STOP_GRACE_SECONDS = 1.0; "
+        "from syncd.cli import main; sys.exit(main(sys.argv[1:]))",
+    ]
+    daemon = start_daemon(config, command=short_grace)
+    daemon.wait_msg("sync started", job="pull")
+
+    daemon.send(signal.SIGTERM)
+
+    assert daemon.wait_exit(30) == 0
+    abandon = [e for e in daemon.events() if e.get("msg", "").startswith("still running after")]
+    assert abandon and abandon[0]["running"] == "pull" and abandon[0]["level"] == "warning"
 
 
 # -- lease, outage, backups, watchdog --------------------------------------------------------
@@ -443,6 +471,27 @@ def test_production_outage_is_logged_and_the_daemon_recovers(
     assert failures is not None and failures >= 1
     daemon.send(signal.SIGTERM)
     assert daemon.wait_exit() == 0
+
+
+def test_failing_credentials_never_reach_the_log(
+    write_config: Callable[..., Path],
+    start_daemon: StartDaemon,
+    auth_server: AuthServer,
+    state_dir: Path,
+    local_uri: str,
+) -> None:
+    secret = "Wr0ng-" + secrets.token_hex(8)
+    wrong = Credentials(auth_server.users.app.username, secret, auth_server.users.app_database)
+    uri = auth_server.server.uri_for(auth_server.users.app_database, credentials=wrong)
+    text = daemon_config(state_dir, local_uri, "unused", PULL_EVERY_SECOND, protected=True)
+    text = text.replace("{uri: 'unused', protected: true}", "{uri_env: PROD_URI, protected: true}")
+    daemon = start_daemon(write_config(text), env={"PROD_URI": uri})
+
+    daemon.wait_msg("sync failed", job="pull")
+    daemon.wait_msg("endpoint is down", endpoint="production")
+
+    log = "\n".join(daemon.lines())
+    assert secret not in log and quote_plus(secret) not in log
 
 
 def test_backup_schedule_keeps_the_last_n(

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import bson
 import pytest
 from pymongo.database import Database
 
@@ -199,4 +200,24 @@ def test_first_sync_into_a_non_empty_target_counts_differences_as_drift(
 
     overwritten = syncd(capsys, pair.config, *PUSH, "--drift", "overwrite")
     assert overwritten.code == 0, overwritten.err
+    assert snapshot(pair.production) == snapshot(pair.local)
+
+
+def test_a_changes_backup_holds_exactly_what_the_sync_replaces_or_deletes(
+    in_step: Pair, capsys: Capsys
+) -> None:
+    pair = in_step
+    pair.configure(hook=False, drift="overwrite", before_sync="changes")
+    edit(pair.production, 3, "signed in production")  # drift, overwritten
+    edit(pair.local, 5, "reviewed locally")  # replaced
+    pair.local.contracts.delete_one({"_id": 6})  # deleted
+    pair.local.contracts.insert_one({"_id": 70})  # inserted: no before-image
+    before = snapshot(pair.production, ["contracts"])["contracts"]
+
+    result = syncd(capsys, pair.config, *PUSH)
+
+    assert result.code == 0, result.err
+    (saved,) = backup_contents(pair).values()
+    wanted = {k: v for k, v in before.items() if bson.decode(k)["_id"] in (3, 5, 6)}
+    assert saved == {"contracts": wanted}
     assert snapshot(pair.production) == snapshot(pair.local)

@@ -91,6 +91,7 @@ def test_a_killed_sync_converges_on_the_next_run(pair: Pair, capsys: Capsys) -> 
     assert "0 drifted" in rerun.out
     assert "duplicate key" not in rerun.text.lower()
     assert snapshot(pair.production) == snapshot(pair.local)
+    assert list((pair.state_dir / "tmp").iterdir()) == []  # the killed run's scratch is gone
 
     # 2. a push replacing every document, with the sync memory in place, killed mid-way
     pair.local.items.update_many({}, {"$set": {"v": 2}})

@@ -110,3 +110,39 @@ def test_connections_dropped_while_writing_do_not_break_the_sync(
     assert result.code == 0, result.err
     assert "duplicate key" not in result.text.lower()
     assert snapshot(production_db) == snapshot(local_db)
+
+
+def test_a_write_to_the_target_during_the_sync_fails_verification(
+    pair: Pair, capsys: Capsys, production_client: MongoClient[dict[str, Any]]
+) -> None:
+    """A sync that cannot prove the target equal fails (exit 1); the stranger's document
+    is then drift for the next run, not silently deleted."""
+    count = 5_000
+    pair.local.items.insert_many([{"_id": i, "pad": "x" * 200} for i in range(count)])
+    target = production_client[pair.production.name].items
+    wrote = threading.Event()
+    done = threading.Event()
+
+    def write_once_applying() -> None:
+        deadline = time.monotonic() + 120
+        while target.estimated_document_count() == 0:
+            if done.is_set() or time.monotonic() > deadline:
+                return
+        target.insert_one({"_id": "written by the app", "during": "sync"})
+        wrote.set()
+
+    thread = threading.Thread(target=write_once_applying)
+    thread.start()
+    try:
+        result = syncd(capsys, pair.config, *PUSH)
+    finally:
+        done.set()
+        thread.join(timeout=30)
+
+    assert wrote.is_set()
+    assert result.code == 1
+    assert "items: after writing, 1 document(s) on the target differ" in result.err
+    rerun = syncd(capsys, pair.config, *PUSH)
+    assert rerun.code == 3
+    assert "written by the app" in rerun.err
+    assert target.find_one({"_id": "written by the app"}) is not None

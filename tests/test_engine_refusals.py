@@ -1,14 +1,17 @@
 """What `syncd sync` refuses or only shows, with nothing written: a collection outside the
-flow's policy, the same database on both sides, and `--dry-run`."""
+flow's policy, the same database on both sides, a busy target with `--no-wait`, and
+`--dry-run`."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pymongo.database import Database
 
+from syncd.lease import target_lease
 from tests.conftest import DbNames
 from tests.engine_kit import (
     RESET_PASSWORD,
@@ -76,6 +79,12 @@ def test_dry_run_prints_the_plan_and_writes_nothing_anywhere(pair: Pair, capsys:
     assert users_row.split()[1:4] == ["40", "0", "40"]  # local, production, insert
     assert pair.production.list_collection_names() == []
     assert not pair.state_dir.exists()
+    as_json = syncd(capsys, pair.config, "sync", "to_production", "--dry-run", "--json")
+    assert as_json.code == 0, as_json.err
+    plan = json.loads(as_json.out)
+    assert plan["dry_run"] is True and plan["applied"] is False
+    assert plan["totals"]["inserts"] == sum(c["source_docs"] for c in plan["collections"])
+    assert not pair.state_dir.exists()
 
     assert syncd(capsys, pair.config, "sync", "to_production", "--yes").code == 0
     pair.production.users.update_one({"email": "admin@valkyria.com"}, {"$set": {"locale": "x"}})
@@ -123,3 +132,13 @@ def test_same_database_is_recognised_through_localhost_and_127_0_0_1(
         assert result.code == 3, flow
         assert "same database" in result.err
     assert snapshot(pair.local) == before
+
+
+def test_no_wait_refuses_while_another_run_writes_the_target(pair: Pair, capsys: Capsys) -> None:
+    pair.local.contracts.insert_many([{"_id": i} for i in range(5)])
+    with target_lease(pair.state_dir, "production", job="nightly-pull"):
+        result = syncd(capsys, pair.config, "sync", "to_production", "--yes", "--no-wait")
+
+    assert result.code == 3
+    assert "being written by" in result.err and "nightly-pull" in result.err
+    assert "contracts" not in pair.production.list_collection_names()

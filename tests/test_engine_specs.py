@@ -97,6 +97,10 @@ def test_index_and_validator_changes_on_an_existing_collection(pair: Pair, capsy
     pair.local.users.drop_index("expires_at_1")
     pair.local.users.create_index("expires_at", expireAfterSeconds=60)  # TTL changed
     pair.local.users.create_index([("n", DESCENDING), ("email", ASCENDING)], name="n_email")
+    pair.local.users.drop_index("by_org")  # the same keys under another name
+    pair.local.users.create_index(
+        [("organization_id", ASCENDING), ("created_at", DESCENDING)], name="org_recent"
+    )
     new_validator = {"$jsonSchema": {"bsonType": "object", "required": ["email", "n"]}}
     pair.local.command({"collMod": "users", "validator": new_validator})
     pair.local.users.insert_one({"_id": 99, "email": "u1@valkyria.com", "n": 99})  # dup email
@@ -105,6 +109,7 @@ def test_index_and_validator_changes_on_an_existing_collection(pair: Pair, capsy
 
     specs_equal(pair, "users")
     assert "email_1" not in index_specs(pair.production.users)
+    assert "by_org" not in index_specs(pair.production.users)
     assert index_specs(pair.production.users)["expires_at_1"]["expireAfterSeconds"] == 60
     assert snapshot(pair.production) == snapshot(pair.local)
     assert collection_uuid(pair.production, "users") == uuid  # changed in place, not rebuilt

@@ -162,13 +162,13 @@ ids = st.one_of(
     st.binary(max_size=20).map(lambda b: Binary(b, 0)),
     st.binary(min_size=12, max_size=12).map(ObjectId),
     st.dictionaries(
-        st.text(st.characters(blacklist_characters="\x00$."), max_size=5),
+        st.text(st.characters(codec="utf-8", exclude_characters="\x00$."), max_size=5),
         st.integers(-5, 5),
         max_size=3,
     ),
 )
 fields = st.dictionaries(
-    st.text(st.characters(blacklist_characters="\x00"), min_size=1, max_size=8).filter(
+    st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=8).filter(
         lambda k: k != "_id"
     ),
     st.one_of(st.none(), st.booleans(), st.integers(-(2**31), 2**31 - 1), st.text(max_size=30)),

@@ -52,8 +52,9 @@ class Pinger:
             client.admin.command("ping")
         except SyncdError as exc:
             return False, str(exc)
-        except PyMongoError as exc:
-            return False, redact(str(exc)).splitlines()[0][:300]
+        except (PyMongoError, ValueError) as exc:
+            first = (redact(str(exc)).splitlines() or [type(exc).__name__])[0]
+            return False, first.split(", full error:")[0][:300]  # not pymongo's reply dump
         return True, ""
 
     def _client(self, endpoint: Endpoint) -> MongoClient[Any]:

@@ -51,6 +51,10 @@ class JobRunner:
         with self._lock:
             return sorted(self._active)
 
+    def last_runs(self) -> dict[str, JobHealth]:
+        with self._lock:
+            return dict(self.last)
+
     def __call__(self, name: str, trigger: str) -> None:
         if self.stopping.is_set():
             return
@@ -72,8 +76,10 @@ class JobRunner:
             with self._lock:
                 self._active.pop(name, None)
             guard.release()
-        self._report(schedule, trigger, outcome)
-        self.on_done()
+        try:
+            self._report(schedule, trigger, outcome)
+        finally:
+            self.on_done()
 
     def overlap(self, schedule: Schedule) -> None:
         """A run due while the previous run of the same schedule is still going: skipped."""

@@ -67,7 +67,7 @@ class Daemon:
     def health(self) -> HealthState:
         running = self.scheduler.running and not self.runner.stopping.is_set()
         return HealthState(
-            config_loaded=True, scheduler_running=running, jobs=dict(self.runner.last)
+            config_loaded=True, scheduler_running=running, jobs=self.runner.last_runs()
         )
 
     # -- start ----------------------------------------------------------------------------
@@ -111,7 +111,9 @@ class Daemon:
         interval = self.notifier.watchdog_seconds
         if interval is not None:
             if now >= self._next_watchdog:
-                self.notifier.watchdog()
+                # No ping without a scheduler: systemd then restarts a daemon that stopped working.
+                if self.scheduler.running or self.runner.stopping.is_set():
+                    self.notifier.watchdog()
                 self._next_watchdog = now + interval
             waits.append(self._next_watchdog - now)
         return self.inbox.get(max(0.0, min(waits)) if waits else None)

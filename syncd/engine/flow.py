@@ -137,7 +137,7 @@ def _sync(
     config: Config, flow: Flow, source: Connected, target: Connected, options: SyncOptions
 ) -> SyncResult:
     started = time.monotonic()
-    workspace = Workspace(config.state_dir / "tmp")
+    workspace = Workspace(config.state_dir / "tmp", reap=True)
     try:
         plan = make_plan(
             config, flow, source, target, options, workspace, memory_path(config.state_dir)

@@ -5,6 +5,7 @@ and `backup restore` (a backup as the source)."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sqlite3
 import tempfile
@@ -77,11 +78,18 @@ def with_gridfs_partners(names: Sequence[str]) -> list[str]:
 
 
 class Workspace:
-    """Scratch files of one run (scans, spools), removed at the end."""
+    """Scratch files of one run (scans, spools), removed at the end.
 
-    def __init__(self, base: Path) -> None:
+    With `reap`, scratch left in `base` by runs whose process is gone (kill -9, power cut)
+    is removed first: it holds a spool as large as the collection and is never read again.
+    Only for a directory of syncd's own (the state directory), never the system temp dir.
+    """
+
+    def __init__(self, base: Path, *, reap: bool = False) -> None:
         base.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.path = Path(tempfile.mkdtemp(prefix="run-", dir=base))
+        if reap:
+            remove_abandoned(base)
+        self.path = Path(tempfile.mkdtemp(prefix=f"run-{os.getpid()}-", dir=base))
 
     def for_collection(self, index: int) -> Path:
         path = self.path / str(index)
@@ -90,6 +98,23 @@ class Workspace:
 
     def close(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def remove_abandoned(base: Path) -> None:
+    for path in base.glob("run-*-*"):
+        pid = path.name.split("-")[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def plan_collections(

@@ -101,8 +101,11 @@ class SyncdDaemon:
         notify: NotifySocket | None = None,
         env: dict[str, str] | None = None,
         log_format: str = "json",
+        command: list[str] | None = None,
     ) -> None:
+        """`command` replaces the `syncd` command (the options and `run` are appended)."""
         self.config, self.log_path, self.notify = config, log_path, notify
+        self.command = command or syncd_command()
         self.log_format = log_format
         inherited = ("NOTIFY_SOCKET", "JOURNAL_STREAM", "WATCHDOG_USEC", "WATCHDOG_PID")
         self.env = {k: v for k, v in os.environ.items() if k not in inherited}
@@ -112,7 +115,7 @@ class SyncdDaemon:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> SyncdDaemon:
-        args = syncd_command("-c", str(self.config), "--log-format", self.log_format, "run")
+        args = [*self.command, "-c", str(self.config), "--log-format", self.log_format, "run"]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self.env
