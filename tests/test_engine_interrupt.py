@@ -4,6 +4,7 @@ no duplicate-key error and no drift."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from tests.engine_kit import Pair, make_pair, snapshot, syncd
 Capsys = pytest.CaptureFixture[str]
 PUSH = ("sync", "to_production", "--yes")
 DOCS = 10_000  # about 10 write batches: room to be killed part-way
+POLL = 0.005
 DEADLINE = 120.0  # seconds; generous for a loaded 2-core machine, never reached when healthy
 
 
@@ -63,7 +65,9 @@ def kill_when(proc: subprocess.Popen[bytes], started: Callable[[], bool], log: P
     """SIGKILL `proc` as soon as `started()` is true; fail if it ends first."""
     deadline = time.monotonic() + DEADLINE
     while not started():
-        if proc.poll() is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=POLL)  # paces the polling; returns early only if it ended
+        if proc.returncode is not None:
             pytest.fail(
                 f"sync ended (exit {proc.returncode}) before it could be interrupted:\n"
                 + log.read_text(errors="replace")[-2000:]

@@ -19,6 +19,7 @@ from tests.support.servers import Server
 
 Capsys = pytest.CaptureFixture[str]
 PUSH = ("sync", "to_production", "--yes")
+POLL = 0.005  # seconds between polls of the target
 
 
 @pytest.fixture
@@ -93,7 +94,7 @@ def test_connections_dropped_while_writing_do_not_break_the_sync(
             deadline = time.monotonic() + 120
             for threshold in (1, count // 2):
                 while production_db.items.estimated_document_count() < threshold:
-                    if done.is_set() or time.monotonic() > deadline:
+                    if done.wait(POLL) or time.monotonic() > deadline:
                         return
                 if proxy.drop_connections():
                     dropped.append(production_db.items.count_documents({}))
@@ -126,7 +127,7 @@ def test_a_write_to_the_target_during_the_sync_fails_verification(
     def write_once_applying() -> None:
         deadline = time.monotonic() + 120
         while target.estimated_document_count() == 0:
-            if done.is_set() or time.monotonic() > deadline:
+            if done.wait(POLL) or time.monotonic() > deadline:
                 return
         target.insert_one({"_id": "written by the app", "during": "sync"})
         wrote.set()
