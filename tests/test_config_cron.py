@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -61,11 +61,6 @@ def test_trigger_fires_at_the_given_time_in_utc() -> None:
             "(0-7, 0 and 7 = Sunday, or sun-sat)",
         ),
         (
-            "0 3 1 * 1",
-            "give day-of-month or day-of-week, not both (cron would run on either, "
-            "this scheduler only when both match)",
-        ),
-        (
             "0 3 32 * *",
             "day-of-month field '32': the last value (32) is higher than the maximum value (31)",
         ),
@@ -81,3 +76,15 @@ def test_bad_expression_names_the_field(expression: str, problem: str) -> None:
     with pytest.raises(ValueError) as caught:
         crontab_trigger(expression)
     assert str(caught.value) == problem
+
+
+def test_day_of_month_and_weekday_together_run_on_either_as_in_crontab() -> None:
+    # cron(8): "0 3 1 * 1" is the 1st of every month AND every Monday
+    trigger = crontab_trigger("0 3 1 * 1")
+    thursday = datetime(2025, 6, 26, tzinfo=UTC)
+    first = trigger.get_next_fire_time(None, thursday)
+    second = trigger.get_next_fire_time(first, first + timedelta(seconds=1))
+    assert (first, second) == (
+        datetime(2025, 6, 30, 3, 0, tzinfo=UTC),  # a Monday
+        datetime(2025, 7, 1, 3, 0, tzinfo=UTC),  # the 1st, a Tuesday
+    )

@@ -288,11 +288,6 @@ CASES: dict[str, Broken] = {
         "10:55: schedules[0].cron: invalid cron expression '0 3 * * 8': day-of-week field '8': "
         "'8' is not a weekday (0-7, 0 and 7 = Sunday, or sun-sat)",
     ),
-    "cron_day_of_month_and_weekday": broken(
-        plus('schedules: [{name: pull, flow: from_production, cron: "0 3 1 * 1"}]\n'),
-        "10:55: schedules[0].cron: invalid cron expression '0 3 1 * 1': give day-of-month or "
-        "day-of-week, not both (cron would run on either, this scheduler only when both match)",
-    ),
     "interval_unknown_unit": broken(
         plus("schedules: [{name: pull, flow: from_production, interval: 2w}]\n"),
         "10:59: schedules[0].interval: invalid interval '2w': "

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from datetime import tzinfo
 
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 
 FIELDS = (
@@ -22,35 +24,45 @@ FIELDS = (
 DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
 
-def crontab_trigger(expression: str, timezone: tzinfo | str = "UTC") -> CronTrigger:
-    """The trigger of a five-field crontab line; ValueError says which field is wrong."""
+def crontab_trigger(expression: str, timezone: tzinfo | str = "UTC") -> BaseTrigger:
+    """The trigger of a five-field crontab line; ValueError says which field is wrong.
+
+    With both day-of-month and day-of-week restricted, cron(8) runs when *either* matches
+    (`0 3 1 * 1`: the 1st and every Monday) while a CronTrigger needs both: an OrTrigger."""
     fields = expression.split()
     if len(fields) != len(FIELDS):
         raise ValueError(
             f"needs 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}"
         )
-    if fields[2] != "*" and fields[4] != "*":
-        raise ValueError(
-            "give day-of-month or day-of-week, not both (cron would run on either, "
-            "this scheduler only when both match)"
+    values = _field_values(fields)
+    if fields[2] != "*" and values["day_of_week"] != "*":
+        return OrTrigger(
+            [
+                CronTrigger(timezone=timezone, **{**values, "day_of_week": "*"}),
+                CronTrigger(timezone=timezone, **{**values, "day": "*"}),
+            ]
         )
+    return CronTrigger(timezone=timezone, **values)
+
+
+def _field_values(fields: list[str]) -> dict[str, str]:
     values: dict[str, str] = {}
     for (name, label), raw in zip(FIELDS, fields, strict=True):
         try:
-            values[name] = _weekdays(raw) if name == "day_of_week" else raw
+            values[name] = cron_weekdays(raw) if name == "day_of_week" else raw
             CronTrigger(timezone="UTC", **{name: values[name]})
         except ValueError as exc:
             detail = re.sub(r"^Error validating expression '[^']*': ", "", str(exc))
             raise ValueError(f"{label} field '{raw}': {detail}") from None
-    return CronTrigger(timezone=timezone, **values)
+    return values
 
 
-def _weekdays(field: str) -> str:
+def cron_weekdays(field: str) -> str:
     """Crontab's day-of-week field (0-7, sun-sat, ranges, lists, steps) as names."""
     if field == "*":
         return "*"
     days: set[int] = set()
-    for part in field.split(","):
+    for part in field.lower().split(","):
         base, slash, step_text = part.partition("/")
         step = _step(step_text) if slash else 1
         if base == "*":
@@ -64,6 +76,8 @@ def _weekdays(field: str) -> str:
         if first > last:
             raise ValueError(f"range '{base}' runs backwards")
         days.update(day % 7 for day in range(first, last + 1, step))
+    if days == set(range(7)):
+        return "*"
     return ",".join(DAY_NAMES[day] for day in sorted(days))
 
 

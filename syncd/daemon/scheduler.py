@@ -21,7 +21,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from syncd.config.model import Config, Schedule
-from syncd.daemon.cron import crontab_trigger
+from syncd.config.cron import crontab_trigger
 from syncd.daemon.ping import PING_SECONDS, Pinger
 from syncd.daemon.runner import JobRunner
 
