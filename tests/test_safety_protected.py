@@ -243,7 +243,9 @@ def test_restore_declined_on_a_terminal_writes_nothing(
         config, "backup", "restore", name, answer="n", wait_for=RESTORE_PROMPT, env=env
     )
 
-    assert f"Restore {name} (2 collections, full)" in ran.stdout, ran
+    # the prompt shows what the restore would write before asking
+    assert f"restore {name}: backup:{name} -> production, 2 collections" in ran.stdout, ran
+    assert f"Restore {name} (full backup) into protected endpoint" in ran.stdout, ran
     assert ran.code == 3, ran
     assert "nothing was written to 'production'" in ran.stdout
     assert snapshot(production_db) == before

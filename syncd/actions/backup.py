@@ -7,7 +7,6 @@ import json
 import sys
 from typing import Any
 
-from syncd.actions.render import table
 from syncd.backup import BackupInfo, apply_retention, create_backup, find_backup, list_backups
 from syncd.backup.reader import verify_backup
 from syncd.cli import forced
@@ -15,6 +14,7 @@ from syncd.config.model import Config
 from syncd.endpoints import open_endpoint
 from syncd.engine.prebackup import backups_dir
 from syncd.engine.progress import Reporter
+from syncd.engine.render import table
 from syncd.engine.restore import restore_backup
 from syncd.errors import EXIT_OK, UsageError
 

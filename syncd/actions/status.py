@@ -8,11 +8,11 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from syncd.actions.render import table
 from syncd.config.model import Config
 from syncd.endpoints import open_endpoint
 from syncd.engine.flow import SyncOptions, get_flow, sync_flow
 from syncd.engine.memory import Pair, connect, last_run, memory_path
+from syncd.engine.render import table
 from syncd.errors import EXIT_FAILED, EXIT_OK, SyncdError
 
 

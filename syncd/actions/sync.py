@@ -6,12 +6,12 @@ import argparse
 import json
 import sys
 
-from syncd.actions.render import drift_details, plan_header, plan_table
 from syncd.cli import forced
 from syncd.config.model import Config
 from syncd.engine.flow import PlanRefused, SyncOptions, sync_flow
 from syncd.engine.plan import Plan
 from syncd.engine.progress import Reporter
+from syncd.engine.render import drift_details, plan_header, plan_table
 from syncd.errors import EXIT_OK, EXIT_REFUSED
 
 

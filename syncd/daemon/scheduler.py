@@ -20,8 +20,8 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from syncd.config.model import Config, Schedule
 from syncd.config.cron import crontab_trigger
+from syncd.config.model import Config, Schedule
 from syncd.daemon.ping import PING_SECONDS, Pinger
 from syncd.daemon.runner import JobRunner
 

@@ -21,9 +21,11 @@ from pymongo import DeleteOne, ReplaceOne
 from syncd.backup import BackupInfo, BackupSource, apply_retention, create_backup, restore_lock
 from syncd.config.model import Config
 from syncd.endpoints import Connected, open_endpoint
+from syncd.engine.memory import connect
 from syncd.engine.plan import Plan
 from syncd.engine.progress import Reporter, Silent
 from syncd.engine.rawbson import id_value, raw_id
+from syncd.engine.render import plan_header, plan_table
 from syncd.engine.run import CollectionResult, Workspace, apply_plan, plan_collections
 from syncd.engine.source import MongoSource
 from syncd.errors import Refused, UsageError
@@ -54,6 +56,7 @@ def restore_backup(
     wait: bool = True,
     reporter: Reporter | None = None,
 ) -> RestoreResult:
+    """Plan, ask (protected endpoint), back the target up, then write: in that order."""
     target_name = to or info.endpoint
     if target_name not in config.endpoints:
         raise UsageError(
@@ -61,35 +64,96 @@ def restore_backup(
         )
     names = _selected(info, collections)
     endpoint = config.endpoints[target_name]
-    if endpoint.protected and not allow_protected:
-        question = (
-            f"Restore {info.name} ({len(names)} collections, {info.kind}) into protected "
-            f"endpoint '{target_name}'? Its current data is backed up first."
+    needs_confirmation = endpoint.protected and not allow_protected
+    if needs_confirmation and confirm is None:
+        raise Refused(
+            f"'{target_name}' is protected; confirm on a terminal, or pass --yes "
+            "(or FORCE=true) to restore into it"
         )
-        if confirm is None:
-            raise Refused(
-                f"'{target_name}' is protected; confirm on a terminal, or pass --yes "
-                "(or FORCE=true) to restore into it"
-            )
-        if not confirm(question):
-            raise Refused(f"not confirmed; nothing was written to '{target_name}'")
     started = time.monotonic()
     target = open_endpoint(endpoint)
     try:
         with target_lease(config.state_dir, target_name, job=f"restore {info.name}", wait=wait):
-            with restore_lock(info):
-                result = RestoreResult(info.name, target_name)
+            with restore_lock(info), _Restore(config, info, target, names, reporter) as restore:
+                summary = restore.prepare()
+                question = (
+                    f"{summary}\nRestore {info.name} ({info.kind} backup) into protected "
+                    f"endpoint '{target_name}'? Its current data is backed up first."
+                )
+                if needs_confirmation and confirm is not None and not confirm(question):
+                    raise Refused(f"not confirmed; nothing was written to '{target_name}'")
+                result = RestoreResult(info.name, target_name, plan=restore.plan)
                 result.safety_backup = _safety_backup(config, target, names, info)
-                if info.kind == "changes":
-                    result.collections = _undo_changes(info, target, names)
-                else:
-                    result.plan, result.collections = _restore_full(
-                        config, info, target, names, reporter or Silent()
-                    )
+                result.collections = restore.apply()
     finally:
         target.close()
     result.seconds = time.monotonic() - started
     return result
+
+
+class _Restore:
+    """The two kinds of restore behind one prepare/apply pair."""
+
+    def __init__(
+        self,
+        config: Config,
+        info: BackupInfo,
+        target: Connected,
+        names: list[str],
+        reporter: Reporter | None,
+    ) -> None:
+        self.config, self.info, self.target, self.names = config, info, target, names
+        self.reporter = reporter or Silent()
+        self.plan: Plan | None = None
+        self.workspace: Workspace | None = None
+        self.scratch = tempfile.TemporaryDirectory(prefix="syncd-restore-")
+        self.memory = Path(self.scratch.name) / "memory.sqlite"
+
+    def __enter__(self) -> _Restore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.workspace is not None:
+            self.workspace.close()
+        self.scratch.cleanup()
+
+    def prepare(self) -> str:
+        """What the restore will do, in words a person can confirm."""
+        source = BackupSource(self.info)
+        if self.info.kind == "changes":
+            lines = [
+                f"  {name}: put back {self.info.collections[name].count} document(s), "
+                f"delete {self.info.collections[name].inserted_ids} inserted by the sync"
+                for name in self.names
+            ]
+            return "\n".join([f"undo the sync recorded in {self.info.name}:", *lines])
+        connect(self.memory).close()
+        self.workspace = Workspace(self.config.state_dir / "tmp", reap=True)
+        self.plan = plan_collections(
+            source,
+            MongoSource(self.target.db, self.target.name),
+            self.names,
+            flow=f"restore {self.info.name}",
+            source_name=f"backup:{self.info.name}",
+            target_name=self.target.name,
+            drift_for=lambda _name: "overwrite",
+            memory=self.memory,
+            workspace=self.workspace,
+            reporter=self.reporter,
+        )
+        return f"{plan_header(self.plan)}\n{plan_table(self.plan)}"
+
+    def apply(self) -> list[CollectionResult]:
+        if self.plan is None:
+            return _undo_changes(self.info, self.target, self.names)
+        return apply_plan(
+            self.plan,
+            BackupSource(self.info),
+            MongoSource(self.target.db, self.target.name),
+            memory=self.memory,
+            reporter=self.reporter,
+            remember=False,
+        )
 
 
 def _selected(info: BackupInfo, collections: Sequence[str] | None) -> list[str]:
@@ -117,38 +181,6 @@ def _safety_backup(config: Config, target: Connected, names: list[str], info: Ba
     )
     apply_retention(backups, target.name, config.backups.keep_last, in_use={info.name})
     return safety.name
-
-
-def _restore_full(
-    config: Config, info: BackupInfo, target: Connected, names: list[str], reporter: Reporter
-) -> tuple[Plan, list[CollectionResult]]:
-    source = BackupSource(info)
-    target_source = MongoSource(target.db, target.name)
-    workspace = Workspace(config.state_dir / "tmp")
-    with tempfile.TemporaryDirectory(prefix="syncd-restore-") as scratch:
-        memory = Path(scratch) / "memory.sqlite"
-        from syncd.engine.memory import connect
-
-        connect(memory).close()
-        try:
-            plan = plan_collections(
-                source,
-                target_source,
-                names,
-                flow=f"restore {info.name}",
-                source_name=f"backup:{info.name}",
-                target_name=target.name,
-                drift_for=lambda _name: "overwrite",
-                memory=memory,
-                workspace=workspace,
-                reporter=reporter,
-            )
-            results = apply_plan(
-                plan, source, target_source, memory=memory, reporter=reporter, remember=False
-            )
-        finally:
-            workspace.close()
-    return plan, results
 
 
 def _undo_changes(info: BackupInfo, target: Connected, names: list[str]) -> list[CollectionResult]:
