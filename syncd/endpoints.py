@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 from pymongo import MongoClient
 from pymongo.database import Database
@@ -21,6 +22,14 @@ log = logging.getLogger("syncd.endpoints")
 
 SERVER_SELECTION_MS = 10_000
 SOCKET_TIMEOUT_MS = 120_000
+DEFAULTS: dict[str, Any] = {
+    "serverSelectionTimeoutMS": SERVER_SELECTION_MS,
+    "connectTimeoutMS": SERVER_SELECTION_MS,
+    "socketTimeoutMS": SOCKET_TIMEOUT_MS,
+    "appname": "syncd",
+    "retryWrites": True,
+    "retryReads": True,
+}
 
 
 @dataclass
@@ -31,10 +40,15 @@ class Connected:
     client: MongoClient[Any]
     db: Database[Any]
     hosts: tuple[str, ...]
+    safe_uri: str = ""  # the URI with its credentials redacted
 
     @property
     def name(self) -> str:
         return self.endpoint.name
+
+    @property
+    def label(self) -> str:
+        return f"'{self.name}' ({self.safe_uri})" if self.safe_uri else f"'{self.name}'"
 
     @property
     def database(self) -> str:
@@ -66,20 +80,12 @@ def open_endpoint(endpoint: Endpoint, *, check: bool = True) -> Connected:
             "(mongodb://host/DBNAME) or set `database:` in the config"
         )
     try:
-        client: MongoClient[Any] = MongoClient(
-            uri,
-            serverSelectionTimeoutMS=SERVER_SELECTION_MS,
-            connectTimeoutMS=SERVER_SELECTION_MS,
-            socketTimeoutMS=SOCKET_TIMEOUT_MS,
-            appname="syncd",
-            retryWrites=True,
-            retryReads=True,
-        )
+        client: MongoClient[Any] = MongoClient(uri, **client_options(uri))
     except (ConfigurationError, InvalidURI, ValueError) as exc:
         raise SecretError(
             f"endpoint '{endpoint.name}': invalid connection string ({redact(str(exc))})"
         ) from None
-    connected = Connected(endpoint, client, client[database], _resolved_hosts(uri))
+    connected = Connected(endpoint, client, client[database], _resolved_hosts(uri), redact(uri))
     if check:
         try:
             client.admin.command("ping")
@@ -90,6 +96,14 @@ def open_endpoint(endpoint: Endpoint, *, check: bool = True) -> Connected:
                 f"{_first_line(exc)}; check the server is up and the URI"
             ) from None
     return connected
+
+
+def client_options(uri: str) -> dict[str, Any]:
+    """syncd's defaults for the options the URI does not set: pymongo lets keyword
+    arguments override the URI, but an operator's `socketTimeoutMS=` in the URI must win."""
+    query = uri.partition("?")[2]
+    given = {key.lower() for key, _ in parse_qsl(query, keep_blank_values=True)}
+    return {key: value for key, value in DEFAULTS.items() if key.lower() not in given}
 
 
 def _first_line(exc: PyMongoError) -> str:

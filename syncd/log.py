@@ -60,7 +60,20 @@ class TextFormatter(logging.Formatter):
             line = f"{stamp} {line}"
         if record.exc_info and record.exc_info[0] is not None:
             line += redact(f" error={record.exc_info[0].__name__}: {record.exc_info[1]}")
+        if not self.timestamps:
+            line = f"<{_syslog_priority(record.levelno)}>{line}"
         return line
+
+
+def _syslog_priority(level: int) -> int:
+    """journald reads a `<N>` prefix as the line's priority, so `journalctl -p err` works."""
+    if level >= logging.ERROR:
+        return 3
+    if level >= logging.WARNING:
+        return 4
+    if level >= logging.INFO:
+        return 6
+    return 7
 
 
 def _quote(value: object) -> str:

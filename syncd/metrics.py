@@ -14,7 +14,6 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from apscheduler.triggers.cron import CronTrigger
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -28,6 +27,7 @@ from prometheus_client import (
 )
 
 from syncd import __version__
+from syncd.config.cron import crontab_trigger
 from syncd.config.model import GRIDFS_PAIRS, Config, Schedule
 
 Result = Literal["success", "failure", "refused", "skipped"]
@@ -376,7 +376,7 @@ def _schedule_gap(schedule: Schedule, start: datetime) -> float | None:
         return float(schedule.interval_seconds)
     if schedule.cron is None:
         return None
-    trigger = CronTrigger.from_crontab(schedule.cron, timezone="UTC")
+    trigger = crontab_trigger(schedule.cron, UTC)
     fires: list[datetime] = []
     previous = None
     now = start

@@ -168,13 +168,16 @@ def test_sigusr1_runs_the_on_signal_push_with_journal_style_lines(
     done = daemon.wait_log(lambda e: "sync done" in e.get("raw", ""))["raw"]
 
     assert emails(production_db) == emails(local_db)
+    # journald reads the `<6>` prefix as the priority (info), so `journalctl -p` filters work
     assert re.fullmatch(
-        r"INFO syncd\.daemon: sync done job=deploy-push trigger=signal flow=to_production "
+        r"<6>INFO syncd\.daemon: sync done job=deploy-push trigger=signal flow=to_production "
         r"result=success collections=1 inserted=3 updated=0 deleted=0 seconds=[0-9.]+",
         done,
     ), done
     lines = daemon.lines()
-    assert "INFO syncd.daemon: SIGUSR1: running the on_signal schedules jobs=deploy-push" in lines
+    assert (
+        "<6>INFO syncd.daemon: SIGUSR1: running the on_signal schedules jobs=deploy-push" in lines
+    )
     assert not any(re.match(r"\d{4}-\d\d-\d\d", line) for line in lines)
     notify.wait_for(lambda m: m.get("STATUS", "").startswith("last job deploy-push: success"))
 

@@ -298,6 +298,18 @@ def test_schedule_intervals_use_the_longest_gap_and_the_most_frequent_schedule()
     assert endpoints == {"production": 3600}
 
 
+def test_schedule_intervals_read_cron_weekdays_as_crontab_does() -> None:
+    # 7 is Sunday in crontab; with a day of month too, cron runs when either day matches.
+    flows, _ = schedule_intervals(
+        [
+            Schedule("sundays", flow="weekly", cron="0 3 * * 7"),
+            Schedule("firsts-and-mondays", flow="either", cron="0 3 1 * 1"),
+        ],
+        start=datetime(2024, 1, 1, tzinfo=UTC),
+    )
+    assert flows == {"weekly": 7 * 86400, "either": 7 * 86400}
+
+
 def test_unscheduled_flows_are_set_back_to_zero_on_reload(metrics: SyncdMetrics) -> None:
     metrics.set_schedule_intervals({"to_production": 600}, {})
     metrics.set_schedule_intervals({}, {})

@@ -91,6 +91,9 @@ def _print(report: dict[str, Any]) -> None:
         state = f"up, MongoDB {e.get('version')}" if e["reachable"] else "UNREACHABLE"
         rows.append([name, e.get("database", "-"), state, "yes" if e["protected"] else "no"])
     print(table(["endpoint", "database", "state", "protected"], rows))
+    for name, e in report["endpoints"].items():
+        if not e["reachable"]:
+            print(f"  {name}: {e.get('error', 'unreachable')}")
     for flow, status in report["flows"].items():
         print(f"\n{flow}: {status['source']} -> {status['target']}")
         if "error" in status:

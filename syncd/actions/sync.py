@@ -8,11 +8,16 @@ import sys
 
 from syncd.cli import forced
 from syncd.config.model import Config
-from syncd.engine.flow import PlanRefused, SyncOptions, sync_flow
+from syncd.engine.flow import ConfirmationNeeded, PlanRefused, SyncOptions, sync_flow
 from syncd.engine.plan import Plan
 from syncd.engine.progress import Reporter
 from syncd.engine.render import drift_details, plan_header, plan_table
 from syncd.errors import EXIT_OK, EXIT_REFUSED
+
+DRIFT_ADVICE = (
+    "Nothing was written. Pull the target's changes first (Workflow C), or rerun with "
+    "--drift merge to keep them, or --drift overwrite to replace them (after a backup)."
+)
 
 
 def confirm_on_terminal(plan: Plan) -> bool:
@@ -41,13 +46,10 @@ def run(config: Config, args: argparse.Namespace) -> int:
         print(plan_header(exc.plan), file=sys.stderr)
         print(plan_table(exc.plan), file=sys.stderr)
         print(f"syncd: refused: {exc}", file=sys.stderr)
-        for line in drift_details(exc.plan):
-            print(line, file=sys.stderr)
-        print(
-            "Nothing was written. Pull the target's changes first (Workflow C), or rerun with "
-            "--drift merge to keep them, or --drift overwrite to replace them (after a backup).",
-            file=sys.stderr,
-        )
+        if not isinstance(exc, ConfirmationNeeded):
+            for line in drift_details(exc.plan):
+                print(line, file=sys.stderr)
+            print(DRIFT_ADVICE, file=sys.stderr)
         return EXIT_REFUSED
     plan = result.plan
     if args.json:
@@ -56,6 +58,10 @@ def run(config: Config, args: argparse.Namespace) -> int:
     print(plan_header(plan))
     print(plan_table(plan))
     if args.dry_run:
+        for refusal in plan.refusals:
+            print(f"a real run would be refused: {refusal}")
+        for line in drift_details(plan):
+            print(line)
         print("dry run: nothing was written")
         return EXIT_OK
     if result.backup:

@@ -17,7 +17,7 @@ from typing import Any
 from syncd.backup import apply_retention, create_backup, list_backups
 from syncd.config.model import GRIDFS_PAIRS, Config, Schedule
 from syncd.endpoints import open_endpoint
-from syncd.engine.flow import PlanRefused, SyncOptions, sync_flow
+from syncd.engine.flow import ConfirmationNeeded, PlanRefused, SyncOptions, sync_flow
 from syncd.engine.plan import CollectionPlan
 from syncd.engine.prebackup import backups_dir
 from syncd.engine.progress import Reporter
@@ -102,6 +102,8 @@ def run_sync(config: Config, schedule: Schedule, check: StopCheck) -> Outcome:
         result = sync_flow(config, schedule.flow, options)
     except LeaseBusy as exc:
         return Outcome("skipped", str(exc), time.monotonic() - started)
+    except ConfirmationNeeded as exc:
+        return Outcome("refused", _protected_hint(str(exc), schedule), time.monotonic() - started)
     except PlanRefused as exc:
         drift = {c.name: _blocking(c) for c in exc.plan.collections}
         outcome = Outcome("refused", str(exc), time.monotonic() - started, drift=drift)

@@ -40,6 +40,10 @@ class PlanRefused(Refused):
         self.plan = plan
 
 
+class ConfirmationNeeded(PlanRefused):
+    """A protected target, no terminal to ask on, and no --yes / FORCE=true."""
+
+
 @dataclass
 class SyncOptions:
     collections: Sequence[str] | None = None
@@ -183,9 +187,10 @@ def _check_protected(config: Config, flow: Flow, plan: Plan, options: SyncOption
     if not config.endpoints[flow.target].protected or options.allow_protected:
         return
     if options.confirm is None:
-        raise Refused(
+        raise ConfirmationNeeded(
             f"'{flow.target}' is protected and this sync would write to it; confirm on a "
-            "terminal, or pass --yes (or FORCE=true) to proceed"
+            "terminal, or pass --yes (or FORCE=true) to proceed",
+            plan,
         )
     if not options.confirm(plan):
         raise Refused(f"not confirmed; nothing was written to '{flow.target}'")
