@@ -27,6 +27,7 @@ import pytest
 from pymongo import MongoClient
 from pymongo.database import Database
 
+from tests.engine_kit import RESET_PASSWORD, Pair, make_pair
 from tests.support.external import ENV_URI, ENV_URI_2, ExternalServer, external_uris
 from tests.support.servers import (
     AuthUsers,
@@ -201,3 +202,24 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture
+def pair(
+    request: pytest.FixtureRequest,
+    local_db: Database[Any],
+    production_db: Database[Any],
+    local_uri: str,
+    production_uri: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Pair:
+    """local + production with a config written under tmp_path (tests/engine_kit.py).
+
+    A test module sets `PAIR_RESET_PASSWORDS = True` to get the reset_passwords hook.
+    """
+    monkeypatch.delenv("FORCE", raising=False)
+    hook = bool(getattr(request.module, "PAIR_RESET_PASSWORDS", False))
+    if hook:
+        monkeypatch.setenv("SYNCD_RESET_PASSWORD", RESET_PASSWORD)
+    return make_pair(local_db, production_db, local_uri, production_uri, tmp_path, hook=hook)

@@ -4,7 +4,6 @@ documents changed on both sides; `--drift` overrides the config for one run."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import bson
@@ -15,7 +14,6 @@ from tests.engine_kit import (
     Pair,
     backup_contents,
     backup_names,
-    make_pair,
     snapshot,
     syncd,
     tree,
@@ -23,19 +21,6 @@ from tests.engine_kit import (
 
 Capsys = pytest.CaptureFixture[str]
 PUSH = ("sync", "to_production", "--yes")
-
-
-@pytest.fixture
-def pair(
-    local_db: Database[Any],
-    production_db: Database[Any],
-    local_uri: str,
-    production_uri: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Pair:
-    monkeypatch.delenv("FORCE", raising=False)
-    return make_pair(local_db, production_db, local_uri, production_uri, tmp_path, hook=False)
 
 
 def contracts(n: int = 20) -> list[dict[str, Any]]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from pathlib import Path
 from typing import Any
 
 import gridfs
@@ -15,24 +14,11 @@ import pytest
 from bson import ObjectId
 from pymongo.database import Database
 
-from tests.engine_kit import Pair, make_pair, snapshot, syncd
+from tests.engine_kit import Pair, snapshot, syncd
 
 Capsys = pytest.CaptureFixture[str]
 PUSH = ("sync", "to_production", "--yes")
 CHUNK = 4096  # small chunks: several per file without megabytes of data
-
-
-@pytest.fixture
-def pair(
-    local_db: Database[Any],
-    production_db: Database[Any],
-    local_uri: str,
-    production_uri: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Pair:
-    monkeypatch.delenv("FORCE", raising=False)
-    return make_pair(local_db, production_db, local_uri, production_uri, tmp_path, hook=False)
 
 
 def put_files(db: Database[Any], count: int, seed: int = 0) -> dict[ObjectId, bytes]:

@@ -17,26 +17,13 @@ from typing import Any
 import pytest
 from pymongo.database import Database
 
-from tests.engine_kit import Pair, make_pair, snapshot, syncd
+from tests.engine_kit import Pair, snapshot, syncd
 
 Capsys = pytest.CaptureFixture[str]
 PUSH = ("sync", "to_production", "--yes")
 DOCS = 10_000  # about 10 write batches: room to be killed part-way
 POLL = 0.005
 DEADLINE = 120.0  # seconds; generous for a loaded 2-core machine, never reached when healthy
-
-
-@pytest.fixture
-def pair(
-    local_db: Database[Any],
-    production_db: Database[Any],
-    local_uri: str,
-    production_uri: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Pair:
-    monkeypatch.delenv("FORCE", raising=False)
-    return make_pair(local_db, production_db, local_uri, production_uri, tmp_path, hook=False)
 
 
 def fill(db: Database[Any], count: int, version: int = 1) -> None:

@@ -22,19 +22,6 @@ PUSH = ("sync", "to_production", "--yes")
 POLL = 0.005  # seconds between polls of the target
 
 
-@pytest.fixture
-def pair(
-    local_db: Database[Any],
-    production_db: Database[Any],
-    local_uri: str,
-    production_uri: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Pair:
-    monkeypatch.delenv("FORCE", raising=False)
-    return make_pair(local_db, production_db, local_uri, production_uri, tmp_path, hook=False)
-
-
 def test_readers_never_see_the_target_shrink_during_a_sync(
     pair: Pair, capsys: Capsys, production_client: MongoClient[dict[str, Any]]
 ) -> None:

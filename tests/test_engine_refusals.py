@@ -5,20 +5,15 @@ flow's policy, the same database on both sides, a busy target with `--no-wait`, 
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any
 
 import pytest
-from pymongo.database import Database
 
 from syncd.lease import target_lease
 from tests.conftest import DbNames
 from tests.engine_kit import (
-    RESET_PASSWORD,
     Pair,
     backup_names,
     config_text,
-    make_pair,
     snapshot,
     syncd,
     tree,
@@ -27,20 +22,7 @@ from tests.support.dataset import load_seed_dataset
 from tests.support.servers import Server
 
 Capsys = pytest.CaptureFixture[str]
-
-
-@pytest.fixture
-def pair(
-    local_db: Database[Any],
-    production_db: Database[Any],
-    local_uri: str,
-    production_uri: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Pair:
-    monkeypatch.setenv("SYNCD_RESET_PASSWORD", RESET_PASSWORD)
-    monkeypatch.delenv("FORCE", raising=False)
-    return make_pair(local_db, production_db, local_uri, production_uri, tmp_path)
+PAIR_RESET_PASSWORDS = True  # the `pair` fixture pushes with the password hook
 
 
 def push_seed(pair: Pair, capsys: Capsys) -> None:

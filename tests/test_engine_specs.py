@@ -4,19 +4,16 @@ cannot change in place is refused with a clear message and nothing written."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 from pymongo import ASCENDING, DESCENDING, IndexModel
-from pymongo.database import Database
 
 from tests.engine_kit import (
     Pair,
     collection_options,
     collection_uuid,
     index_specs,
-    make_pair,
     snapshot,
     syncd,
 )
@@ -36,19 +33,6 @@ INDEXES = [
     IndexModel("last_name", collation={"locale": "es", "strength": 2}, name="name_ci"),
     IndexModel("nickname", sparse=True),
 ]
-
-
-@pytest.fixture
-def pair(
-    local_db: Database[Any],
-    production_db: Database[Any],
-    local_uri: str,
-    production_uri: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Pair:
-    monkeypatch.delenv("FORCE", raising=False)
-    return make_pair(local_db, production_db, local_uri, production_uri, tmp_path, hook=False)
 
 
 def users(n: int = 10) -> list[dict[str, Any]]:

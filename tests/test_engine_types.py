@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import struct
 import uuid
-from pathlib import Path
 from typing import Any
 
 import bson
@@ -14,9 +13,8 @@ import pytest
 from bson import Binary, Code, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex, Timestamp
 from bson.raw_bson import RawBSONDocument
 from bson.son import SON
-from pymongo.database import Database
 
-from tests.engine_kit import Pair, collection_state, make_pair, raw_collection, snapshot, syncd
+from tests.engine_kit import Pair, collection_state, raw_collection, snapshot, syncd
 
 Capsys = pytest.CaptureFixture[str]
 PUSH = ("sync", "to_production", "--yes")
@@ -67,19 +65,6 @@ MIXED_IDS: list[Any] = [
     True,
     Decimal128("1.5"),
 ]
-
-
-@pytest.fixture
-def pair(
-    local_db: Database[Any],
-    production_db: Database[Any],
-    local_uri: str,
-    production_uri: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Pair:
-    monkeypatch.delenv("FORCE", raising=False)
-    return make_pair(local_db, production_db, local_uri, production_uri, tmp_path, hook=False)
 
 
 def pushed(pair: Pair, capsys: Capsys, *extra: str) -> str:

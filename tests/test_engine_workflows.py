@@ -3,7 +3,6 @@ the password reset, pull, a production edit that stops the push until pulled, on
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import bcrypt
@@ -16,28 +15,14 @@ from tests.engine_kit import (
     RESET_PASSWORD,
     Pair,
     backup_names,
-    make_pair,
     snapshot,
     syncd,
 )
 from tests.support.dataset import COLLECTIONS, load_seed_dataset
 
 Capsys = pytest.CaptureFixture[str]
+PAIR_RESET_PASSWORDS = True  # the `pair` fixture pushes with the password hook
 PUSHED = [c for c in COLLECTIONS if c != "audit_events"]  # audit_events is pull-only
-
-
-@pytest.fixture
-def pair(
-    local_db: Database[Any],
-    production_db: Database[Any],
-    local_uri: str,
-    production_uri: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Pair:
-    monkeypatch.setenv("SYNCD_RESET_PASSWORD", RESET_PASSWORD)
-    monkeypatch.delenv("FORCE", raising=False)
-    return make_pair(local_db, production_db, local_uri, production_uri, tmp_path)
 
 
 def push_seed(pair: Pair, capsys: Capsys) -> None:
