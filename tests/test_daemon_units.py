@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from syncd.config.model import Config, Endpoint, Flow, Schedule, SecretRef
 from syncd.config.cron import cron_weekdays
+from syncd.config.model import Config, Endpoint, Flow, Schedule, SecretRef
 from syncd.daemon.jobs import Abandoned, DaemonReporter, StopCheck
 from syncd.daemon.notify import Notifier
 from syncd.daemon.ping import Pinger

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from syncd.backup import apply_retention, create_backup, list_backups
+from syncd.backup import BackupError, apply_retention, create_backup, list_backups
 from syncd.config.model import GRIDFS_PAIRS, Config, Schedule
 from syncd.endpoints import open_endpoint
 from syncd.engine.flow import ConfirmationNeeded, PlanRefused, SyncOptions, sync_flow
@@ -24,7 +24,7 @@ from syncd.engine.progress import Reporter
 from syncd.engine.run import SyncResult
 from syncd.errors import Refused, SyncdError
 from syncd.lease import LeaseBusy
-from syncd.metrics import Result
+from syncd.metrics import DOC_OPS, Result
 
 log = logging.getLogger("syncd.daemon")
 
@@ -42,6 +42,7 @@ class Outcome:
     docs: dict[tuple[str, str], int] = field(default_factory=dict)  # (collection, op) -> n
     drift: dict[str, int] = field(default_factory=dict)  # collection -> drifted documents
     backups: tuple[int, int, float | None] | None = None  # kept, bytes, newest (unix time)
+    presync: tuple[str, Result] | None = None  # a flow's backup before writing: endpoint, result
     abandoned: bool = False  # stopped by a shutdown (counted as a failure)
 
 
@@ -113,12 +114,21 @@ def run_sync(config: Config, schedule: Schedule, check: StopCheck) -> Outcome:
         return Outcome("refused", _protected_hint(str(exc), schedule), time.monotonic() - started)
     except Abandoned as exc:
         return Outcome("failure", str(exc), time.monotonic() - started, abandoned=True)
+    except BackupError as exc:  # only the backup before writing raises it: no sync
+        outcome = Outcome("failure", str(exc), time.monotonic() - started)
+        outcome.presync = (config.flows[schedule.flow].target, "failure")
+        return outcome
     except SyncdError as exc:
         return Outcome("failure", str(exc), time.monotonic() - started)
     except Exception as exc:  # a job never kills the daemon; the type names the cause
         log.debug("job %s failed", schedule.name, exc_info=True)
         return Outcome("failure", f"{type(exc).__name__}: {exc}", time.monotonic() - started)
-    return _sync_outcome(result, time.monotonic() - started)
+    outcome = _sync_outcome(result, time.monotonic() - started)
+    if result.backup:
+        target = config.flows[schedule.flow].target
+        outcome.presync = (target, "success")
+        outcome.backups = _inventory(config, target)
+    return outcome
 
 
 def _blocking(plan: CollectionPlan) -> int:
@@ -139,7 +149,11 @@ def _protected_hint(message: str, schedule: Schedule) -> str:
 
 def _sync_outcome(result: SyncResult, seconds: float) -> Outcome:
     totals = result.plan.totals()
-    docs = result.documents()
+    # Every collection of the run, written or not: a success resets its drift gauge to 0.
+    docs: dict[tuple[str, str], int] = {
+        (c.name, op): 0 for c in result.plan.collections for op in DOC_OPS
+    }
+    docs.update(result.documents())
     fields: dict[str, Any] = {
         "collections": len(result.plan.collections),
         "inserted": sum(n for (_, op), n in docs.items() if op == "insert"),
@@ -190,8 +204,17 @@ def run_backup(config: Config, schedule: Schedule, check: StopCheck) -> Outcome:
         "removed": len(removed),
     }
     outcome = Outcome("success", "", time.monotonic() - started, fields=fields)
-    outcome.backups = backup_inventory(config, endpoint.name)
+    outcome.backups = _inventory(config, endpoint.name)
     return outcome
+
+
+def _inventory(config: Config, endpoint: str) -> tuple[int, int, float | None] | None:
+    """`backup_inventory` after a backup and its retention; None when it cannot be read."""
+    try:
+        return backup_inventory(config, endpoint)
+    except (OSError, ValueError) as exc:
+        log.warning("backups of %s not counted: %s", endpoint, exc)
+        return None
 
 
 def backup_inventory(config: Config, endpoint: str) -> tuple[int, int, float | None]:

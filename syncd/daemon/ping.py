@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from typing import Any
+from urllib.parse import parse_qsl
 
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
@@ -23,6 +24,19 @@ log = logging.getLogger("syncd.daemon")
 
 PING_SECONDS = 30
 PING_TIMEOUT_MS = 5000
+PING_OPTIONS: dict[str, Any] = {
+    "serverSelectionTimeoutMS": PING_TIMEOUT_MS,
+    "connectTimeoutMS": PING_TIMEOUT_MS,
+    "socketTimeoutMS": PING_TIMEOUT_MS,
+    "appname": "syncd-ping",
+}
+
+
+def ping_options(uri: str) -> dict[str, Any]:
+    """The ping's timeouts for what the URI leaves unset: as for syncd's other clients
+    (`endpoints.client_options`), an operator's timeout in the URI wins."""
+    given = {key.lower() for key, _ in parse_qsl(uri.partition("?")[2], keep_blank_values=True)}
+    return {key: value for key, value in PING_OPTIONS.items() if key.lower() not in given}
 
 
 class Pinger:
@@ -62,13 +76,8 @@ class Pinger:
             known = self._clients.get(endpoint.name)
             if known is not None and known[0] == endpoint:
                 return known[1]
-        client: MongoClient[Any] = MongoClient(
-            resolve_uri(endpoint),
-            serverSelectionTimeoutMS=PING_TIMEOUT_MS,
-            connectTimeoutMS=PING_TIMEOUT_MS,
-            socketTimeoutMS=PING_TIMEOUT_MS,
-            appname="syncd-ping",
-        )
+        uri = resolve_uri(endpoint)
+        client: MongoClient[Any] = MongoClient(uri, **ping_options(uri))
         with self._lock:
             old = self._clients.pop(endpoint.name, None)
             self._clients[endpoint.name] = (endpoint, client)

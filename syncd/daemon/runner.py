@@ -11,7 +11,7 @@ from syncd.config.model import Config, Schedule
 from syncd.daemon.jobs import Outcome, StopCheck, run_backup, run_sync
 from syncd.daemon.notify import Notifier
 from syncd.health import JobHealth
-from syncd.metrics import COLLECTION_PATTERN, SyncdMetrics, UnsafeLabelValue
+from syncd.metrics import COLLECTION_PATTERN, Result, SyncdMetrics, UnsafeLabelValue
 
 log = logging.getLogger("syncd.daemon")
 
@@ -126,13 +126,19 @@ class JobRunner:
                     docs,  # type: ignore[arg-type]  # ops come from SyncResult.documents()
                     drift,
                 )
+                if outcome.presync is not None:
+                    self._record_backup(*outcome.presync, outcome)
             elif schedule.backup is not None:
-                kept, size, newest = outcome.backups or (None, None, None)
-                self.metrics.record_backup(schedule.backup, outcome.result, kept, size)
-                if newest is not None:
-                    self.metrics.set_backup_inventory(schedule.backup, None, None, newest)
+                self._record_backup(schedule.backup, outcome.result, outcome)
         except (UnsafeLabelValue, ValueError) as exc:
             log.warning("metrics not recorded: %s", exc, extra={"job": schedule.name})
+
+    def _record_backup(self, endpoint: str, result: Result, outcome: Outcome) -> None:
+        """A scheduled backup or a flow's backup before writing, and what is kept after it."""
+        kept, size, newest = outcome.backups or (None, None, None)
+        self.metrics.record_backup(endpoint, result, kept, size)
+        if newest is not None:
+            self.metrics.set_backup_inventory(endpoint, None, None, newest)
 
 
 def _kind(schedule: Schedule) -> str:
