@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo bench venv tools clean docs
+.PHONY: test lint demo bench soak venv tools clean docs
 
 venv: $(STAMP)
 
@@ -43,6 +43,10 @@ docs: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_sync.py $(BENCH_ARGS)
 	$(BIN)/python bench/backup_bench.py
+
+# The daemon for SOAK_MINUTES (default 10) under a writer and server kills; prints figures.
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py --minutes $(or $(SOAK_MINUTES),10)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,7 @@
 """syncd against the raw-copy floor: full sync, incremental sync, no-op, backup/restore, RSS.
 
-Usage: bench/bench_sync.py [--n 100000] [--runs 3]
+Usage: bench/bench_sync.py [--n 100000] [--runs 3] [--runs-3n 1]
+(`make bench`; smaller: `make bench BENCH_ARGS="--n 20000 --runs 1"`)
 Starts two SecantusDB servers (or uses SYNCD_BENCH_URI_SOURCE / SYNCD_BENCH_URI_TARGET),
 prints a table of medians, docs/s and ratios against the raw copy.
 """
@@ -8,6 +9,7 @@ prints a table of medians, docs/s and ratios against the raw copy.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -17,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from pymongo import MongoClient
 
 BIN = Path(sys.executable).parent
 TARGETS = {"full": 1.2, "changed": 0.6, "noop": 0.55}
+RSS_GROWTH, RSS_LIMIT = 1.3, 300.0
 
 
 def free_port() -> int:
@@ -139,24 +141,37 @@ backups: {{keep_last: 2, compress: none, before_sync: {before}}}
 """)
 
 
-def run_syncd(config: Path, *args: str) -> tuple[float, int]:
-    """Wall time and peak RSS (KiB) of one `syncd` process."""
+def run_syncd(config: Path, *args: str) -> tuple[float, float]:
+    """Wall time (s) and peak RSS (MB) of one `syncd` process."""
     started = time.monotonic()
     proc = subprocess.Popen(
         [str(BIN / "syncd"), "-c", str(config), "--log-level", "WARNING", *args],
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.monotonic() - started
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    err = proc.stderr.read().decode() if proc.stderr else ""
     if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(
-            f"syncd {' '.join(args)} failed: {proc.stderr.read().decode() if proc.stderr else ''}"
-        )
-    return elapsed, usage.ru_maxrss
+        raise RuntimeError(f"syncd {' '.join(args)} failed: {err}{out}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def newest_backup(config: Path) -> str:
+    out = subprocess.run(
+        [str(BIN / "syncd"), "-c", str(config), "backup", "list", "--json"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    listed = json.loads(out)
+    backups = listed["backups"] if isinstance(listed, dict) else listed
+    return str(backups[0]["name"])
 
 
 def mutate(uri: str, db: str, n: int, seed: int) -> None:
+    """1% of the documents updated, 0.1% deleted, 0.1% inserted."""
     client = MongoClient(uri)
     coll = client[db].legal_contracts
     rng = random.Random(seed)
@@ -168,17 +183,64 @@ def mutate(uri: str, db: str, n: int, seed: int) -> None:
             {"_id": {"$in": ids[i : min(i + 1000, updates)]}}, {"$inc": {"version": 1}}
         )
     coll.delete_many({"_id": {"$in": ids[updates : updates + deletes]}})
-    coll.insert_many([contract(rng, n + seed * 10_000 + k) for k in range(inserts)])
+    coll.insert_many([contract(rng, n * 10 + seed * 10_000 + k) for k in range(inserts)])
 
 
-def median(runs: int, fn: Callable[[], float]) -> float:
-    return statistics.median(fn() for _ in range(runs))
+class Bench:
+    """Every measure on the same two servers; rounds interleave the measures so that a
+    change of load on the machine shifts them all alike; figures are medians."""
+
+    def __init__(self, src: str, dst: str, tmp: Path) -> None:
+        self.src, self.dst, self.tmp = src, dst, tmp
+        self.cfg = tmp / "syncd.yaml"
+        self.times: dict[str, list[float]] = {}
+        self.rss: dict[str, list[float]] = {}
+
+    def note(self, key: str, seconds: float, rss: float | None = None) -> None:
+        self.times.setdefault(key, []).append(seconds)
+        if rss is not None:
+            self.rss.setdefault(key, []).append(rss)
+        print(f"  {key:16} {seconds:7.2f} s" + (f"  {rss:5.0f} MB" if rss else ""), file=sys.stderr)
+
+    def config(self, before: str) -> None:
+        write_config(self.cfg, self.src, self.dst, DB, self.tmp / "state", before)
+
+    def sync(self) -> tuple[float, float]:
+        return run_syncd(self.cfg, "sync", "from_production")
+
+    def full(self, key: str = "full") -> None:
+        shutil.rmtree(self.tmp / "state", ignore_errors=True)
+        MongoClient(self.dst).drop_database(DB)
+        self.config("changes")
+        self.note(key, *self.sync())
+
+    def changed(self, n: int, before: str, key: str) -> None:
+        mutate(self.src, DB, n, seed=random.randrange(1, 10**6))
+        self.config(before)
+        self.note(key, *self.sync())
+
+    def round(self, n: int) -> None:
+        self.note("raw", raw_copy(self.src, self.dst, DB))
+        self.full()
+        self.changed(n, "changes", "changed_changes")
+        self.changed(n, "full", "changed_full")
+        self.config("changes")
+        self.note("noop", *self.sync())
+        self.note("backup", *run_syncd(self.cfg, "backup", "create", "production", "-C", COLL))
+        name = newest_backup(self.cfg)
+        MongoClient(self.dst)[DB][COLL].drop()
+        restore = ("backup", "restore", name, "--to", "local", "--yes", "-C", COLL)
+        self.note("restore", *run_syncd(self.cfg, *restore))
+
+
+DB, COLL = "bench", "legal_contracts"
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=100_000)
-    parser.add_argument("--runs", type=int, default=3)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100_000, help="documents (default 100000)")
+    parser.add_argument("--runs", type=int, default=3, help="rounds at N (default 3)")
+    parser.add_argument("--runs-3n", type=int, default=1, help="rounds at 3N (default 1)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="syncd-bench-"))
     procs = []
@@ -188,8 +250,19 @@ def main() -> int:
         if not (src and dst):
             (p1, src), (p2, dst) = start_server(tmp, "source"), start_server(tmp, "target")
             procs = [p1, p2]
-        results = measure(src, dst, tmp, args.n, args.runs)
-        print_table(results, args.n)
+        bench = Bench(src, dst, tmp)
+        print(f"loading {args.n} documents + 20 GridFS files ...", file=sys.stderr)
+        load(src, DB, args.n)
+        for k in range(args.runs):
+            print(f"round {k + 1}/{args.runs} at N = {args.n}", file=sys.stderr)
+            bench.round(args.n)
+        print(f"adding {2 * args.n} documents for 3N ...", file=sys.stderr)
+        add(src, DB, args.n, 2 * args.n)
+        for k in range(args.runs_3n):
+            print(f"round {k + 1}/{args.runs_3n} at 3N = {3 * args.n}", file=sys.stderr)
+            bench.full("full_3n")
+            bench.changed(3 * args.n, "changes", "changed_3n")
+        print_table(bench, args.n)
     finally:
         for p in procs:
             p.terminate()
@@ -198,57 +271,57 @@ def main() -> int:
     return 0
 
 
-def measure(src: str, dst: str, tmp: Path, n: int, runs: int) -> dict[str, Any]:
-    db = "bench"
-    r: dict[str, Any] = {}
-    print(f"loading {n} documents + 20 GridFS files ...", file=sys.stderr)
-    load(src, db, n)
-    r["raw"] = median(runs, lambda: raw_copy(src, dst, db))
-    cfg = tmp / "syncd.yaml"
-
-    def full() -> float:
-        shutil.rmtree(tmp / "state", ignore_errors=True)
-        MongoClient(dst).drop_database(db)
-        write_config(cfg, src, dst, db, tmp / "state", "full")
-        seconds, rss = run_syncd(cfg, "sync", "from_production")
-        r.setdefault("rss_full", []).append(rss)
-        return seconds
-
-    r["full"] = median(runs, full)
-    for before in ("changes", "full"):
-
-        def changed(before: str = before) -> float:
-            mutate(src, db, n, seed=random.randrange(1, 10**6))
-            write_config(cfg, src, dst, db, tmp / "state", before)
-            seconds, rss = run_syncd(cfg, "sync", "from_production")
-            r.setdefault("rss_changed", []).append(rss)
-            return seconds
-
-        r[f"changed_{before}"] = median(runs, changed)
-    r["noop"] = median(runs, lambda: run_syncd(cfg, "sync", "from_production")[0])
-    r["backup"] = median(runs, lambda: run_syncd(cfg, "backup", "create", "production")[0])
-    return r
+def add(uri: str, db: str, start: int, count: int) -> None:
+    coll = MongoClient(uri)[db][COLL]
+    rng = random.Random(11)
+    for first in range(start, start + count, 5000):
+        coll.insert_many([contract(rng, i) for i in range(first, min(first + 5000, start + count))])
 
 
-def print_table(r: dict[str, Any], n: int) -> None:
-    raw = r["raw"]
+def med(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def print_table(bench: Bench, n: int) -> None:
+    t, rss = bench.times, bench.rss
+    raw = med(t["raw"])
     rows = [
-        ("raw copy floor (find raw + insert_many)", raw, None),
-        ("syncd full sync into empty target", r["full"], TARGETS["full"]),
-        ("syncd 1% changed, before_sync: changes", r["changed_changes"], TARGETS["changed"]),
-        ("syncd 1% changed, before_sync: full", r["changed_full"], None),
-        ("syncd no-op sync", r["noop"], TARGETS["noop"]),
-        ("backup create (whole database)", r["backup"], None),
+        ("1 raw copy floor (find raw + insert_many)", "raw", None),
+        ("2 syncd full sync into empty target", "full", TARGETS["full"]),
+        ("3 syncd 1% changed, before_sync: changes", "changed_changes", TARGETS["changed"]),
+        ("3 syncd 1% changed, before_sync: full", "changed_full", None),
+        ("4 syncd no-op sync", "noop", TARGETS["noop"]),
+        (f"5 backup create ({COLL})", "backup", None),
+        (f"5 backup restore ({COLL}, into empty)", "restore", None),
     ]
-    print(f"\nN = {n} documents (~1 KB) + 20 GridFS files of 300 KB; medians")
-    print(f"{'measure':44} {'seconds':>8} {'docs/s':>9} {'x raw':>6} {'target':>7}")
-    for name, seconds, target in rows:
+    runs = len(t["raw"])
+    print(f"\nN = {n} documents (~1 KB, nested) + 20 GridFS files of 300 KB; medians of {runs}")
+    print(f"{'measure':44} {'seconds':>8} {'docs/s':>8} {'x raw':>6} {'target':>7} {'':4}")
+    for label, key, target in rows:
+        seconds = med(t[key])
         ratio = seconds / raw
-        verdict = "" if target is None else (f"<={target} {'ok' if ratio <= target else 'MISS'}")
-        print(f"{name:44} {seconds:8.2f} {n / seconds:9.0f} {ratio:6.2f} {verdict:>7}")
+        verdict = "" if target is None else ("ok" if ratio <= target else "MISS")
+        limit = "" if target is None else f"<={target}"
+        print(f"{label:44} {seconds:8.2f} {n / seconds:8.0f} {ratio:6.2f} {limit:>7} {verdict:4}")
     print(
-        f"peak RSS full sync: {max(r['rss_full']) / 1024:.0f} MB; "
-        f"incremental: {max(r['rss_changed']) / 1024:.0f} MB"
+        f"\n{'peak RSS of the syncd process (MB)':44} {'N':>8} {'3N':>8} {'3N/N':>6} {'target':>7}"
+    )
+    for label, key, key3 in (
+        ("2 full sync", "full", "full_3n"),
+        ("3 1% changed (changes)", "changed_changes", "changed_3n"),
+    ):
+        at_n, at_3n = med(rss[key]), max(rss[key3])
+        ok = at_3n / at_n <= RSS_GROWTH and at_3n < RSS_LIMIT
+        print(
+            f"{label:44} {at_n:8.0f} {at_3n:8.0f} {at_3n / at_n:6.2f} "
+            f"{'<=1.3x, <300':>7} {'ok' if ok else 'MISS'}"
+        )
+    for key in ("backup", "restore"):
+        print(f"{'5 ' + key:44} {med(rss[key]):8.0f}")
+    three = 3 * n
+    print(
+        f"\nat 3N = {three}: full sync {med(t['full_3n']):.2f} s, "
+        f"1% changed {med(t['changed_3n']):.2f} s"
     )
 
 

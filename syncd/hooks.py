@@ -6,6 +6,7 @@ Their writes are recorded in the sync memory, so the next sync sees no drift fro
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 import bcrypt
@@ -16,6 +17,7 @@ from syncd.config.secrets import resolve
 from syncd.endpoints import Connected
 from syncd.engine.memory import Pair, connect, memory_path, update_side
 from syncd.engine.rawbson import digest, id_key, raw_id
+from syncd.engine.retry import with_retries
 from syncd.errors import SyncdError
 
 log = logging.getLogger("syncd.hooks")
@@ -68,9 +70,10 @@ def reset_passwords(
     reset = 0
     try:
         for user in hook.users:
-            result = coll.update_one(
-                {hook.match_field: user},
-                {"$set": {hook.password_field: bcrypt_hash(password, hook.cost)}},
+            change = {"$set": {hook.password_field: bcrypt_hash(password, hook.cost)}}
+            result = with_retries(  # a $set: the same result when retried
+                partial(coll.update_one, {hook.match_field: user}, change),
+                what=f"hook {hook.name}",
             )
             if result.matched_count == 0:
                 message = f"hook '{hook.name}': user {user} not found in {hook.collection}"
@@ -78,7 +81,9 @@ def reset_passwords(
                 messages.append(message)
                 continue
             reset += 1
-            document: Any = raw.find_one({hook.match_field: user})
+            document: Any = with_retries(
+                partial(raw.find_one, {hook.match_field: user}), what=f"hook {hook.name}"
+            )
             if document is not None:
                 data = bytes(document.raw)
                 update_side(

@@ -134,3 +134,40 @@ def test_a_write_to_the_target_during_the_sync_fails_verification(
     assert rerun.code == 3
     assert "written by the app" in rerun.err
     assert target.find_one({"_id": "written by the app"}) is not None
+
+
+def test_an_app_write_to_a_document_the_sync_just_wrote_fails_verification(
+    pair: Pair, capsys: Capsys, production_client: MongoClient[dict[str, Any]]
+) -> None:
+    """Verification reads back what the sync wrote: an app overwriting one of those
+    documents before the sync ends makes it fail, and the next run reports it as drift."""
+    count = 5_000
+    pair.local.items.insert_many([{"_id": i, "v": 1, "pad": "x" * 200} for i in range(count)])
+    assert syncd(capsys, pair.config, *PUSH).code == 0
+    pair.local.items.update_many({}, {"$set": {"v": 2}})
+    target = production_client[pair.production.name].items
+    wrote = threading.Event()
+    done = threading.Event()
+
+    def overwrite_once_synced() -> None:
+        deadline = time.monotonic() + 120
+        while (target.find_one({"_id": 0}) or {}).get("v") != 2:
+            if done.wait(POLL) or time.monotonic() > deadline:
+                return
+        target.update_one({"_id": 0}, {"$set": {"v": "written by the app"}})
+        wrote.set()
+
+    thread = threading.Thread(target=overwrite_once_synced)
+    thread.start()
+    try:
+        result = syncd(capsys, pair.config, *PUSH)
+    finally:
+        done.set()
+        thread.join(timeout=30)
+
+    assert wrote.is_set()
+    assert result.code == 1, result.text
+    assert "items: after writing, 1 document(s) on the target differ" in result.err
+    rerun = syncd(capsys, pair.config, *PUSH)
+    assert rerun.code == 3
+    assert target.find_one({"_id": 0}, {"_id": 0, "v": 1}) == {"v": "written by the app"}

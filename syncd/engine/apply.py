@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import DeleteMany, IndexModel, InsertOne, ReplaceOne
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, CollectionInvalid
+from pymongo.errors import BulkWriteError, CollectionInvalid, OperationFailure
 
 from syncd.engine.plan import CollectionPlan
 from syncd.engine.rawbson import id_value
@@ -26,6 +27,7 @@ log = logging.getLogger("syncd.engine")
 BATCH_DOCS = 1000
 BATCH_BYTES = 8 * 1024 * 1024
 DUPLICATE_KEY = 11000
+INDEX_NOT_FOUND = 27
 Progress = Callable[[int], None]
 WriteOp = InsertOne[Any] | ReplaceOne[Any] | DeleteMany
 
@@ -38,17 +40,33 @@ class Applied:
 
 
 def prepare_collection(db: Database[Any], plan: CollectionPlan) -> None:
-    """Create the collection, change options, drop indexes that differ: before documents."""
+    """Create the collection, change options, drop indexes that differ: before documents.
+
+    Each step is retried; each is idempotent (a retried create or drop finds it done)."""
     specs = plan.specs
     if specs.create is not None:
-        try:
-            db.create_collection(plan.name, **specs.create)
-        except CollectionInvalid:
-            log.info("collection already exists", extra={"collection": plan.name})
+        with_retries(lambda: _create(db, plan.name, specs.create or {}), what=f"create {plan.name}")
     if specs.collmod:
-        db.command({"collMod": plan.name, **specs.collmod})
+        command = {"collMod": plan.name, **specs.collmod}
+        with_retries(lambda: db.command(command), what=f"collMod {plan.name}")
     for name in specs.drop_indexes:
-        db[plan.name].drop_index(name)
+        drop = partial(_drop_index, db[plan.name], name)
+        with_retries(drop, what=f"drop index {plan.name}")
+
+
+def _create(db: Database[Any], name: str, options: dict[str, Any]) -> None:
+    try:
+        db.create_collection(name, **options)
+    except CollectionInvalid:
+        log.info("collection already exists", extra={"collection": name})
+
+
+def _drop_index(coll: Collection[Any], name: str) -> None:
+    try:
+        coll.drop_index(name)
+    except OperationFailure as exc:
+        if exc.code != INDEX_NOT_FOUND:
+            raise
 
 
 def finish_collection(db: Database[Any], plan: CollectionPlan) -> None:
@@ -58,7 +76,9 @@ def finish_collection(db: Database[Any], plan: CollectionPlan) -> None:
         for spec in plan.specs.create_indexes:
             keys, kwargs = index_model_args(spec)
             models.append(IndexModel(keys, **kwargs))
-        db[plan.name].create_indexes(models)
+        with_retries(
+            lambda: db[plan.name].create_indexes(models), what=f"create indexes {plan.name}"
+        )
 
 
 def apply_deletes(
@@ -113,6 +133,21 @@ def apply_writes(
             deferred += _bulk(coll, ops, applied)
             if progress:
                 progress(applied.inserted + applied.replaced)
+    _retry_deferred(coll, deferred, applied)
+    return applied
+
+
+def apply_inserts(
+    coll: Collection[Any], batches: Iterable[list[bytes]], progress: Progress | None = None
+) -> Applied:
+    """Insert batches of raw documents as they arrive (a first copy, see `stream.py`)."""
+    applied = Applied()
+    deferred: list[WriteOp] = []
+    for batch in batches:
+        ops: list[WriteOp] = [InsertOne(RawBSONDocument(raw)) for raw in batch]
+        deferred += _bulk(coll, ops, applied)
+        if progress:
+            progress(applied.inserted + applied.replaced)
     _retry_deferred(coll, deferred, applied)
     return applied
 

@@ -21,6 +21,7 @@ from syncd.engine.run import (
     plan_collections,
     record_results,
     remember_unchanged,
+    scan_first_copies,
     with_gridfs_partners,
 )
 from syncd.engine.source import MongoSource
@@ -79,6 +80,18 @@ def select_collections(
     return with_gridfs_partners(sorted(n for n in available if config.allows(flow.name, n)))
 
 
+def skip_unsyncable(names: list[str], *sides: MongoSource) -> list[str]:
+    """Views and system collections never travel (on either side); say so, once each."""
+    reasons: dict[str, str] = {}
+    for side in sides:
+        reasons.update(side.skipped_collections())
+    for name in sorted(reasons):
+        log.info(
+            f"skipping {name}: {reasons[name]}; it is never synced", extra={"collection": name}
+        )
+    return [name for name in names if name not in reasons]
+
+
 def sync_flow(config: Config, flow_name: str, options: SyncOptions) -> SyncResult:
     flow = get_flow(config, flow_name)
     source_ep, target_ep = config.endpoints[flow.source], config.endpoints[flow.target]
@@ -99,10 +112,12 @@ def make_plan(
     workspace: Workspace,
     memory: Path,
 ) -> Plan:
-    source_db = MongoSource(source.db, source.name)
-    target_db = MongoSource(target.db, target.name)
+    source_db = MongoSource(source.db, source.label)
+    target_db = MongoSource(target.db, target.label)
     available = set(source_db.list_collections()) | set(target_db.list_collections())
-    names = select_collections(config, flow, options.collections, available)
+    names = skip_unsyncable(
+        select_collections(config, flow, options.collections, available), source_db, target_db
+    )
     connect(memory).close()
 
     def drift_for(name: str) -> DriftPolicy:
@@ -158,9 +173,11 @@ def _sync(
             return result
         _check_hooks(config, flow)
         _check_protected(config, flow, plan, options)
+        source_db = MongoSource(source.db, source.label)
+        target_db = MongoSource(target.db, target.label)
+        if config.backups.before_sync == "changes" and plan.destructive:
+            scan_first_copies(plan, source_db, target_db, memory_path(config.state_dir))
         result.backup = _backup_before(config, plan, target)
-        source_db = MongoSource(source.db, source.name)
-        target_db = MongoSource(target.db, target.name)
         try:
             result.collections = apply_plan(
                 plan,

@@ -36,6 +36,7 @@ class CollectionPlan:
     specs: SpecChanges = field(default_factory=SpecChanges)
     source_exists: bool = True
     work_dir: Path | None = None
+    first_copy: bool = False  # into an empty target: streamed, not scanned (stream.py)
 
     @property
     def changes(self) -> int:

@@ -59,6 +59,8 @@ def _value_end(raw: bytes, etype: int, start: int) -> int:
 
 def raw_id(raw: bytes) -> bytes:
     """The `_id` element as type byte + value bytes (usually the first element)."""
+    if raw[5:9] == b"_id\x00":  # first, as servers store it: no walk over the elements
+        return raw[4:5] + raw[9 : _value_end(raw, raw[4], 9)]
     offset, end = 4, len(raw) - 1
     while offset < end:
         etype = raw[offset]

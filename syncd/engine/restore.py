@@ -26,6 +26,7 @@ from syncd.engine.plan import Plan
 from syncd.engine.progress import Reporter, Silent
 from syncd.engine.rawbson import id_value, raw_id
 from syncd.engine.render import plan_header, plan_table
+from syncd.engine.retry import failing_clearly, with_retries
 from syncd.engine.run import CollectionResult, Workspace, apply_plan, plan_collections
 from syncd.engine.source import MongoSource
 from syncd.errors import Refused, UsageError
@@ -131,7 +132,7 @@ class _Restore:
         self.workspace = Workspace(self.config.state_dir / "tmp", reap=True)
         self.plan = plan_collections(
             source,
-            MongoSource(self.target.db, self.target.name),
+            MongoSource(self.target.db, self.target.label),
             self.names,
             flow=f"restore {self.info.name}",
             source_name=f"backup:{self.info.name}",
@@ -149,7 +150,7 @@ class _Restore:
         return apply_plan(
             self.plan,
             BackupSource(self.info),
-            MongoSource(self.target.db, self.target.name),
+            MongoSource(self.target.db, self.target.label),
             memory=self.memory,
             reporter=self.reporter,
             remember=False,
@@ -190,17 +191,18 @@ def _undo_changes(info: BackupInfo, target: Connected, names: list[str]) -> list
         result = CollectionResult(name)
         coll = target.db[name]
         ops: list[Any] = []
-        for raw in source.iter_raw(name):
-            ops.append(
-                ReplaceOne({"_id": id_value(raw_id(raw))}, RawBSONDocument(raw), upsert=True)
-            )
-            result.replaced += 1
-            ops = _flush(coll, ops)
-        for raw in source.inserted_ids(name):
-            ops.append(DeleteOne({"_id": id_value(raw_id(raw))}))
-            result.deleted += 1
-            ops = _flush(coll, ops)
-        _flush(coll, ops, force=True)
+        with failing_clearly("restoring", name, target.label):
+            for raw in source.iter_raw(name):
+                ops.append(
+                    ReplaceOne({"_id": id_value(raw_id(raw))}, RawBSONDocument(raw), upsert=True)
+                )
+                result.replaced += 1
+                ops = _flush(coll, ops)
+            for raw in source.inserted_ids(name):
+                ops.append(DeleteOne({"_id": id_value(raw_id(raw))}))
+                result.deleted += 1
+                ops = _flush(coll, ops)
+            _flush(coll, ops, force=True)
         result.verified = True
         results.append(result)
         log.info(
@@ -212,6 +214,10 @@ def _undo_changes(info: BackupInfo, target: Connected, names: list[str]) -> list
 
 def _flush(coll: Any, ops: list[Any], *, force: bool = False) -> list[Any]:
     if ops and (force or len(ops) >= BATCH):
-        coll.bulk_write(ops, ordered=False, bypass_document_validation=True)
+        batch = list(ops)  # replaces and deletes by _id: a retried batch does the same
+        with_retries(
+            lambda: coll.bulk_write(batch, ordered=False, bypass_document_validation=True),
+            what=f"restore {coll.name}",
+        )
         return []
     return ops

@@ -29,9 +29,7 @@ log = logging.getLogger("syncd.engine")
 T = TypeVar("T")
 TRANSIENT = (AutoReconnect, NetworkTimeout, NotPrimaryError, ConnectionResetError)
 # Server codes of a failover or shutdown in progress (the driver specs' retryable codes).
-RETRYABLE_CODES = frozenset(
-    {6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 134}
-)
+RETRYABLE_CODES = frozenset({6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 134})
 UNAUTHORIZED_CODES = frozenset({13, 18, 8000})
 ATTEMPTS = 5
 FIRST_DELAY = 0.5

@@ -19,13 +19,16 @@ from typing import Any
 
 from syncd.config.model import GRIDFS_PAIRS, Config, DriftPolicy
 from syncd.engine import apply as applying
+from syncd.engine import stream as streaming
+from syncd.engine import verify as verifying
 from syncd.engine.memory import Pair, connect, memory_path, record_run
 from syncd.engine.plan import CollectionPlan, Plan, classify
-from syncd.engine.progress import Reporter
-from syncd.engine.retry import with_retries
+from syncd.engine.progress import Reporter, Silent
+from syncd.engine.retry import failing_clearly, with_retries
 from syncd.engine.scan import open_scratch, scan_collection
-from syncd.engine.source import DocumentSource, MongoSource
+from syncd.engine.source import CollectionSpec, DocumentSource, MongoSource
 from syncd.engine.specs import compare_specs
+from syncd.engine.stream import first_copy_count
 from syncd.errors import SyncdError
 
 log = logging.getLogger("syncd.engine")
@@ -136,42 +139,85 @@ def plan_collections(
         for index, name in enumerate(names):
             work = workspace.for_collection(index)
             plan = CollectionPlan(name, drift_for(name), work_dir=work)
-            source_spec = source.collection_spec(name)
-            target_spec = target.collection_spec(name)
+            source_spec = _spec(source, name)
+            target_spec = _spec(target, name)
             plan.source_exists = source_spec is not None
             plan.specs = compare_specs(source_spec, target_spec)
-            read_source = partial(
-                scan_collection,
-                source,
-                name,
-                work / "src.sqlite",
-                spool=work / "src.spool",
-                progress=reporter.counter(name, "read source"),
-            )
-            read_target = partial(scan_collection, target, name, work / "tgt.sqlite")
-            src_scan = pool.submit(with_retries, read_source, what=f"read {name} ({source_name})")
-            tgt_scan = pool.submit(with_retries, read_target, what=f"read {name} ({target_name})")
-            plan.source_count = src_scan.result().count
-            plan.target_count = tgt_scan.result().count
+            first = 0
+            if source_spec is not None:
+                with failing_clearly("reading", name, target.label):
+                    first = first_copy_count(
+                        source, target, name, memory, pair, exists=target_spec is not None
+                    )
+            if first:
+                streaming.plan_first_copy(plan)
+            else:
+                _scan_both(pool, plan, source, target, reporter)
             with _diff_db(work, memory) as conn:
                 classify(conn, pair, plan, source_name, target_name)
+            if first:
+                plan.first_copy, plan.source_count, plan.inserts = True, first, first
             reporter.planned(plan)
             plans.append(plan)
     return Plan(flow, source_name, target_name, plans)
 
 
+def _scan_both(
+    pool: ThreadPoolExecutor,
+    plan: CollectionPlan,
+    source: DocumentSource,
+    target: MongoSource,
+    reporter: Reporter,
+) -> None:
+    """Scan both sides of one collection at once (the source also into a spool)."""
+    name, work = plan.name, plan.work_dir
+    assert work is not None  # noqa: S101
+    read_source = partial(
+        scan_collection,
+        source,
+        name,
+        work / "src.sqlite",
+        spool=work / "src.spool",
+        progress=reporter.counter(name, "read source"),
+    )
+    read_target = partial(scan_collection, target, name, work / "tgt.sqlite")
+    src_scan = pool.submit(with_retries, read_source, what=f"read {name} ({source.label})")
+    tgt_scan = pool.submit(with_retries, read_target, what=f"read {name} ({target.label})")
+    with failing_clearly("reading", name, source.label):
+        plan.source_count = src_scan.result().count
+    with failing_clearly("reading", name, target.label):
+        plan.target_count = tgt_scan.result().count
+
+
+def scan_first_copies(
+    plan: Plan, source: DocumentSource, target: MongoSource, memory: Path
+) -> None:
+    """Plan first copies like any collection (both sides scanned): a `changes` backup must
+    list the ids the sync inserts before it writes them."""
+    pair = Pair.of(plan.source, plan.target)
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="scan") as pool:
+        for c in plan.collections:
+            if c.first_copy and c.work_dir is not None:
+                c.first_copy = False
+                _scan_both(pool, c, source, target, Silent())
+                with _diff_db(c.work_dir, memory) as conn:
+                    classify(conn, pair, c, plan.source, plan.target)
+
+
+def _spec(source: DocumentSource, name: str) -> CollectionSpec | None:
+    with failing_clearly("reading", name, source.label):
+        return with_retries(
+            partial(source.collection_spec, name), what=f"read {name} ({source.label})"
+        )
+
+
 class _diff_db:
     """The target scan with the source scan and the sync memory attached."""
 
-    def __init__(self, work: Path, memory: Path, *, after: bool = False) -> None:
+    def __init__(self, work: Path, memory: Path) -> None:
         self.conn = open_scratch(work / "tgt.sqlite")
         self.conn.execute("ATTACH DATABASE ? AS src", (str(work / "src.sqlite"),))
         self.conn.execute("ATTACH DATABASE ? AS mem", (str(memory),))
-        if after:
-            rescanned = work / "after.sqlite"
-            # Not rescanned: nothing was written, so the plan's scan is the target's state.
-            path = rescanned if rescanned.exists() else work / "tgt.sqlite"
-            self.conn.execute("ATTACH DATABASE ? AS aft", (str(path),))
 
     def __enter__(self) -> sqlite3.Connection:
         return self.conn
@@ -195,66 +241,59 @@ def apply_plan(
     by_name = {c.name: c for c in plan.collections}
     started = {name: time.monotonic() for name in by_name}
     for c in plan.collections:
-        applying.prepare_collection(target.db, c)
+        with failing_clearly("writing", c.name, target.label):
+            applying.prepare_collection(target.db, c)
     for name in sorted(by_name, key=lambda n: n != "fs.files"):
         c = by_name[name]
         assert c.work_dir is not None  # noqa: S101 - set by plan_collections
-        with _diff_db(c.work_dir, memory) as conn:
+        with _diff_db(c.work_dir, memory) as conn, failing_clearly("writing", name, target.label):
             results[name].deleted = applying.apply_deletes(target.db[name], conn)
             applying.remove_retyped(target.db[name], conn)
     for name in sorted(by_name, key=lambda n: n == "fs.files"):
         c = by_name[name]
         assert c.work_dir is not None  # noqa: S101
-        with _diff_db(c.work_dir, memory) as conn:
-            done = applying.apply_writes(
-                target.db[name],
-                conn,
-                c.work_dir / "src.spool",
-                progress=reporter.counter(name, "write", total=c.inserts + c.replaces),
-            )
+        progress = reporter.counter(name, "write", total=c.inserts + c.replaces)
+        with _diff_db(c.work_dir, memory) as conn, failing_clearly("writing", name, target.label):
+            if c.first_copy:
+                done = streaming.copy_first(c, source, target.db[name], progress)
+            else:
+                done = applying.apply_writes(
+                    target.db[name], conn, c.work_dir / "src.spool", progress=progress
+                )
         results[name].inserted, results[name].replaced = done.inserted, done.replaced
     for c in plan.collections:
-        applying.finish_collection(target.db, c)
+        with failing_clearly("writing", c.name, target.label):
+            applying.finish_collection(target.db, c)
     pair = Pair.of(plan.source, plan.target)
     for c in plan.collections:
-        results[c.name].verified = verify_collection(c, source, target, memory)
+        with failing_clearly("verifying", c.name, target.label):
+            results[c.name].verified = verify_collection(c, source, target, memory)
         results[c.name].seconds = time.monotonic() - started[c.name]
         if remember:
             remember_collection(c, pair, plan, memory)
     return [results[c.name] for c in plan.collections]
 
 
-VERIFY_SQL = """
-WITH keep AS (SELECT idkey, t FROM main.diff WHERE action != 'apply'),
-exp AS (
-    SELECT s.idkey, s.digest FROM src.docs s WHERE s.idkey NOT IN (SELECT idkey FROM keep)
-    UNION ALL SELECT idkey, t FROM keep WHERE t IS NOT NULL
-)
-SELECT (SELECT COUNT(*) FROM exp e LEFT JOIN aft.docs a ON a.idkey = e.idkey
-         WHERE a.digest IS NOT e.digest)
-     + (SELECT COUNT(*) FROM aft.docs a
-         WHERE NOT EXISTS (SELECT 1 FROM exp e WHERE e.idkey = a.idkey))
-"""
-
-
 def verify_collection(
     plan: CollectionPlan, source: DocumentSource, target: MongoSource, memory: Path
 ) -> bool:
-    """Re-read the target; every document must match the planned result, indexes too.
-
-    A collection the sync did not write was proven equal by the plan's own scans."""
+    """Every document the sync wrote or deleted reads back as planned and the target holds
+    the planned number of documents (verify.py says why that proves the collection equal);
+    indexes and options too. A collection the sync did not write was proven equal by the
+    plan's own scans."""
     assert plan.work_dir is not None  # noqa: S101
     if not plan.writes:
         return True
-    scan_collection(target, plan.name, plan.work_dir / "after.sqlite")
-    with _diff_db(plan.work_dir, memory, after=True) as conn:
-        (mismatches,) = conn.execute(VERIFY_SQL).fetchone()
+    with _diff_db(plan.work_dir, memory) as conn:
+        mismatches = verifying.target_mismatches(
+            conn, target, plan.name, plan.work_dir / "after.sqlite", first_copy=plan.first_copy
+        )
     if mismatches:
         raise VerificationFailed(
             f"{plan.name}: after writing, {mismatches} document(s) on the target differ from "
             "the source (was it written to during the sync?); run the sync again"
         )
-    remaining = compare_specs(source.collection_spec(plan.name), target.collection_spec(plan.name))
+    remaining = compare_specs(_spec(source, plan.name), _spec(target, plan.name))
     if plan.source_exists and (
         remaining.create_indexes or remaining.drop_indexes or remaining.collmod
     ):
@@ -265,18 +304,17 @@ def verify_collection(
     return True
 
 
+# After a verified sync the target holds the source's documents, except those kept under
+# `merge`, which keep the target side's old memory (bt).
 REMEMBER_SQL = """
 INSERT INTO mem.docs (pair, coll, idkey, {sside}, {tside})
 SELECT :pair, :coll, idkey, s, t FROM (
     SELECT s.idkey AS idkey, s.digest AS s,
-           CASE WHEN k.idkey IS NOT NULL THEN k.bt ELSE a.digest END AS t
-      FROM src.docs s LEFT JOIN aft.docs a ON a.idkey = s.idkey
+           CASE WHEN k.idkey IS NOT NULL THEN k.bt ELSE s.digest END AS t
+      FROM src.docs s
       LEFT JOIN (SELECT idkey, bt FROM main.diff WHERE action != 'apply') k ON k.idkey = s.idkey
     UNION ALL
-    SELECT a.idkey, NULL, CASE WHEN k.idkey IS NOT NULL THEN k.bt ELSE a.digest END
-      FROM aft.docs a
-      LEFT JOIN (SELECT idkey, bt FROM main.diff WHERE action != 'apply') k ON k.idkey = a.idkey
-     WHERE NOT EXISTS (SELECT 1 FROM src.docs s WHERE s.idkey = a.idkey)
+    SELECT idkey, NULL, bt FROM main.diff WHERE action != 'apply' AND s IS NULL
 ) WHERE s IS NOT NULL OR t IS NOT NULL
 """
 
@@ -285,7 +323,7 @@ def remember_collection(plan: CollectionPlan, pair: Pair, run: Plan, memory: Pat
     """Both sides' digests after this sync. A document kept under `merge` keeps the target's
     old memory, so it still counts as a target edit until it travels the other way."""
     assert plan.work_dir is not None  # noqa: S101
-    with _diff_db(plan.work_dir, memory, after=True) as conn:
+    with _diff_db(plan.work_dir, memory) as conn:
         conn.execute("BEGIN")
         conn.execute("DELETE FROM mem.docs WHERE pair = ? AND coll = ?", (pair.key, plan.name))
         conn.execute(
@@ -300,8 +338,6 @@ def remember_unchanged(plan: Plan, memory: Path) -> None:
     run would take every later edit of the source for drift on the target."""
     pair = Pair.of(plan.source, plan.target)
     for c in plan.collections:
-        assert c.work_dir is not None  # noqa: S101
-        shutil.copyfile(c.work_dir / "tgt.sqlite", c.work_dir / "after.sqlite")
         remember_collection(c, pair, plan, memory)
 
 

@@ -39,6 +39,14 @@ def open_scratch(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def create_scan(path: Path) -> sqlite3.Connection:
+    """A new, empty scan file at `path` (replacing any left from an earlier attempt)."""
+    path.unlink(missing_ok=True)
+    conn = open_scratch(path)
+    conn.executescript(SCAN_SCHEMA)
+    return conn
+
+
 def scan_collection(
     source: DocumentSource,
     name: str,
@@ -48,9 +56,7 @@ def scan_collection(
     progress: Progress | None = None,
 ) -> ScanResult:
     """Digest every document of `name` into a new SQLite file at `path`."""
-    path.unlink(missing_ok=True)
-    conn = open_scratch(path)
-    conn.executescript(SCAN_SCHEMA)
+    conn = create_scan(path)
     spool_file = spool.open("wb") if spool is not None else None
     seen = total = 0
     rows: list[tuple[bytes, bytes, bytes, int | None, int | None]] = []
@@ -64,11 +70,11 @@ def scan_collection(
             total += len(raw)
             rows.append((id_key(rid), rid, digest(raw), offset, len(raw)))
             if len(rows) >= BATCH_ROWS:
-                seen += _insert(conn, rows)
+                seen += insert_rows(conn, rows)
                 rows = []
                 if progress is not None:
                     progress(seen)
-        seen += _insert(conn, rows)
+        seen += insert_rows(conn, rows)
         if progress is not None:
             progress(seen)
         (count,) = conn.execute("SELECT COUNT(*) FROM docs").fetchone()
@@ -79,7 +85,7 @@ def scan_collection(
     return ScanResult(path, int(count), total)
 
 
-def _insert(
+def insert_rows(
     conn: sqlite3.Connection, rows: list[tuple[bytes, bytes, bytes, int | None, int | None]]
 ) -> int:
     """Insert a batch; a document seen twice (a scan racing a writer) keeps its last version."""

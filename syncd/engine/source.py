@@ -70,6 +70,19 @@ class MongoSource:
                 names.append(name)
         return sorted(names)
 
+    def skipped_collections(self) -> dict[str, str]:
+        """Name -> why it is not synced, for views, system and time-series collections."""
+        skipped = {}
+        for info in self.db.list_collections():
+            name, kind = str(info["name"]), info.get("type", "collection")
+            if name.startswith(SKIPPED_PREFIXES):
+                skipped[name] = "a system collection"
+            elif kind != "collection" or "timeseries" in info.get("options", {}):
+                skipped[name] = (
+                    f"a {kind if kind != 'collection' else 'time-series'} on {self.label}"
+                )
+        return skipped
+
     def collection_spec(self, name: str) -> CollectionSpec | None:
         infos = list(self.db.list_collections(filter={"name": name}))
         if not infos or infos[0].get("type", "collection") != "collection":

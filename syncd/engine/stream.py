@@ -1,0 +1,167 @@
+"""A first copy into an empty collection: read the source and write the target at once.
+
+When the target collection holds no document and the sync memory knows nothing of it,
+the plan is known without reading anything: insert every source document, nothing can
+have drifted. So instead of scanning the source into a spool and then writing from it,
+a reader thread streams the source into insert batches while it records each document's
+digest (the scan the memory and the verification use), and the caller inserts the
+batches as they come: the source's read and the target's write overlap, and nothing is
+spooled. Memory is bounded by `QUEUE_BATCHES` batches of at most `apply.BATCH_BYTES`.
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pymongo.collection import Collection
+
+from syncd.engine.apply import BATCH_BYTES, BATCH_DOCS, Applied, Progress, apply_inserts
+from syncd.engine.memory import Pair, has_memory
+from syncd.engine.plan import CollectionPlan
+from syncd.engine.rawbson import digest, id_key, raw_id
+from syncd.engine.retry import with_retries
+from syncd.engine.scan import BATCH_ROWS, create_scan, insert_rows, open_scratch
+from syncd.engine.source import MongoSource
+
+QUEUE_BATCHES = 3
+_DONE = object()
+
+
+def first_copy_count(
+    source: object, target: MongoSource, name: str, memory: Path, pair: Pair, *, exists: bool
+) -> int:
+    """The source's document count (by its record count) when `name` is a first copy: a
+    live source with documents, an empty (or missing) target collection and no memory of
+    it; else 0."""
+    if not isinstance(source, MongoSource) or _remembered(memory, pair, name):
+        return 0
+    if exists and not _empty(target, name):
+        return 0
+    counting = source.db[name].estimated_document_count
+    return int(with_retries(counting, what=f"count {name} ({source.label})"))
+
+
+def _empty(target: MongoSource, name: str) -> bool:
+    """Cheap first (the record count), exact second (a `find_one`, which some servers
+    answer only after walking the whole collection)."""
+    coll = target.db[name]
+    what = f"read {name} ({target.label})"
+    if with_retries(coll.estimated_document_count, what=what) > 0:
+        return False
+    return with_retries(lambda: coll.find_one({}, {"_id": 1}), what=what) is None
+
+
+def _remembered(memory: Path, pair: Pair, name: str) -> bool:
+    if not memory.exists():
+        return False
+    conn = sqlite3.connect(f"file:{memory}?mode=ro", uri=True)
+    try:
+        return has_memory(conn, pair, name)
+    except sqlite3.OperationalError:  # no tables yet
+        return False
+    finally:
+        conn.close()
+
+
+def plan_first_copy(plan: CollectionPlan) -> None:
+    """Empty scans for both sides; the source's is filled while copying."""
+    assert plan.work_dir is not None  # noqa: S101
+    for side in ("src.sqlite", "tgt.sqlite"):
+        create_scan(plan.work_dir / side).close()
+
+
+def copy_first(
+    plan: CollectionPlan, source: object, coll: Collection[Any], progress: Progress
+) -> Applied:
+    """Copy the whole source collection into the empty target; the plan's source count
+    becomes the number of documents read."""
+    assert isinstance(source, MongoSource) and plan.work_dir is not None  # noqa: S101
+    scan = plan.work_dir / "src.sqlite"
+    applied = apply_inserts(coll, SourceStream(source, plan.name, scan), progress)
+    conn = open_scratch(scan)
+    try:
+        (plan.source_count,) = conn.execute("SELECT COUNT(*) FROM docs").fetchone()
+    finally:
+        conn.close()
+    return applied
+
+
+class SourceStream:
+    """Iterate to get insert batches; `scan` (a scan file, see scan.py) is filled meanwhile."""
+
+    def __init__(self, source: MongoSource, name: str, scan: Path) -> None:
+        self.source, self.name, self.scan = source, name, scan
+        self.batches: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_BATCHES)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"copy-{name}", daemon=True)
+
+    def __iter__(self) -> Iterator[list[bytes]]:
+        self.thread.start()
+        try:
+            while (item := self.batches.get()) is not _DONE:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self.stop.set()
+            while self.thread.is_alive():  # unblock a reader waiting to put
+                try:
+                    self.batches.get(timeout=0.1)
+                except queue.Empty:
+                    pass
+            self.thread.join()
+
+    def _run(self) -> None:
+        try:
+            with_retries(self._read, what=f"read {self.name} ({self.source.label})")
+            self._put(_DONE)
+        except _Stopped:
+            return
+        except BaseException as exc:  # noqa: BLE001 - handed to the writing thread
+            try:
+                self._put(exc)
+            except _Stopped:
+                return
+
+    def _read(self) -> None:
+        """Restartable: a retry reads from the start again (a document sent twice becomes
+        a replace of itself, its scan row is overwritten)."""
+        conn = create_scan(self.scan)
+        rows: list[tuple[bytes, bytes, bytes, int | None, int | None]] = []
+        batch: list[bytes] = []
+        size = 0
+        try:
+            for raw in self.source.iter_raw(self.name):
+                rid = raw_id(raw)
+                rows.append((id_key(rid), rid, digest(raw), None, len(raw)))
+                batch.append(raw)
+                size += len(raw)
+                if len(batch) >= BATCH_DOCS or size >= BATCH_BYTES:
+                    self._put(batch)
+                    batch, size = [], 0
+                if len(rows) >= BATCH_ROWS:
+                    insert_rows(conn, rows)
+                    rows = []
+            insert_rows(conn, rows)
+            if batch:
+                self._put(batch)
+        finally:
+            conn.close()
+
+    def _put(self, item: object) -> None:
+        while not self.stop.is_set():
+            try:
+                self.batches.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise _Stopped
+
+
+class _Stopped(Exception):
+    """The writing side gave up; the reader ends quietly."""
