@@ -91,9 +91,20 @@ def test_a_killed_sync_converges_on_the_next_run(pair: Pair, capsys: Capsys) -> 
         proc, lambda: target.find_one({"v": 2}, {"_id": 1}) is not None, pair.root / "second.log"
     )
     assert target.count_documents({"v": 1}) > 0, "killed mid-way"
+    # the source moves on before the re-run: what the killed run wrote (v 2) is now neither
+    # the source (v 3) nor the memory (v 1), yet it is syncd's own write, not drift
+    written = [d["_id"] for d in target.find({"v": 2}, {"_id": 1})]
+    pair.local.items.update_many({"_id": {"$in": written}}, {"$set": {"v": 3}})
 
     rerun = syncd(capsys, pair.config, *PUSH)
 
     assert rerun.code == 0, rerun.err
     assert "0 drifted" in rerun.out
     assert snapshot(pair.production) == snapshot(pair.local)
+
+    # 3. and a real edit on the target is still drift, intents or not
+    pair.production.items.update_one({"_id": 7}, {"$set": {"v": "edited in production"}})
+    pair.local.items.update_one({"_id": 7}, {"$set": {"v": 4}})
+    refused = syncd(capsys, pair.config, *PUSH)
+    assert refused.code == 3, refused.err
+    assert "items: changed on production since the last sync: 7" in refused.err

@@ -197,11 +197,6 @@ def test_a_stalled_server_times_out_and_the_rerun_converges(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug (reported): a document written by a cut-short sync and changed on the "
-    "source afterwards is taken for target drift, so every later run refuses (exit 3)",
-)
 def test_a_cut_short_sync_then_more_source_edits_is_not_drift(
     local_db: Database[Any],
     production_db: Database[Any],

@@ -80,11 +80,22 @@ def select_collections(
     return with_gridfs_partners(sorted(n for n in available if config.allows(flow.name, n)))
 
 
-def skip_unsyncable(names: list[str], *sides: MongoSource) -> list[str]:
-    """Views and system collections never travel (on either side); say so, once each."""
+def skip_unsyncable(
+    names: list[str], *sides: MongoSource, requested: Sequence[str] | None = None
+) -> list[str]:
+    """Views and system collections never travel (on either side); say so, once each.
+
+    Named with -C they refuse the run: the operator asked for exactly them."""
     reasons: dict[str, str] = {}
     for side in sides:
         reasons.update(side.skipped_collections())
+    named = [name for name in requested or () if name in reasons]
+    if named:
+        raise Refused(
+            "; ".join(f"{name}: {reasons[name]}" for name in named)
+            + "; views and system collections are never synced (a view's source collection"
+            " is); leave them out of -C"
+        )
     for name in sorted(reasons):
         log.info(
             f"skipping {name}: {reasons[name]}; it is never synced", extra={"collection": name}
@@ -116,7 +127,10 @@ def make_plan(
     target_db = MongoSource(target.db, target.label)
     available = set(source_db.list_collections()) | set(target_db.list_collections())
     names = skip_unsyncable(
-        select_collections(config, flow, options.collections, available), source_db, target_db
+        select_collections(config, flow, options.collections, available),
+        source_db,
+        target_db,
+        requested=options.collections,
     )
     connect(memory).close()
 

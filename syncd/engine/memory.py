@@ -25,7 +25,15 @@ CREATE TABLE IF NOT EXISTS runs (
     result TEXT NOT NULL, verified INTEGER NOT NULL, counts TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS runs_by_coll ON runs (pair, coll, finished);
+CREATE TABLE IF NOT EXISTS pending (
+    pair TEXT NOT NULL, coll TEXT NOT NULL, side TEXT NOT NULL, idkey BLOB NOT NULL,
+    digest BLOB NOT NULL,
+    PRIMARY KEY (pair, coll, side, idkey, digest)
+) WITHOUT ROWID;
 """
+# `pending`: digests a sync was about to write to one side (x'' = about to delete), kept
+# until that collection's next successful sync. A run cut short leaves the target holding
+# some of them; they are syncd's own writes, not drift, even after the source moved on.
 
 
 @dataclass(frozen=True)
@@ -144,3 +152,23 @@ def update_side(
         f"ON CONFLICT (pair, coll, idkey) DO UPDATE SET {column} = excluded.{column}",
         (pair.key, coll, idkey, digest),
     )
+
+
+class Intents:
+    """Records, batch by batch and before each write, what a first copy leaves on a side."""
+
+    def __init__(self, memory: Path, pair: Pair, coll: str, side_endpoint: str) -> None:
+        self.memory, self.pair, self.coll = memory, pair, coll
+        self.side = pair.column(side_endpoint)
+
+    def record(self, rows: list[tuple[bytes, bytes]]) -> None:
+        """`rows` are (idkey, digest) of documents about to be written."""
+        conn = connect(self.memory)
+        try:
+            conn.executemany(
+                "INSERT OR IGNORE INTO pending (pair, coll, side, idkey, digest) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(self.pair.key, self.coll, self.side, key, dig) for key, dig in rows],
+            )
+        finally:
+            conn.close()

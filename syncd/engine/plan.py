@@ -115,7 +115,10 @@ class Plan:
 DIFF_SQL = """
 CREATE TABLE diff AS
 SELECT u.idkey AS idkey, u.rid AS rid, u.trid AS trid, u.s AS s, u.t AS t, u.off AS off,
-       u.len AS len, m.{sside} AS bs, m.{tside} AS bt
+       u.len AS len, m.{sside} AS bs, m.{tside} AS bt,
+       EXISTS (SELECT 1 FROM mem.pending p WHERE p.pair = :pair AND p.coll = :coll
+               AND p.side = '{tside}' AND p.idkey = u.idkey
+               AND p.digest = COALESCE(u.t, x'')) AS ours
 FROM (
     SELECT s.idkey, s.rid, t.rid AS trid, s.digest AS s, t.digest AS t, s.off, s.len
       FROM src.docs s LEFT JOIN main.docs t ON t.idkey = s.idkey
@@ -129,10 +132,10 @@ FROM (
 CLASSIFY_SQL = """
 UPDATE diff SET
     op = CASE WHEN t IS NULL THEN 'insert' WHEN s IS NULL THEN 'delete' ELSE 'replace' END,
-    drifted = (t IS NOT bt),
+    drifted = (t IS NOT bt AND NOT ours),
     action = CASE
-        WHEN :merge AND (t IS NOT bt) AND (s IS NOT bs) THEN 'conflict'
-        WHEN :merge AND (t IS NOT bt) THEN 'keep'
+        WHEN :merge AND (t IS NOT bt AND NOT ours) AND (s IS NOT bs) THEN 'conflict'
+        WHEN :merge AND (t IS NOT bt AND NOT ours) THEN 'keep'
         ELSE 'apply' END
 """
 

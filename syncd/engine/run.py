@@ -21,7 +21,7 @@ from syncd.config.model import GRIDFS_PAIRS, Config, DriftPolicy
 from syncd.engine import apply as applying
 from syncd.engine import stream as streaming
 from syncd.engine import verify as verifying
-from syncd.engine.memory import Pair, connect, memory_path, record_run
+from syncd.engine.memory import Intents, Pair, connect, memory_path, record_run
 from syncd.engine.plan import CollectionPlan, Plan, classify
 from syncd.engine.progress import Reporter, Silent
 from syncd.engine.retry import failing_clearly, with_retries
@@ -240,6 +240,10 @@ def apply_plan(
     results = {c.name: CollectionResult(c.name, kept=c.kept) for c in plan.collections}
     by_name = {c.name: c for c in plan.collections}
     started = {name: time.monotonic() for name in by_name}
+    pair = Pair.of(plan.source, plan.target)
+    if remember:
+        for c in plan.collections:
+            record_intent(c, pair, plan.target, memory)
     for c in plan.collections:
         with failing_clearly("writing", c.name, target.label):
             applying.prepare_collection(target.db, c)
@@ -255,7 +259,8 @@ def apply_plan(
         progress = reporter.counter(name, "write", total=c.inserts + c.replaces)
         with _diff_db(c.work_dir, memory) as conn, failing_clearly("writing", name, target.label):
             if c.first_copy:
-                done = streaming.copy_first(c, source, target.db[name], progress)
+                intents = Intents(memory, pair, name, plan.target) if remember else None
+                done = streaming.copy_first(c, source, target.db[name], progress, intents)
             else:
                 done = applying.apply_writes(
                     target.db[name], conn, c.work_dir / "src.spool", progress=progress
@@ -264,7 +269,6 @@ def apply_plan(
     for c in plan.collections:
         with failing_clearly("writing", c.name, target.label):
             applying.finish_collection(target.db, c)
-    pair = Pair.of(plan.source, plan.target)
     for c in plan.collections:
         with failing_clearly("verifying", c.name, target.label):
             results[c.name].verified = verify_collection(c, source, target, memory)
@@ -319,6 +323,31 @@ SELECT :pair, :coll, idkey, s, t FROM (
 """
 
 
+INTENT_SQL = """
+INSERT OR IGNORE INTO mem.pending (pair, coll, side, idkey, digest)
+SELECT :pair, :coll, :side, idkey, COALESCE(s, x'') FROM main.diff WHERE action = 'apply'
+UNION ALL
+SELECT :pair, :coll, :side, idkey, x'' FROM main.diff
+ WHERE action = 'apply' AND trid IS NOT NULL AND trid != rid
+"""
+
+
+def record_intent(plan: CollectionPlan, pair: Pair, target: str, memory: Path) -> None:
+    """Before writing: what this run will leave on the target, so that a run cut short is
+    not taken for someone else's edits (drift) by the next one."""
+    assert plan.work_dir is not None  # noqa: S101
+    if not (plan.work_dir / "tgt.sqlite").exists():
+        return
+    with _diff_db(plan.work_dir, memory) as conn:
+        has_diff = conn.execute(
+            "SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = 'diff'"
+        ).fetchone()
+        if has_diff:
+            conn.execute(
+                INTENT_SQL, {"pair": pair.key, "coll": plan.name, "side": pair.column(target)}
+            )
+
+
 def remember_collection(plan: CollectionPlan, pair: Pair, run: Plan, memory: Path) -> None:
     """Both sides' digests after this sync. A document kept under `merge` keeps the target's
     old memory, so it still counts as a target edit until it travels the other way."""
@@ -326,6 +355,10 @@ def remember_collection(plan: CollectionPlan, pair: Pair, run: Plan, memory: Pat
     with _diff_db(plan.work_dir, memory) as conn:
         conn.execute("BEGIN")
         conn.execute("DELETE FROM mem.docs WHERE pair = ? AND coll = ?", (pair.key, plan.name))
+        conn.execute(
+            "DELETE FROM mem.pending WHERE pair = ? AND coll = ? AND side = ?",
+            (pair.key, plan.name, pair.column(run.target)),
+        )
         conn.execute(
             REMEMBER_SQL.format(sside=pair.column(run.source), tside=pair.column(run.target)),
             {"pair": pair.key, "coll": plan.name},

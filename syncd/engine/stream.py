@@ -21,7 +21,7 @@ from typing import Any
 from pymongo.collection import Collection
 
 from syncd.engine.apply import BATCH_BYTES, BATCH_DOCS, Applied, Progress, apply_inserts
-from syncd.engine.memory import Pair, has_memory
+from syncd.engine.memory import Intents, Pair, has_memory
 from syncd.engine.plan import CollectionPlan
 from syncd.engine.rawbson import digest, id_key, raw_id
 from syncd.engine.retry import with_retries
@@ -76,19 +76,33 @@ def plan_first_copy(plan: CollectionPlan) -> None:
 
 
 def copy_first(
-    plan: CollectionPlan, source: object, coll: Collection[Any], progress: Progress
+    plan: CollectionPlan,
+    source: object,
+    coll: Collection[Any],
+    progress: Progress,
+    intents: Intents | None = None,
 ) -> Applied:
     """Copy the whole source collection into the empty target; the plan's source count
-    becomes the number of documents read."""
+    becomes the number of documents read. `intents` hears of each batch before it is
+    written, so a copy cut short is known as syncd's own writes by the next run."""
     assert isinstance(source, MongoSource) and plan.work_dir is not None  # noqa: S101
     scan = plan.work_dir / "src.sqlite"
-    applied = apply_inserts(coll, SourceStream(source, plan.name, scan), progress)
+    batches: Iterator[list[bytes]] = iter(SourceStream(source, plan.name, scan))
+    if intents is not None:
+        batches = _announced(batches, intents)
+    applied = apply_inserts(coll, batches, progress)
     conn = open_scratch(scan)
     try:
         (plan.source_count,) = conn.execute("SELECT COUNT(*) FROM docs").fetchone()
     finally:
         conn.close()
     return applied
+
+
+def _announced(batches: Iterator[list[bytes]], intents: Intents) -> Iterator[list[bytes]]:
+    for batch in batches:
+        intents.record([(id_key(raw_id(raw)), digest(raw)) for raw in batch])
+        yield batch
 
 
 class SourceStream:
