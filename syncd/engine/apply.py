@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bson.raw_bson import RawBSONDocument
-from pymongo import DeleteMany, IndexModel, InsertOne, ReplaceOne
+from pymongo import DeleteMany, DeleteOne, IndexModel, InsertOne, ReplaceOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, CollectionInvalid, OperationFailure
@@ -115,7 +115,10 @@ def remove_retyped(coll: Collection[Any], diff: sqlite3.Connection) -> int:
 def _delete(coll: Collection[Any], ids: list[Any]) -> int:
     if not ids:
         return 0
-    with_retries(lambda: coll.delete_many({"_id": {"$in": ids}}), what=f"delete {coll.name}")
+    # One delete per _id, not one `$in`: SecantusDB's `$in` costs grow with the square of
+    # the list (1000 ids: ~4 s); by _id either way, so a retried batch does the same.
+    ops = [DeleteOne({"_id": _id}) for _id in ids]
+    with_retries(lambda: coll.bulk_write(ops, ordered=False), what=f"delete {coll.name}")
     return len(ids)
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import sqlite3
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +28,7 @@ from syncd.engine.run import (
     with_gridfs_partners,
 )
 from syncd.engine.source import MongoSource
-from syncd.errors import Refused, UsageError
+from syncd.errors import Refused, SyncdError, UsageError
 from syncd.lease import target_lease
 
 log = logging.getLogger("syncd.engine")
@@ -172,9 +175,10 @@ def _sync(
     started = time.monotonic()
     workspace = Workspace(config.state_dir / "tmp", reap=True)
     try:
-        plan = make_plan(
-            config, flow, source, target, options, workspace, memory_path(config.state_dir)
-        )
+        with _space_checked(config, flow):
+            plan = make_plan(
+                config, flow, source, target, options, workspace, memory_path(config.state_dir)
+            )
         refusals = plan.refusals
         if refusals:
             record_results(config, plan, [], "refused")
@@ -231,9 +235,32 @@ def _backup_before(config: Config, plan: Plan, target: Connected) -> str | None:
     """A failed backup means no sync: its error propagates before any write."""
     if config.backups.before_sync == "none" or not plan.destructive:
         return None
+    from syncd.backup import BackupError
     from syncd.engine.prebackup import backup_before_sync
 
-    return backup_before_sync(config, plan, target)
+    try:
+        return backup_before_sync(config, plan, target)
+    except BackupError as exc:
+        raise BackupError(
+            f"backup before sync failed, so nothing was written to '{plan.target}': {exc}"
+        ) from None
+
+
+@contextmanager
+def _space_checked(config: Config, flow: Flow) -> Iterator[None]:
+    """A full disk while planning (scans and spools in the state directory): nothing was
+    written yet; say so, and where space is missing, instead of a traceback."""
+    try:
+        yield
+    except (OSError, sqlite3.OperationalError) as exc:
+        full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+        if not (full or getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL):
+            raise
+        raise SyncdError(
+            f"no space left in {config.state_dir} for the sync's scratch files (they take "
+            f"about the size of the collections read); nothing was written to '{flow.target}'. "
+            "Free some space there and run it again"
+        ) from None
 
 
 def _check_hooks(config: Config, flow: Flow) -> None:

@@ -165,10 +165,12 @@ class Intents:
         """`rows` are (idkey, digest) of documents about to be written."""
         conn = connect(self.memory)
         try:
+            conn.execute("BEGIN")  # one commit per batch, not one per row
             conn.executemany(
                 "INSERT OR IGNORE INTO pending (pair, coll, side, idkey, digest) "
                 "VALUES (?, ?, ?, ?, ?)",
                 [(self.pair.key, self.coll, self.side, key, dig) for key, dig in rows],
             )
+            conn.execute("COMMIT")
         finally:
             conn.close()

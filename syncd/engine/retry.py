@@ -31,6 +31,7 @@ TRANSIENT = (AutoReconnect, NetworkTimeout, NotPrimaryError, ConnectionResetErro
 # Server codes of a failover or shutdown in progress (the driver specs' retryable codes).
 RETRYABLE_CODES = frozenset({6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 134})
 UNAUTHORIZED_CODES = frozenset({13, 18, 8000})
+CURSOR_LOST_CODES = frozenset({43, 175, 237})  # CursorNotFound, QueryPlanKilled, CursorKilled
 ATTEMPTS = 5
 FIRST_DELAY = 0.5
 MAX_DELAY = 8.0
@@ -91,4 +92,9 @@ def _hint(exc: PyMongoError) -> str:
         )
     if isinstance(exc, OperationFailure) and exc.code in UNAUTHORIZED_CODES:
         return "not allowed: check the endpoint's credentials and the user's roles"
+    if isinstance(exc, OperationFailure) and exc.code in CURSOR_LOST_CODES:
+        return (
+            "the collection was dropped or renamed while it was read; run again (a collection "
+            "missing on the source counts as empty)"
+        )
     return "the server refused it; fix the cause, then run again (the next run converges)"

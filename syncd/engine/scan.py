@@ -79,9 +79,11 @@ def scan_collection(
             progress(seen)
         (count,) = conn.execute("SELECT COUNT(*) FROM docs").fetchone()
     finally:
-        if spool_file is not None:
-            spool_file.close()
-        conn.close()
+        try:
+            if spool_file is not None:
+                spool_file.close()  # raises again on a full disk: the flush fails
+        finally:
+            conn.close()  # else a file of a dead run holds its disk space until GC
     return ScanResult(path, int(count), total)
 
 

@@ -24,7 +24,7 @@ from syncd.engine.apply import BATCH_BYTES, BATCH_DOCS, Applied, Progress, apply
 from syncd.engine.memory import Intents, Pair, has_memory
 from syncd.engine.plan import CollectionPlan
 from syncd.engine.rawbson import digest, id_key, raw_id
-from syncd.engine.retry import with_retries
+from syncd.engine.retry import failing_clearly, with_retries
 from syncd.engine.scan import BATCH_ROWS, create_scan, insert_rows, open_scratch
 from syncd.engine.source import MongoSource
 
@@ -132,7 +132,9 @@ class SourceStream:
 
     def _run(self) -> None:
         try:
-            with_retries(self._read, what=f"read {self.name} ({self.source.label})")
+            # Named here: the writing thread would report it as a write to the target.
+            with failing_clearly("reading", self.name, self.source.label):
+                with_retries(self._read, what=f"read {self.name} ({self.source.label})")
             self._put(_DONE)
         except _Stopped:
             return
