@@ -144,15 +144,18 @@ backups: {{keep_last: 2, compress: none, before_sync: {before}}}
 def run_syncd(config: Path, *args: str) -> tuple[float, float]:
     """Wall time (s) and peak RSS (MB) of one `syncd` process."""
     started = time.monotonic()
-    proc = subprocess.Popen(
-        [str(BIN / "syncd"), "-c", str(config), "--log-level", "WARNING", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.monotonic() - started
-    out = proc.stdout.read().decode() if proc.stdout else ""
-    err = proc.stderr.read().decode() if proc.stderr else ""
+    # Output to files, not pipes: a pipe left unread while waiting can fill and hang syncd.
+    with tempfile.TemporaryFile() as out_file, tempfile.TemporaryFile() as err_file:
+        proc = subprocess.Popen(
+            [str(BIN / "syncd"), "-c", str(config), "--log-level", "WARNING", *args],
+            stdout=out_file,
+            stderr=err_file,
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.monotonic() - started
+        out_file.seek(0)
+        err_file.seek(0)
+        out, err = out_file.read().decode(), err_file.read().decode()
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"syncd {' '.join(args)} failed: {err}{out}")
     return elapsed, usage.ru_maxrss / 1024

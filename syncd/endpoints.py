@@ -29,6 +29,9 @@ DEFAULTS: dict[str, Any] = {
     "appname": "syncd",
     "retryWrites": True,
     "retryReads": True,
+    # A sync remembers what it left on the target; that memory is only true if the writes
+    # survive a crash of the server, so they are acknowledged once journaled (j: true).
+    "journal": True,
 }
 
 
