@@ -4,26 +4,16 @@ no duplicate-key error and no drift."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from pymongo.database import Database
 
-from tests.engine_kit import Pair, snapshot, syncd
+from tests.engine_kit import Pair, kill_when, snapshot, start_syncd, syncd
 
 Capsys = pytest.CaptureFixture[str]
 PUSH = ("sync", "to_production", "--yes")
 DOCS = 10_000  # about 10 write batches: room to be killed part-way
-POLL = 0.005
-DEADLINE = 120.0  # seconds; generous for a loaded 2-core machine, never reached when healthy
 
 
 def fill(db: Database[Any], count: int, version: int = 1) -> None:
@@ -35,44 +25,13 @@ def fill(db: Database[Any], count: int, version: int = 1) -> None:
         )
 
 
-def start_sync(pair: Pair, log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if k != "FORCE"}
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "syncd.cli", "-c", str(pair.config), *PUSH],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            cwd=pair.root,
-        )
-
-
-def kill_when(proc: subprocess.Popen[bytes], started: Callable[[], bool], log: Path) -> None:
-    """SIGKILL `proc` as soon as `started()` is true; fail if it ends first."""
-    deadline = time.monotonic() + DEADLINE
-    while not started():
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=POLL)  # paces the polling; returns early only if it ended
-        if proc.returncode is not None:
-            pytest.fail(
-                f"sync ended (exit {proc.returncode}) before it could be interrupted:\n"
-                + log.read_text(errors="replace")[-2000:]
-            )
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("the target never started changing")
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait(timeout=30) == -signal.SIGKILL
-
-
 @pytest.mark.slow
 def test_a_killed_sync_converges_on_the_next_run(pair: Pair, capsys: Capsys) -> None:
     fill(pair.local, DOCS)
     target = pair.production.items
 
     # 1. the first push, into an empty target, killed while inserting
-    proc = start_sync(pair, pair.root / "first.log")
+    proc = start_syncd(pair, pair.root / "first.log", *PUSH)
     kill_when(proc, lambda: target.estimated_document_count() > 0, pair.root / "first.log")
     assert 0 < target.count_documents({}) < DOCS, "killed mid-way"
 
@@ -86,7 +45,7 @@ def test_a_killed_sync_converges_on_the_next_run(pair: Pair, capsys: Capsys) -> 
 
     # 2. a push replacing every document, with the sync memory in place, killed mid-way
     pair.local.items.update_many({}, {"$set": {"v": 2}})
-    proc = start_sync(pair, pair.root / "second.log")
+    proc = start_syncd(pair, pair.root / "second.log", *PUSH)
     kill_when(
         proc, lambda: target.find_one({"v": 2}, {"_id": 1}) is not None, pair.root / "second.log"
     )

@@ -7,7 +7,6 @@ the input, the test takes it through `backup create` and `backup restore` too.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +17,7 @@ from pymongo.database import Database
 
 from syncd.backup import list_backups
 from tests.engine_kit import (
+    DEADLINE,
     Outcome,
     Pair,
     backup_contents,
@@ -25,6 +25,7 @@ from tests.engine_kit import (
     index_specs,
     snapshot,
     syncd,
+    when,
 )
 
 Capsys = pytest.CaptureFixture[str]
@@ -32,8 +33,6 @@ PUSH = ("sync", "to_production", "--yes")
 PULL = ("sync", "from_production", "--yes")
 BSON_LIMIT = 16 * 1024 * 1024  # maxBsonObjectSize: MongoDB's and SecantusDB's
 DROPPED_DOCS = 10_000  # ten insert batches: room to drop the source part-way (a first copy)
-POLL = 0.005
-DEADLINE = 120.0  # never reached when healthy
 
 
 def ok(result: Outcome) -> Outcome:
@@ -209,22 +208,6 @@ def test_a_view_or_system_collection_named_on_the_command_line_is_refused(
     assert "Traceback" not in result.text
     assert pair.production.list_collection_names() == []
     assert not (pair.state_dir / "backups").exists()
-
-
-def when(condition: Callable[[], bool], action: Callable[[], object]) -> threading.Thread:
-    """In a thread: poll `condition`, then run `action` once."""
-
-    def watch() -> None:
-        deadline = time.monotonic() + DEADLINE
-        while not condition():
-            if time.monotonic() > deadline:
-                return
-            threading.Event().wait(POLL)
-        action()
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
 
 
 def fill(db: Database[Any], name: str, count: int, version: int = 1) -> None:

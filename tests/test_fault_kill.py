@@ -13,12 +13,8 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import sqlite3
 import subprocess
-import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,19 +26,21 @@ from pymongo.database import Database
 from syncd.backup import list_backups
 from syncd.engine.memory import memory_path
 from tests.engine_kit import (
+    DEADLINE,
     Outcome,
     Pair,
     backup_contents,
+    kill_when,
     make_pair,
     snapshot,
+    start_syncd,
     syncd,
+    when,
 )
 from tests.support.servers import MongoServer
 
 Capsys = pytest.CaptureFixture[str]
 PUSH = ("sync", "to_production", "--yes")
-POLL = 0.005
-DEADLINE = 120.0  # seconds; never reached when healthy
 # Each attempt against a dead server ends within seconds instead of syncd's defaults.
 SHORT = "&serverSelectionTimeoutMS=2000&connectTimeoutMS=2000&socketTimeoutMS=5000"
 
@@ -63,53 +61,6 @@ def fill(db: Database[Any], count: int, *, pad: int = 200, version: int = 1) -> 
 def fill_random(db: Database[Any], count: int) -> None:
     """~1 kB of incompressible bytes per document: gzip cannot shrink the backup."""
     db.items.insert_many({"_id": i, "v": 1, "blob": Binary(os.urandom(1000))} for i in range(count))
-
-
-def when(condition: Callable[[], bool], action: Callable[[], object]) -> threading.Thread:
-    """In a thread: poll `condition`, then run `action` once."""
-
-    def watch() -> None:
-        deadline = time.monotonic() + DEADLINE
-        while not condition():
-            if time.monotonic() > deadline:
-                return
-            threading.Event().wait(POLL)
-        action()
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
-
-
-def start_syncd(pair: Pair, log: Path, *args: str) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if k != "FORCE"}
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "syncd.cli", "-c", str(pair.config), *args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            cwd=pair.root,
-        )
-
-
-def kill_when(proc: subprocess.Popen[bytes], started: Callable[[], bool], log: Path) -> None:
-    """SIGKILL `proc` as soon as `started()` is true; fail if it ends first."""
-    deadline = time.monotonic() + DEADLINE
-    while not started():
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=POLL)  # paces the polling; returns early only if it ended
-        if proc.returncode is not None:
-            pytest.fail(
-                f"syncd ended (exit {proc.returncode}) before it could be killed:\n"
-                + log.read_text(errors="replace")[-2000:]
-            )
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("syncd never reached the point to kill it at")
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait(timeout=30) == -signal.SIGKILL
 
 
 def last_line(result: Outcome) -> str:

@@ -9,8 +9,7 @@ attempts is unchanged) and the URIs carry short timeouts, which syncd must honou
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +19,13 @@ from pymongo.database import Database
 from syncd.config.model import Endpoint, SecretRef
 from syncd.endpoints import client_options, open_endpoint
 from syncd.engine import retry
-from tests.engine_kit import Outcome, Pair, make_pair, snapshot, syncd
+from tests.engine_kit import DEADLINE, Outcome, Pair, make_pair, snapshot, syncd, when
 from tests.support.faultproxy import FaultProxy
 from tests.support.servers import Server
 
 Capsys = pytest.CaptureFixture[str]
 PUSH = ("sync", "to_production", "--yes")
 PULL = ("sync", "from_production", "--yes")
-POLL = 0.005
-DEADLINE = 120.0  # never reached when healthy
 # Short enough for a test, long enough for a loaded 2-core machine to answer a healthy server.
 SHORT = {"serverSelectionTimeoutMS": "2000", "connectTimeoutMS": "2000", "socketTimeoutMS": "5000"}
 
@@ -60,22 +57,6 @@ def fill(db: Database[Any], count: int, pad: int = 1000) -> None:
         db.items.insert_many(
             [{"_id": i, "v": 1, "pad": "x" * pad} for i in range(start, min(count, start + 2000))]
         )
-
-
-def when(condition: Callable[[], bool], action: Callable[[], object]) -> threading.Thread:
-    """In a thread: poll `condition`, then run `action` once. Joined by `run_with`."""
-
-    def watch() -> None:
-        deadline = time.monotonic() + DEADLINE
-        while not condition():
-            if time.monotonic() > deadline:
-                return
-            threading.Event().wait(POLL)  # the poll interval
-        action()
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
 
 
 def run_with(thread: threading.Thread, capsys: Capsys, config: Path, *args: str) -> Outcome:
