@@ -129,7 +129,8 @@ def test_a_write_to_the_target_during_the_sync_fails_verification(
 
     assert wrote.is_set()
     assert result.code == 1
-    assert "items: after writing, 1 document(s) on the target differ" in result.err
+    assert "items on 'production'" in result.err
+    assert "after writing, 1 document(s) differ from the source" in result.err
     rerun = syncd(capsys, pair.config, *PUSH)
     assert rerun.code == 3
     assert "written by the app" in rerun.err
@@ -167,7 +168,8 @@ def test_an_app_write_to_a_document_the_sync_just_wrote_fails_verification(
 
     assert wrote.is_set()
     assert result.code == 1, result.text
-    assert "items: after writing, 1 document(s) on the target differ" in result.err
+    assert "items on 'production'" in result.err
+    assert "after writing, 1 document(s) differ from the source" in result.err
     rerun = syncd(capsys, pair.config, *PUSH)
     assert rerun.code == 3
     assert target.find_one({"_id": 0}, {"_id": 0, "v": 1}) == {"v": "written by the app"}

@@ -294,15 +294,15 @@ def verify_collection(
         )
     if mismatches:
         raise VerificationFailed(
-            f"{plan.name}: after writing, {mismatches} document(s) on the target differ from "
-            "the source (was it written to during the sync?); run the sync again"
+            f"{plan.name} on {target.label}: after writing, {mismatches} document(s) differ "
+            "from the source (was it written to during the sync?); run the sync again"
         )
     remaining = compare_specs(_spec(source, plan.name), _spec(target, plan.name))
     if plan.source_exists and (
         remaining.create_indexes or remaining.drop_indexes or remaining.collmod
     ):
         raise VerificationFailed(
-            f"{plan.name}: indexes or options still differ after the sync: "
+            f"{plan.name} on {target.label}: indexes or options still differ after the sync: "
             f"{'; '.join(remaining.describe())}"
         )
     return True
