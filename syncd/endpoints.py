@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -101,12 +101,12 @@ def open_endpoint(endpoint: Endpoint, *, check: bool = True) -> Connected:
     return connected
 
 
-def client_options(uri: str) -> dict[str, Any]:
-    """syncd's defaults for the options the URI does not set: pymongo lets keyword
-    arguments override the URI, but an operator's `socketTimeoutMS=` in the URI must win."""
+def client_options(uri: str, defaults: Mapping[str, Any] = DEFAULTS) -> dict[str, Any]:
+    """`defaults` for the options the URI does not set: pymongo lets keyword arguments
+    override the URI, but an operator's `socketTimeoutMS=` in the URI must win."""
     query = uri.partition("?")[2]
     given = {key.lower() for key, _ in parse_qsl(query, keep_blank_values=True)}
-    return {key: value for key, value in DEFAULTS.items() if key.lower() not in given}
+    return {key: value for key, value in defaults.items() if key.lower() not in given}
 
 
 def _first_line(exc: PyMongoError) -> str:

@@ -9,14 +9,13 @@ from __future__ import annotations
 import logging
 import threading
 from typing import Any
-from urllib.parse import parse_qsl
 
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
 from syncd.config.model import Config, Endpoint
 from syncd.config.secrets import redact
-from syncd.endpoints import resolve_uri
+from syncd.endpoints import client_options, resolve_uri
 from syncd.errors import SyncdError
 from syncd.metrics import SyncdMetrics, UnsafeLabelValue
 
@@ -33,10 +32,8 @@ PING_OPTIONS: dict[str, Any] = {
 
 
 def ping_options(uri: str) -> dict[str, Any]:
-    """The ping's timeouts for what the URI leaves unset: as for syncd's other clients
-    (`endpoints.client_options`), an operator's timeout in the URI wins."""
-    given = {key.lower() for key, _ in parse_qsl(uri.partition("?")[2], keep_blank_values=True)}
-    return {key: value for key, value in PING_OPTIONS.items() if key.lower() not in given}
+    """The ping's short timeouts, unless the URI sets its own (as for every syncd client)."""
+    return client_options(uri, PING_OPTIONS)
 
 
 class Pinger:
