@@ -7,6 +7,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ from syncd.lease import target_lease
 from tests.conftest import AuthServer
 from tests.support.daemon import NotifySocket, SyncdDaemon, syncd_command, wait_until
 from tests.support.dataset import COLLECTIONS, load_seed_dataset
-from tests.support.servers import Credentials, free_port
+from tests.support.servers import Credentials
 
 pytestmark = pytest.mark.slow
 
@@ -65,6 +66,17 @@ PUSH_ON_SIGNAL = "  - {name: deploy-push, flow: to_production, on_signal: true, 
 @pytest.fixture
 def state_dir(tmp_path: Path) -> Path:
     return tmp_path / "state"
+
+
+@pytest.fixture
+def silent_uri() -> Iterator[str]:
+    """A port that accepts TCP connections and never answers: a job pointed there hangs in
+    server selection, deaf to a stop. The test holds the port, so nothing else can take it
+    (a port that was merely free could be reused by the daemon's own metrics listener)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield f"mongodb://127.0.0.1:{sock.getsockname()[1]}/prod?directConnection=true"
 
 
 @pytest.fixture
@@ -363,10 +375,10 @@ def test_second_sigterm_stops_at_once(
     notify: NotifySocket,
     state_dir: Path,
     local_uri: str,
+    silent_uri: str,
 ) -> None:
-    # Nothing listens there: the pull hangs in server selection, deaf to the first SIGTERM.
-    nowhere = f"mongodb://127.0.0.1:{free_port()}/prod?directConnection=true"
-    config = write_config(daemon_config(state_dir, local_uri, nowhere, PULL_EVERY_SECOND))
+    # The pull hangs in server selection, deaf to the first SIGTERM.
+    config = write_config(daemon_config(state_dir, local_uri, silent_uri, PULL_EVERY_SECOND))
     daemon = start_daemon(config)
     daemon.wait_msg("sync started", job="pull")
 
@@ -384,9 +396,9 @@ def test_a_job_deaf_to_the_stop_is_abandoned_after_the_grace_time(
     start_daemon: StartDaemon,
     state_dir: Path,
     local_uri: str,
+    silent_uri: str,
 ) -> None:
-    nowhere = f"mongodb://127.0.0.1:{free_port()}/prod?directConnection=true"
-    config = write_config(daemon_config(state_dir, local_uri, nowhere, PULL_EVERY_SECOND))
+    config = write_config(daemon_config(state_dir, local_uri, silent_uri, PULL_EVERY_SECOND))
     # The same daemon with a 1 s grace instead of 25 s, so the test does not wait that long.
     short_grace = [
         sys.executable,
@@ -401,7 +413,8 @@ def test_a_job_deaf_to_the_stop_is_abandoned_after_the_grace_time(
 
     assert daemon.wait_exit(30) == 0
     abandon = [e for e in daemon.events() if e.get("msg", "").startswith("still running after")]
-    assert abandon and abandon[0]["running"] == "pull" and abandon[0]["level"] == "warning"
+    assert abandon, daemon.tail()
+    assert abandon[0]["running"] == "pull" and abandon[0]["level"] == "warning"
 
 
 # -- lease, outage, backups, watchdog --------------------------------------------------------
