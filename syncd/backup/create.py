@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
+from syncd.backup.fsio import FileStream
 from syncd.backup.layout import BackupInfo, uuid_bytes
 from syncd.backup.writer import BackupWriter, Progress
 from syncd.engine.source import CollectionSpec
@@ -92,10 +93,13 @@ def create_backup(
     collections: Sequence[str] | None = None,
     reason: str | None = None,
     on_progress: Progress | None = None,
+    scanned: Mapping[str, Path] | None = None,
 ) -> BackupInfo:
     """Back up every regular collection of `db` (or the ones named) as a "full" backup.
 
     Named collections that do not exist are recorded as absent in the manifest.
+    `scanned` names files of documents just read from `db` (a sync's scan of its target,
+    raw BSON back to back): those collections are written from them, not read again.
     """
     listing = {str(info["name"]): info for info in db.list_collections()}
     wanted = sorted(listing if collections is None else set(collections), key=read_order)
@@ -117,6 +121,10 @@ def create_backup(
                 continue
             spec = collection_spec(db, info)
             avg = sizes.get(name, (0, 0.0))[1]
+            if scanned is not None and name in scanned:
+                documents = FileStream(scanned[name], gzip=False).documents()
+                writer.write_collection(spec, documents, on_progress=on_progress)
+                continue
             with db[name].find_raw_batches(batch_size=batch_docs(avg)) as batches:
                 writer.write_collection(spec, batches, on_progress=on_progress)
         return writer.commit()

@@ -125,6 +125,8 @@ def make_plan(
     options: SyncOptions,
     workspace: Workspace,
     memory: Path,
+    *,
+    spool_target: bool = False,
 ) -> Plan:
     source_db = MongoSource(source.db, source.label)
     target_db = MongoSource(target.db, target.label)
@@ -151,6 +153,7 @@ def make_plan(
         memory=memory,
         workspace=workspace,
         reporter=options.reporter,
+        spool_target=spool_target,
     )
 
 
@@ -177,7 +180,14 @@ def _sync(
     try:
         with _space_checked(config, flow):
             plan = make_plan(
-                config, flow, source, target, options, workspace, memory_path(config.state_dir)
+                config,
+                flow,
+                source,
+                target,
+                options,
+                workspace,
+                memory_path(config.state_dir),
+                spool_target=config.backups.before_sync == "full",
             )
         refusals = plan.refusals
         if refusals:

@@ -15,7 +15,7 @@ from syncd.config.model import Config
 from syncd.endpoints import Connected
 from syncd.engine.plan import CollectionPlan, Plan
 from syncd.engine.rawbson import id_document, id_value
-from syncd.engine.scan import open_scratch
+from syncd.engine.scan import TARGET_SPOOL, open_scratch
 from syncd.engine.source import CollectionSpec, MongoSource
 
 log = logging.getLogger("syncd.backup")
@@ -39,12 +39,23 @@ def backup_before_sync(config: Config, plan: Plan, target: Connected) -> str:
             compress=config.backups.compress,
             collections=list(dict.fromkeys([c.name for c in changed] + hooked)),
             reason=reason,
+            scanned=_scanned(plan),
         )
     else:
         info = _changes_backup(config, changed, target, reason)
     apply_retention(backups_dir(config), target.name, config.backups.keep_last)
     log.info("backup before sync", extra={"backup": info.name, "endpoint": target.name})
     return info.name
+
+
+def _scanned(plan: Plan) -> dict[str, Path]:
+    """The target's documents as the plan read them, where the scan kept them: the backup
+    then holds exactly the state the plan was made from, without reading it again."""
+    spools = {}
+    for c in plan.collections:
+        if c.work_dir is not None and (c.work_dir / TARGET_SPOOL).exists():
+            spools[c.name] = c.work_dir / TARGET_SPOOL
+    return spools
 
 
 def _changes_backup(

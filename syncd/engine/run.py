@@ -25,7 +25,7 @@ from syncd.engine.memory import Intents, Pair, connect, memory_path, record_run
 from syncd.engine.plan import CollectionPlan, Plan, classify
 from syncd.engine.progress import Reporter, Silent
 from syncd.engine.retry import failing_clearly, with_retries
-from syncd.engine.scan import open_scratch, scan_collection
+from syncd.engine.scan import TARGET_SPOOL, open_scratch, scan_collection
 from syncd.engine.source import CollectionSpec, DocumentSource, MongoSource
 from syncd.engine.specs import compare_specs
 from syncd.engine.stream import first_copy_count
@@ -132,7 +132,10 @@ def plan_collections(
     memory: Path,
     workspace: Workspace,
     reporter: Reporter,
+    spool_target: bool = False,
 ) -> Plan:
+    """`spool_target` keeps the target's documents as read (`tgt.spool`), for a full
+    backup before the sync that then needs no second read of the target."""
     pair = Pair.of(source_name, target_name)
     plans = []
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="scan") as pool:
@@ -152,7 +155,7 @@ def plan_collections(
             if first:
                 streaming.plan_first_copy(plan)
             else:
-                _scan_both(pool, plan, source, target, reporter)
+                _scan_both(pool, plan, source, target, reporter, spool_target=spool_target)
             with _diff_db(work, memory) as conn:
                 classify(conn, pair, plan, source_name, target_name)
             if first:
@@ -168,6 +171,8 @@ def _scan_both(
     source: DocumentSource,
     target: MongoSource,
     reporter: Reporter,
+    *,
+    spool_target: bool = False,
 ) -> None:
     """Scan both sides of one collection at once (the source also into a spool)."""
     name, work = plan.name, plan.work_dir
@@ -180,7 +185,13 @@ def _scan_both(
         spool=work / "src.spool",
         progress=reporter.counter(name, "read source"),
     )
-    read_target = partial(scan_collection, target, name, work / "tgt.sqlite")
+    read_target = partial(
+        scan_collection,
+        target,
+        name,
+        work / "tgt.sqlite",
+        spool=work / TARGET_SPOOL if spool_target else None,
+    )
     src_scan = pool.submit(with_retries, read_source, what=f"read {name} ({source.label})")
     tgt_scan = pool.submit(with_retries, read_target, what=f"read {name} ({target.label})")
     with failing_clearly("reading", name, source.label):

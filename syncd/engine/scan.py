@@ -15,6 +15,7 @@ from syncd.engine.rawbson import digest, id_key, raw_id
 from syncd.engine.source import DocumentSource
 
 BATCH_ROWS = 5000
+TARGET_SPOOL = "tgt.spool"  # the target's documents as scanned, for a full pre-sync backup
 Progress = Callable[[int], None]
 
 SCAN_SCHEMA = """
