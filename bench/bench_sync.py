@@ -154,7 +154,13 @@ backups: {{keep_last: 2, compress: none, before_sync: {before}}}
 
 
 def run_syncd(config: Path, *args: str) -> tuple[float, float]:
-    """Wall time (s) and peak RSS (MB) of one `syncd` process."""
+    """Wall time (s) and peak RSS (MB) of one `syncd` process.
+
+    The peak is the process's own high-water mark (VmHWM), polled until it exits:
+    `ru_maxrss` from `wait4` would not do, because Linux carries the RSS of the parent
+    at fork time over to the child, so a child of this (large) benchmark process would
+    report the benchmark's memory instead of syncd's.
+    """
     started = time.monotonic()
     # Output to files, not pipes: a pipe left unread while waiting can fill and hang syncd.
     with tempfile.TemporaryFile() as out_file, tempfile.TemporaryFile() as err_file:
@@ -163,14 +169,32 @@ def run_syncd(config: Path, *args: str) -> tuple[float, float]:
             stdout=out_file,
             stderr=err_file,
         )
-        _, status, usage = os.wait4(proc.pid, 0)
+        peak = 0.0
+        while True:
+            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            peak = max(peak, high_water_mb(proc.pid))
+            time.sleep(0.02)
         elapsed = time.monotonic() - started
         out_file.seek(0)
         err_file.seek(0)
         out, err = out_file.read().decode(), err_file.read().decode()
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"syncd {' '.join(args)} failed: {err}{out}")
-    return elapsed, usage.ru_maxrss / 1024
+    return elapsed, peak
+
+
+def high_water_mb(pid: int) -> float:
+    """VmHWM of a running process (0 once it has gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def newest_backup(config: Path) -> str:
