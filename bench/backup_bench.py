@@ -39,7 +39,13 @@ def _free_port() -> int:
 
 
 def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    """This process's own peak (VmHWM). Not `ru_maxrss`: Linux counts the parent's RSS at
+    fork time in it, so a child would report its parent's memory."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def _cpu_s() -> float:
