@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -283,14 +285,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="rounds at N (default 3)")
     parser.add_argument("--runs-3n", type=int, default=1, help="rounds at 3N (default 1)")
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="syncd-bench-"))
-    procs = []
-    try:
-        src = os.environ.get("SYNCD_BENCH_URI_SOURCE")
-        dst = os.environ.get("SYNCD_BENCH_URI_TARGET")
-        if not (src and dst):
-            (p1, src), (p2, dst) = start_server(tmp, "source"), start_server(tmp, "target")
-            procs = [p1, p2]
+    with bench_servers("syncd-bench-") as (src, dst, tmp):
         bench = Bench(src, dst, tmp)
         print(f"loading {args.n} documents + 20 GridFS files ...", file=sys.stderr)
         load(src, DB, args.n)
@@ -304,12 +299,27 @@ def main() -> int:
             bench.full("full_3n")
             bench.changed(3 * args.n, "changes", "changed_3n")
         print_table(bench, args.n)
+    return 0
+
+
+@contextmanager
+def bench_servers(prefix: str) -> Iterator[tuple[str, str, Path]]:
+    """(source URI, target URI, scratch dir): `SYNCD_BENCH_URI_SOURCE` / `_TARGET` when
+    both are set, else two SecantusDB servers started here and stopped at the end."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    procs = []
+    try:
+        src = os.environ.get("SYNCD_BENCH_URI_SOURCE")
+        dst = os.environ.get("SYNCD_BENCH_URI_TARGET")
+        if not (src and dst):
+            (p1, src), (p2, dst) = start_server(tmp, "source"), start_server(tmp, "target")
+            procs = [p1, p2]
+        yield src, dst, tmp
     finally:
         for p in procs:
             p.terminate()
             p.wait()
         shutil.rmtree(tmp, ignore_errors=True)
-    return 0
 
 
 def add(uri: str, db: str, start: int, count: int) -> None:

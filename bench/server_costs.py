@@ -12,10 +12,7 @@ figure each one bounds.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +22,7 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_sync import COLL, DB, load, start_server  # noqa: E402
+from bench_sync import COLL, DB, bench_servers, load  # noqa: E402
 
 
 def timed(step: Callable[[], Any]) -> float:
@@ -82,23 +79,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000, help="documents (default 100000)")
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="syncd-costs-"))
-    procs = []
-    try:
-        src = os.environ.get("SYNCD_BENCH_URI_SOURCE")
-        dst = os.environ.get("SYNCD_BENCH_URI_TARGET")
-        if not (src and dst):
-            (p1, src), (p2, dst) = start_server(tmp, "source"), start_server(tmp, "target")
-            procs = [p1, p2]
+    with bench_servers("syncd-costs-") as (src, dst, _):
         load(src, DB, args.n)
         print(f"N = {args.n} documents (~1 KB, nested), plain pymongo")
         for label, seconds in measure(src, dst):
             print(f"{label:44} {seconds:8.2f} s")
-    finally:
-        for p in procs:
-            p.terminate()
-            p.wait()
-        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
