@@ -30,6 +30,17 @@ PULL = ("sync", "from_production", "--yes")
 SHORT = {"serverSelectionTimeoutMS": "2000", "connectTimeoutMS": "2000", "socketTimeoutMS": "5000"}
 
 
+def outage_once_writing(proxy: FaultProxy, target: Database[Any]) -> threading.Thread:
+    """Once the sync's first documents reach `target`: the proxy refuses and cuts every
+    connection, until `proxy.refuse(False)`."""
+
+    def outage() -> None:
+        proxy.refuse(True)
+        proxy.drop_connections()
+
+    return when(lambda: target.items.estimated_document_count() > 0, outage)
+
+
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(retry, "FIRST_DELAY", 0.01)
@@ -124,12 +135,7 @@ def test_an_outage_longer_than_the_retries_fails_cleanly_and_the_rerun_converges
 ) -> None:
     fill(local_db, 6_000, pad=200)
     pair = proxied_pair(local_db, production_db, local_uri, proxy, tmp_path)
-
-    def outage() -> None:
-        proxy.refuse(True)
-        proxy.drop_connections()
-
-    cut = when(lambda: production_db.items.estimated_document_count() > 0, outage)
+    cut = outage_once_writing(proxy, production_db)
     result = run_with(cut, capsys, pair.config, *PUSH)
 
     assert result.code == 1
@@ -189,12 +195,7 @@ def test_a_cut_short_sync_then_more_source_edits_is_not_drift(
     """The soak's finding: production keeps changing between the failed pull and the next."""
     fill(local_db, 6_000, pad=200)
     pair = proxied_pair(local_db, production_db, local_uri, proxy, tmp_path)
-
-    def outage() -> None:
-        proxy.refuse(True)
-        proxy.drop_connections()
-
-    cut = when(lambda: production_db.items.estimated_document_count() > 0, outage)
+    cut = outage_once_writing(proxy, production_db)
     assert run_with(cut, capsys, pair.config, *PUSH).code == 1
     proxy.refuse(False)
     written = [d["_id"] for d in production_db.items.find({}, {"_id": 1}).limit(10)]
