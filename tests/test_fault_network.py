@@ -9,7 +9,7 @@ attempts is unchanged) and the URIs carry short timeouts, which syncd must honou
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +30,19 @@ PULL = ("sync", "from_production", "--yes")
 SHORT = {"serverSelectionTimeoutMS": "2000", "connectTimeoutMS": "2000", "socketTimeoutMS": "5000"}
 
 
+def once_writing(target: Database[Any], action: Callable[[], object]) -> threading.Thread:
+    """Run `action` once the sync's first documents reach `target`."""
+    return when(lambda: target.items.estimated_document_count() > 0, action)
+
+
 def outage_once_writing(proxy: FaultProxy, target: Database[Any]) -> threading.Thread:
-    """Once the sync's first documents reach `target`: the proxy refuses and cuts every
-    connection, until `proxy.refuse(False)`."""
+    """Once writing: the proxy refuses and cuts every connection, until `refuse(False)`."""
 
     def outage() -> None:
         proxy.refuse(True)
         proxy.drop_connections()
 
-    return when(lambda: target.items.estimated_document_count() > 0, outage)
+    return once_writing(target, outage)
 
 
 @pytest.fixture(autouse=True)
@@ -61,6 +65,19 @@ def proxied_pair(
 ) -> Pair:
     uri = proxy.uri_for(production_db.name, **SHORT)
     return make_pair(local_db, production_db, local_uri, uri, root, hook=False)
+
+
+@pytest.fixture
+def push_through_proxy(
+    local_db: Database[Any],
+    production_db: Database[Any],
+    local_uri: str,
+    proxy: FaultProxy,
+    tmp_path: Path,
+) -> Pair:
+    """6,000 local documents to push to production through the proxy."""
+    fill(local_db, 6_000, pad=200)
+    return proxied_pair(local_db, production_db, local_uri, proxy, tmp_path)
 
 
 def fill(db: Database[Any], count: int, pad: int = 1000) -> None:
@@ -128,13 +145,11 @@ def test_connections_cut_while_reading_the_source_are_retried(
 def test_an_outage_longer_than_the_retries_fails_cleanly_and_the_rerun_converges(
     local_db: Database[Any],
     production_db: Database[Any],
-    local_uri: str,
     proxy: FaultProxy,
-    tmp_path: Path,
+    push_through_proxy: Pair,
     capsys: Capsys,
 ) -> None:
-    fill(local_db, 6_000, pad=200)
-    pair = proxied_pair(local_db, production_db, local_uri, proxy, tmp_path)
+    pair = push_through_proxy
     cut = outage_once_writing(proxy, production_db)
     result = run_with(cut, capsys, pair.config, *PUSH)
 
@@ -158,16 +173,14 @@ def test_an_outage_longer_than_the_retries_fails_cleanly_and_the_rerun_converges
 def test_a_stalled_server_times_out_and_the_rerun_converges(
     local_db: Database[Any],
     production_db: Database[Any],
-    local_uri: str,
     proxy: FaultProxy,
-    tmp_path: Path,
+    push_through_proxy: Pair,
     capsys: Capsys,
 ) -> None:
     """Bytes held (not refused) by a stalled server: the URI's socketTimeoutMS ends each
     attempt, the sync fails with exit 1 instead of hanging for syncd's 120 s default."""
-    fill(local_db, 6_000, pad=200)
-    pair = proxied_pair(local_db, production_db, local_uri, proxy, tmp_path)
-    stall = when(lambda: production_db.items.estimated_document_count() > 0, proxy.stall)
+    pair = push_through_proxy
+    stall = once_writing(production_db, proxy.stall)
 
     result = run_with(stall, capsys, pair.config, *PUSH)
 
@@ -187,14 +200,12 @@ def test_a_stalled_server_times_out_and_the_rerun_converges(
 def test_a_cut_short_sync_then_more_source_edits_is_not_drift(
     local_db: Database[Any],
     production_db: Database[Any],
-    local_uri: str,
     proxy: FaultProxy,
-    tmp_path: Path,
+    push_through_proxy: Pair,
     capsys: Capsys,
 ) -> None:
     """The soak's finding: production keeps changing between the failed pull and the next."""
-    fill(local_db, 6_000, pad=200)
-    pair = proxied_pair(local_db, production_db, local_uri, proxy, tmp_path)
+    pair = push_through_proxy
     cut = outage_once_writing(proxy, production_db)
     assert run_with(cut, capsys, pair.config, *PUSH).code == 1
     proxy.refuse(False)
