@@ -13,7 +13,7 @@ import pytest
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from tests.engine_kit import Pair, collection_uuid, make_pair, snapshot, syncd
+from tests.engine_kit import Pair, collection_uuid, make_pair, snapshot, syncd, when
 from tests.support.faultproxy import FaultProxy
 from tests.support.servers import Server
 
@@ -109,22 +109,15 @@ def test_a_write_to_the_target_during_the_sync_fails_verification(
     pair.local.items.insert_many([{"_id": i, "pad": "x" * 200} for i in range(count)])
     target = production_client[pair.production.name].items
     wrote = threading.Event()
-    done = threading.Event()
 
-    def write_once_applying() -> None:
-        deadline = time.monotonic() + 120
-        while target.estimated_document_count() == 0:
-            if done.wait(POLL) or time.monotonic() > deadline:
-                return
+    def write() -> None:
         target.insert_one({"_id": "written by the app", "during": "sync"})
         wrote.set()
 
-    thread = threading.Thread(target=write_once_applying)
-    thread.start()
+    thread = when(lambda: target.estimated_document_count() > 0, write)
     try:
         result = syncd(capsys, pair.config, *PUSH)
     finally:
-        done.set()
         thread.join(timeout=30)
 
     assert wrote.is_set()
@@ -148,22 +141,15 @@ def test_an_app_write_to_a_document_the_sync_just_wrote_fails_verification(
     pair.local.items.update_many({}, {"$set": {"v": 2}})
     target = production_client[pair.production.name].items
     wrote = threading.Event()
-    done = threading.Event()
 
-    def overwrite_once_synced() -> None:
-        deadline = time.monotonic() + 120
-        while (target.find_one({"_id": 0}) or {}).get("v") != 2:
-            if done.wait(POLL) or time.monotonic() > deadline:
-                return
+    def overwrite() -> None:
         target.update_one({"_id": 0}, {"$set": {"v": "written by the app"}})
         wrote.set()
 
-    thread = threading.Thread(target=overwrite_once_synced)
-    thread.start()
+    thread = when(lambda: (target.find_one({"_id": 0}) or {}).get("v") == 2, overwrite)
     try:
         result = syncd(capsys, pair.config, *PUSH)
     finally:
-        done.set()
         thread.join(timeout=30)
 
     assert wrote.is_set()
