@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("flow")
     sync.add_argument("-C", "--collection", dest="collections", action="append", metavar="COLL")
     sync.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    sync.add_argument(
+        "--full", action="store_true", help="read both sides whole instead of following changes"
+    )
     sync.add_argument("--yes", action="store_true", help="skip confirmations (FORCE=true too)")
     sync.add_argument("--drift", choices=("abort", "overwrite", "merge"))
     sync.add_argument("--no-wait", action="store_true", help="refuse if the target is busy")

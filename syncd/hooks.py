@@ -15,7 +15,7 @@ from bson.raw_bson import RawBSONDocument
 from syncd.config.model import Config, Flow, ResetPasswordsHook
 from syncd.config.secrets import resolve
 from syncd.endpoints import Connected
-from syncd.engine.memory import Pair, connect, memory_path, update_side
+from syncd.engine.memory import Pair, SyncMemory
 from syncd.engine.rawbson import digest, id_key, raw_id
 from syncd.engine.retry import with_retries
 from syncd.errors import SyncdError
@@ -43,12 +43,12 @@ def check_hooks(config: Config, flow: Flow) -> None:
         resolve(hook.password, what=f"hook '{hook.name}' password")
 
 
-def run_hooks(config: Config, flow: Flow, target: Connected) -> list[str]:
+def run_hooks(config: Config, flow: Flow, target: Connected, pair: Pair) -> list[str]:
     messages = []
     for name in flow.after:
         hook = config.hooks[name]
         try:
-            messages += reset_passwords(config, flow, hook, target)
+            messages += reset_passwords(config, flow, hook, target, pair)
         except SyncdError:
             raise
         except Exception as exc:
@@ -57,15 +57,14 @@ def run_hooks(config: Config, flow: Flow, target: Connected) -> list[str]:
 
 
 def reset_passwords(
-    config: Config, flow: Flow, hook: ResetPasswordsHook, target: Connected
+    config: Config, flow: Flow, hook: ResetPasswordsHook, target: Connected, pair: Pair
 ) -> list[str]:
     password = resolve(hook.password, what=f"hook '{hook.name}' password")
     coll = target.db[hook.collection]
     raw = coll.with_options(
         codec_options=coll.codec_options.with_options(document_class=RawBSONDocument)
     )
-    pair = Pair.of(flow.source, flow.target)
-    memory = connect(memory_path(config.state_dir))
+    memory = SyncMemory.of(config.state_dir)
     messages = []
     reset = 0
     try:
@@ -86,8 +85,8 @@ def reset_passwords(
             )
             if document is not None:
                 data = bytes(document.raw)
-                update_side(
-                    memory, pair, hook.collection, flow.target, id_key(raw_id(data)), digest(data)
+                memory.update_side(
+                    pair, hook.collection, flow.target, id_key(raw_id(data)), digest(data)
                 )
     finally:
         memory.close()

@@ -34,6 +34,7 @@ Result = Literal["success", "failure", "refused", "skipped"]
 DocOp = Literal["insert", "update", "delete"]
 RESULTS: tuple[Result, ...] = ("success", "failure", "refused", "skipped")
 DOC_OPS: tuple[DocOp, ...] = ("insert", "update", "delete")
+FIND_MODES = ("changes", "full")  # how a collection's changes were found
 
 # 0.1 s (an empty incremental pull) .. 2 h (a full copy of a large database).
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
@@ -111,6 +112,13 @@ class SyncdMetrics:
             "syncd_sync_documents",
             "Documents written to the target, by operation.",
             ["flow", "collection", "op"],
+            registry=reg,
+        )
+        self.sync_collections = Counter(
+            "syncd_sync_collections",
+            "Collections of finished runs, by how their changes were found: `changes` "
+            "(change streams) or `full` (both sides read whole).",
+            ["flow", "mode"],
             registry=reg,
         )
         self.drift_documents = Gauge(
@@ -200,6 +208,8 @@ class SyncdMetrics:
             for result in RESULTS:
                 self.sync_runs.labels(flow, result)
             self.sync_duration.labels(flow)
+            for mode in FIND_MODES:
+                self.sync_collections.labels(flow, mode)
             self.sync_last_success.labels(flow)
             self.sync_schedule_interval.labels(flow)
         for endpoint in endpoints:
@@ -261,10 +271,12 @@ class SyncdMetrics:
         docs: Mapping[tuple[str, DocOp], int] | None = None,
         drift: Mapping[str, int] | None = None,
         *,
+        modes: Mapping[str, int] | None = None,
         now: float | None = None,
     ) -> None:
         """One finished run of `flow`.
 
+        modes: collections of the run per way their changes were found (FIND_MODES).
         docs: documents written, per (collection, op). drift: per collection, drifted target
         documents that blocked the run (a refused run passes them; a collection the run went
         through is reset to 0 when not given). Nothing is recorded when a label is refused.
@@ -283,6 +295,9 @@ class SyncdMetrics:
                 blocked.setdefault(coll, 0)
         for (coll, op), count in writes.items():
             self.sync_documents.labels(flow, coll, op).inc(count)
+        for mode, count in (modes or {}).items():
+            if mode in FIND_MODES:
+                self.sync_collections.labels(flow, mode).inc(count)
         for coll, count in blocked.items():
             self.drift_documents.labels(flow, coll).set(count)
 

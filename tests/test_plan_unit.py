@@ -17,11 +17,12 @@ import pytest
 from bson import Int64
 
 from syncd.config.model import DriftPolicy
-from syncd.engine.memory import Pair, connect, update_side
-from syncd.engine.plan import SAMPLE_IDS, CollectionPlan, Plan
+from syncd.engine.changes import Sides
+from syncd.engine.memory import Pair, SyncMemory
+from syncd.engine.plan import SAMPLE_IDS, CollectionPlan, Plan, plan_collections
 from syncd.engine.progress import Silent
 from syncd.engine.rawbson import digest, id_key, raw_id
-from syncd.engine.run import Workspace, plan_collections
+from syncd.engine.scratch import Workspace
 from syncd.engine.source import CollectionSpec
 from syncd.engine.specs import SpecChanges, compare_specs
 
@@ -50,19 +51,58 @@ class MemorySource:
     def count(self, name: str) -> int:
         return len(self.raw)
 
+    def changes_unsupported(self) -> str | None:
+        return "documents held in a test's memory have no change stream"
+
+    def current_token(self) -> bytes:
+        raise NotImplementedError
+
+    def read_changes(self, token: bytes, names: list[str], route: object) -> object:
+        raise NotImplementedError
+
+    def fetch(self, name: str, ids: list[object]) -> list[bytes]:
+        raise NotImplementedError
+
+    def skipped_collections(self) -> dict[str, str]:
+        return {}
+
 
 def encode(key: Any, value: Any) -> bytes:
     return bson.encode({"_id": key, "v": value})
 
 
 def remember(memory: Path, side: str, docs: Docs) -> None:
-    conn = connect(memory)
-    try:
+    with SyncMemory(memory) as mem:
         for key, value in docs.items():
             raw = encode(key, value)
-            update_side(conn, Pair.of(SOURCE, TARGET), COLL, side, id_key(raw_id(raw)), digest(raw))
-    finally:
-        conn.close()
+            mem.update_side(Pair.of(SOURCE, TARGET), COLL, side, id_key(raw_id(raw)), digest(raw))
+
+
+def run_plan(
+    memory: Path,
+    workspace: Workspace,
+    source: MemorySource,
+    target: MemorySource,
+    flow: str,
+    policy: DriftPolicy,
+) -> Plan:
+    with SyncMemory(memory) as mem:
+        sides = Sides(
+            source,
+            target,
+            source.label,
+            target.label,  # type: ignore[arg-type]
+            Pair.of(source.label, target.label),
+            mem,
+        )
+        return plan_collections(
+            sides,
+            [COLL],
+            flow=flow,
+            drift_for=lambda _name: policy,
+            workspace=workspace,
+            reporter=Silent(),
+        )
 
 
 def plan(
@@ -77,24 +117,20 @@ def plan(
     """Plan a sync of `source` onto `target`. `base`: both sides held it after the last sync
     (None: no memory yet). `reverse`: the memory was written by a sync the other way."""
     memory = tmp_path / "memory.sqlite"
-    connect(memory).close()
+    SyncMemory(memory).close()
     if base is not None:
         remember(memory, SOURCE, base)
         remember(memory, TARGET, base)
     names = (TARGET, SOURCE) if reverse else (SOURCE, TARGET)
     workspace = Workspace(tmp_path / "work")
     try:
-        result = plan_collections(
+        result = run_plan(
+            memory,
+            workspace,
             MemorySource(names[0], source),
-            MemorySource(names[1], target),  # type: ignore[arg-type]
-            [COLL],
-            flow="test",
-            source_name=names[0],
-            target_name=names[1],
-            drift_for=lambda _name: policy,
-            memory=memory,
-            workspace=workspace,
-            reporter=Silent(),
+            MemorySource(names[1], target),
+            "test",
+            policy,
         )
     finally:
         workspace.close()
@@ -202,22 +238,18 @@ def test_memory_written_by_a_push_serves_the_pull(tmp_path: Path) -> None:
 def test_the_memory_of_each_side_is_used_for_that_side(tmp_path: Path) -> None:
     """The password hook leaves production different from local; memory holds both."""
     memory = tmp_path / "memory.sqlite"
-    connect(memory).close()
+    SyncMemory(memory).close()
     remember(memory, SOURCE, {1: "local-hash"})
     remember(memory, TARGET, {1: "hook-hash"})
     workspace = Workspace(tmp_path / "work")
     try:
-        result = plan_collections(
+        result = run_plan(
+            memory,
+            workspace,
             MemorySource(SOURCE, {1: "local-hash"}),
-            MemorySource(TARGET, {1: "hook-hash"}),  # type: ignore[arg-type]
-            [COLL],
-            flow="push",
-            source_name=SOURCE,
-            target_name=TARGET,
-            drift_for=lambda _name: "abort",
-            memory=memory,
-            workspace=workspace,
-            reporter=Silent(),
+            MemorySource(TARGET, {1: "hook-hash"}),
+            "push",
+            "abort",
         )
     finally:
         workspace.close()

@@ -11,7 +11,7 @@ from typing import Any
 from syncd.config.model import Config
 from syncd.endpoints import open_endpoint
 from syncd.engine.flow import SyncOptions, get_flow, sync_flow
-from syncd.engine.memory import Pair, connect, last_run, memory_path
+from syncd.engine.memory import SyncMemory
 from syncd.engine.render import table
 from syncd.errors import EXIT_FAILED, EXIT_OK, SyncdError
 
@@ -56,14 +56,13 @@ def _flow_status(config: Config, flow_name: str) -> dict[str, Any]:
     except SyncdError as exc:
         status["error"] = str(exc)
         return status
-    memory = memory_path(config.state_dir)
-    conn = connect(memory) if memory.exists() else None
-    pair = Pair.of(flow.source, flow.target)
+    pair = result.plan.pair
     collections = []
+    memory = SyncMemory.of(config.state_dir, readonly=True)
     try:
         for c in result.plan.collections:
             entry = c.summary()
-            last = last_run(conn, pair, c.name) if conn is not None else None
+            last = memory.last_run(pair, c.name) if pair is not None else None
             entry["last_sync"] = (
                 None
                 if last is None
@@ -79,8 +78,7 @@ def _flow_status(config: Config, flow_name: str) -> dict[str, Any]:
             )
             collections.append(entry)
     finally:
-        if conn is not None:
-            conn.close()
+        memory.close()
     status["collections"] = collections
     return status
 
@@ -116,6 +114,7 @@ def _print(report: dict[str, Any]) -> None:
                     c["updates"],
                     c["deletes"],
                     c["drift"] or "-",
+                    _found_by(c),
                     when,
                 ]
             )
@@ -127,6 +126,13 @@ def _print(report: dict[str, Any]) -> None:
             "update",
             "delete",
             "drift",
+            "changes found by",
             "last sync",
         ]
         print(table(headers, rows))
+
+
+def _found_by(entry: dict[str, Any]) -> str:
+    if entry["mode"] == "changes":
+        return "change streams"
+    return f"full read ({entry['full_read_reason']})"

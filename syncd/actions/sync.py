@@ -38,6 +38,7 @@ def run(config: Config, args: argparse.Namespace) -> int:
         confirm=confirm_on_terminal if interactive else None,
         wait=not args.no_wait,
         job="manual sync",
+        full=args.full,
         reporter=Reporter(),
     )
     try:
@@ -80,7 +81,7 @@ def run(config: Config, args: argparse.Namespace) -> int:
 
 
 def _as_json(result: object, *, dry_run: bool) -> dict[str, object]:
-    from syncd.engine.run import SyncResult
+    from syncd.engine.write import SyncResult
 
     assert isinstance(result, SyncResult)  # noqa: S101
     return {

@@ -31,6 +31,7 @@ from syncd.backup.layout import (
     spec_from_bson,
     spec_from_metadata,
 )
+from syncd.engine.changestream import Drained, Router
 from syncd.engine.source import CollectionSpec
 
 log = logging.getLogger(__name__)
@@ -242,6 +243,18 @@ class BackupSource:
     def count(self, name: str) -> int:
         entry = self._entry(name)
         return entry.count if entry is not None else 0
+
+    def changes_unsupported(self) -> str | None:
+        return "a backup has no change stream"
+
+    def current_token(self) -> bytes:
+        raise BackupError(f"{self.label} has no change stream")
+
+    def read_changes(self, token: bytes, names: list[str], route: Router) -> Drained:
+        raise BackupError(f"{self.label} has no change stream")
+
+    def fetch(self, name: str, ids: list[object]) -> list[bytes]:
+        raise BackupError(f"{self.label} is read whole, not by _id")
 
     def iter_raw(self, name: str) -> Iterator[bytes]:
         entry = self._entry(name)

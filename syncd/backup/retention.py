@@ -36,6 +36,7 @@ from syncd.backup.errors import BackupError
 from syncd.backup.fsio import fsync_dir
 from syncd.backup.layout import RESTORE_LOCK, TMP_PREFIX, TRASH_PREFIX, BackupInfo
 from syncd.backup.reader import list_backups
+from syncd.util import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +45,6 @@ def _pid_in_name(name: str) -> int | None:
     """The writer's pid in `.tmp-NAME-PID-RAND`, for when its lock file has gone."""
     parts = name.rsplit("-", 2)
     return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
-
-
-def _pid_alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextlib.contextmanager
@@ -82,7 +71,7 @@ def _writer_gone(backups_dir: Path, tmp_name: str) -> bool:
         with _exclusive_nowait(backups_dir / f"{tmp_name}.lock", create=False) as free:
             return free
     except FileNotFoundError:
-        return not _pid_alive(_pid_in_name(tmp_name))
+        return not pid_alive(_pid_in_name(tmp_name))
 
 
 def _remove_tree(path: Path) -> bool:

@@ -21,7 +21,7 @@ from syncd.engine.flow import ConfirmationNeeded, PlanRefused, SyncOptions, sync
 from syncd.engine.plan import CollectionPlan
 from syncd.engine.prebackup import backups_dir
 from syncd.engine.progress import Reporter
-from syncd.engine.run import SyncResult
+from syncd.engine.write import SyncResult
 from syncd.errors import Refused, SyncdError
 from syncd.lease import LeaseBusy
 from syncd.metrics import DOC_OPS, Result
@@ -44,6 +44,7 @@ class Outcome:
     backups: tuple[int, int, float | None] | None = None  # kept, bytes, newest (unix time)
     presync: tuple[str, Result] | None = None  # a flow's backup before writing: endpoint, result
     abandoned: bool = False  # stopped by a shutdown (counted as a failure)
+    modes: dict[str, int] = field(default_factory=dict)  # how changes were found -> collections
 
 
 class StopCheck:
@@ -166,7 +167,7 @@ def _sync_outcome(result: SyncResult, seconds: float) -> Outcome:
         fields["backup"] = result.backup
     if result.hook_messages:
         fields["hooks"] = len(result.hook_messages)
-    return Outcome("success", "", seconds, fields=fields, docs=docs)
+    return Outcome("success", "", seconds, fields=fields, docs=docs, modes=result.modes())
 
 
 def run_backup(config: Config, schedule: Schedule, check: StopCheck) -> Outcome:

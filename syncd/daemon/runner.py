@@ -125,6 +125,7 @@ class JobRunner:
                     outcome.seconds,
                     docs,  # type: ignore[arg-type]  # ops come from SyncResult.documents()
                     drift,
+                    modes=outcome.modes,
                 )
                 if outcome.presync is not None:
                     self._record_backup(*outcome.presync, outcome)

@@ -9,7 +9,7 @@ import sqlite3
 
 from syncd.config.model import Config
 from syncd.daemon.jobs import backup_inventory
-from syncd.engine.memory import memory_path
+from syncd.engine.memory import SyncMemory, memory_path
 from syncd.metrics import SyncdMetrics
 
 log = logging.getLogger("syncd.daemon")
@@ -31,18 +31,11 @@ def restore_metrics(config: Config, metrics: SyncdMetrics) -> None:
 
 def last_successes(config: Config) -> dict[str, float]:
     """Per flow, the unix time its last successful run finished (from the sync memory)."""
-    path = memory_path(config.state_dir)
-    if not path.exists():
+    if not memory_path(config.state_dir).exists():
         return {}
     try:
-        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)
-        try:
-            rows = conn.execute(
-                "SELECT flow, MAX(finished) FROM runs WHERE result = 'success' GROUP BY flow"
-            ).fetchall()
-        finally:
-            conn.close()
+        with SyncMemory.of(config.state_dir, readonly=True) as memory:
+            return memory.last_success_by_flow()
     except sqlite3.Error as exc:
         log.warning("last sync times not restored: %s", exc)
         return {}
-    return {str(flow): float(finished) for flow, finished in rows}

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from bson.raw_bson import RawBSONDocument
@@ -81,35 +79,22 @@ def finish_collection(db: Database[Any], plan: CollectionPlan) -> None:
         )
 
 
-def apply_deletes(
-    coll: Collection[Any], diff: sqlite3.Connection, progress: Progress | None = None
-) -> int:
+def apply_deletes(coll: Collection[Any], rids: Iterable[bytes]) -> int:
     deleted = 0
     ids: list[Any] = []
-    for (rid,) in diff.execute("SELECT rid FROM diff WHERE action = 'apply' AND op = 'delete'"):
+    for rid in rids:
         ids.append(id_value(rid))
         if len(ids) >= BATCH_DOCS:
             deleted += _delete(coll, ids)
             ids = []
-            if progress:
-                progress(deleted)
-    deleted += _delete(coll, ids)
-    return deleted
+    return deleted + _delete(coll, ids)
 
 
-def remove_retyped(coll: Collection[Any], diff: sqlite3.Connection) -> int:
+def remove_retyped(coll: Collection[Any], rids: Iterable[bytes]) -> int:
     """Delete the documents whose `_id` is stored with another numeric type than on the
     source (NumberLong(7) for 7): MongoDB treats them as one `_id`, so a replace cannot
     change the type; the replace then re-inserts them with the source's `_id`."""
-    ids = [
-        id_value(trid)
-        for (trid,) in diff.execute(
-            "SELECT trid FROM diff WHERE action = 'apply' AND op = 'replace' AND trid != rid"
-        )
-    ]
-    for start in range(0, len(ids), BATCH_DOCS):
-        _delete(coll, ids[start : start + BATCH_DOCS])
-    return len(ids)
+    return apply_deletes(coll, rids)
 
 
 def _delete(coll: Collection[Any], ids: list[Any]) -> int:
@@ -124,18 +109,16 @@ def _delete(coll: Collection[Any], ids: list[Any]) -> int:
 
 def apply_writes(
     coll: Collection[Any],
-    diff: sqlite3.Connection,
-    spool: Path,
+    writes: Iterable[tuple[str, bytes, bytes]],
     progress: Progress | None = None,
 ) -> Applied:
-    """Replaces then inserts, read from the source spool in file order."""
+    """Replaces then inserts: (op, rid, raw document) as the scratch lists them."""
     applied = Applied()
     deferred: list[WriteOp] = []
-    with spool.open("rb") as spool_file:
-        for ops in _batches(_write_ops(diff, spool_file)):
-            deferred += _bulk(coll, ops, applied)
-            if progress:
-                progress(applied.inserted + applied.replaced)
+    for ops in _batches(_write_ops(writes)):
+        deferred += _bulk(coll, ops, applied)
+        if progress:
+            progress(applied.inserted + applied.replaced)
     _retry_deferred(coll, deferred, applied)
     return applied
 
@@ -155,18 +138,13 @@ def apply_inserts(
     return applied
 
 
-def _write_ops(diff: sqlite3.Connection, spool_file: Any) -> Iterator[tuple[WriteOp, int]]:
-    rows = diff.execute(
-        "SELECT op, rid, off, len FROM diff WHERE action = 'apply' AND op != 'delete' "
-        "ORDER BY op DESC, off"
-    )
-    for op, rid, offset, length in rows:
-        spool_file.seek(offset)
-        document = RawBSONDocument(spool_file.read(length))
+def _write_ops(writes: Iterable[tuple[str, bytes, bytes]]) -> Iterator[tuple[WriteOp, int]]:
+    for op, rid, raw in writes:
+        document = RawBSONDocument(raw)
         if op == "insert":
-            yield InsertOne(document), length
+            yield InsertOne(document), len(raw)
         else:
-            yield ReplaceOne({"_id": id_value(rid)}, document, upsert=True), length
+            yield ReplaceOne({"_id": id_value(rid)}, document, upsert=True), len(raw)
 
 
 def _batches(ops: Iterator[tuple[WriteOp, int]]) -> Iterator[list[WriteOp]]:

@@ -1,4 +1,11 @@
-"""Run a configured flow: the policy decisions around the plan/apply machinery."""
+"""A sync of a configured flow, top to bottom, in one place:
+
+open both endpoints → refuse the same database → take the target's lease → select the
+collections → plan (find the changes, classify) → refuse, or ask → back up → record
+intents → write → verify → remember → record the run → hooks.
+
+`--dry-run` and `status` stop after the plan and write nothing anywhere.
+"""
 
 from __future__ import annotations
 
@@ -14,20 +21,21 @@ from pathlib import Path
 
 from syncd.config.model import Config, DriftPolicy, Flow
 from syncd.endpoints import Connected, opened, refuse_same_database
-from syncd.engine.memory import connect, memory_path
-from syncd.engine.plan import Plan
+from syncd.engine.changes import Sides
+from syncd.engine.memory import Pair, SyncMemory
+from syncd.engine.plan import Plan, plan_collections
 from syncd.engine.progress import Reporter, Silent
-from syncd.engine.run import (
-    SyncResult,
-    Workspace,
-    apply_plan,
-    plan_collections,
-    record_results,
-    remember_unchanged,
-    scan_first_copies,
-    with_gridfs_partners,
-)
+from syncd.engine.scratch import Workspace
 from syncd.engine.source import MongoSource
+from syncd.engine.write import (
+    CollectionResult,
+    SyncResult,
+    record_intents,
+    remember_plan,
+    verify_plan,
+    with_gridfs_partners,
+    write_plan,
+)
 from syncd.errors import Refused, SyncdError, UsageError
 from syncd.lease import target_lease
 
@@ -57,6 +65,7 @@ class SyncOptions:
     confirm: Confirm | None = None
     wait: bool = True
     job: str = "manual"
+    full: bool = False  # read both sides whole instead of following change streams
     reporter: Reporter = field(default_factory=Silent)
 
 
@@ -66,6 +75,129 @@ def get_flow(config: Config, name: str) -> Flow:
     except KeyError:
         known = ", ".join(sorted(config.flows))
         raise UsageError(f"unknown flow '{name}' (flows: {known})") from None
+
+
+def sync_flow(config: Config, flow_name: str, options: SyncOptions) -> SyncResult:
+    flow = get_flow(config, flow_name)
+    source_ep, target_ep = config.endpoints[flow.source], config.endpoints[flow.target]
+    with opened(source_ep, target_ep) as (source, target):
+        refuse_same_database(source, target)
+        if options.dry_run:
+            return _plan_only(config, flow, source, target, options)
+        with target_lease(config.state_dir, flow.target, job=options.job, wait=options.wait):
+            return _sync(config, flow, source, target, options)
+
+
+def _plan_only(
+    config: Config, flow: Flow, source: Connected, target: Connected, options: SyncOptions
+) -> SyncResult:
+    """Writes nothing anywhere: scratch files in the system temp dir, memory only read."""
+    workspace = Workspace(Path(tempfile.gettempdir()))
+    try:
+        with SyncMemory.of(config.state_dir, readonly=True) as memory:
+            sides = _sides(source, target, memory)
+            return SyncResult(_plan(config, flow, sides, options, workspace))
+    finally:
+        workspace.close()
+
+
+def _sync(
+    config: Config, flow: Flow, source: Connected, target: Connected, options: SyncOptions
+) -> SyncResult:
+    started = time.monotonic()
+    workspace = Workspace(config.state_dir / "tmp", reap=True)
+    try:
+        with SyncMemory.of(config.state_dir) as memory:
+            sides = _sides(source, target, memory)
+            with _space_checked(config, flow):
+                plan = _plan(
+                    config,
+                    flow,
+                    sides,
+                    options,
+                    workspace,
+                    spool_target=config.backups.before_sync == "full",
+                )
+            if plan.refusals:
+                _record(memory, plan, [], "refused")
+                raise PlanRefused("; ".join(plan.refusals), plan)
+            result = SyncResult(plan)
+            if not plan.writes and not flow.after:
+                remember_plan(plan, sides)
+                _record(memory, plan, [], "success")
+                result.seconds = time.monotonic() - started
+                return result
+            _check_hooks(config, flow)
+            _check_protected(config, flow, plan, options)
+            if config.backups.before_sync == "changes" and plan.destructive:
+                _plan_first_copies_fully(plan, sides, options)
+            result.backup = _backup_before(config, plan, target)
+            try:
+                record_intents(plan, sides)
+                result.collections = write_plan(plan, sides, options.reporter)
+                verify_plan(plan, sides, result.collections, started)
+                remember_plan(plan, sides)
+            except Exception:
+                _record(memory, plan, [], "failure")
+                raise
+            finally:
+                options.reporter.clear()
+            result.applied = True
+            _record(memory, plan, result.collections, "success")
+            result.hook_messages = _run_hooks(config, flow, target, plan)
+            result.seconds = time.monotonic() - started
+            return result
+    finally:
+        workspace.close()
+
+
+def _sides(source: Connected, target: Connected, memory: SyncMemory) -> Sides:
+    """The run's two sides, built once; the pair is bound to the two databases."""
+    identities = {c.name: "/".join((*c.hosts, c.database)) for c in (source, target)}
+    pair = Pair.of(source.name, target.name, identities)
+    if (message := memory.bind(pair)) is not None:
+        log.warning(message, extra={"pair": pair.names})
+    return Sides(
+        MongoSource(source.db, source.label),
+        MongoSource(target.db, target.label),
+        source.name,
+        target.name,
+        pair,
+        memory,
+    )
+
+
+def _plan(
+    config: Config,
+    flow: Flow,
+    sides: Sides,
+    options: SyncOptions,
+    workspace: Workspace,
+    *,
+    spool_target: bool = False,
+) -> Plan:
+    assert isinstance(sides.source, MongoSource)  # noqa: S101 - a flow reads an endpoint
+    available = set(sides.source.list_collections()) | set(sides.target.list_collections())
+    names = skip_unsyncable(
+        select_collections(config, flow, options.collections, available),
+        sides.source,
+        sides.target,
+        requested=options.collections,
+    )
+
+    def drift_for(name: str) -> DriftPolicy:
+        return options.drift or config.drift_for(name)
+
+    return plan_collections(
+        sides,
+        names,
+        flow=flow.name,
+        drift_for=drift_for,
+        workspace=workspace,
+        reporter=options.reporter,
+        full=options.full,
+        spool_target=spool_target,
+    )
 
 
 def select_collections(
@@ -106,126 +238,44 @@ def skip_unsyncable(
     return [name for name in names if name not in reasons]
 
 
-def sync_flow(config: Config, flow_name: str, options: SyncOptions) -> SyncResult:
-    flow = get_flow(config, flow_name)
-    source_ep, target_ep = config.endpoints[flow.source], config.endpoints[flow.target]
-    with opened(source_ep, target_ep) as (source, target):
-        refuse_same_database(source, target)
-        if options.dry_run:
-            return _plan_only(config, flow, source, target, options)
-        with target_lease(config.state_dir, flow.target, job=options.job, wait=options.wait):
-            return _sync(config, flow, source, target, options)
+def _plan_first_copies_fully(plan: Plan, sides: Sides, options: SyncOptions) -> None:
+    """A `changes` backup must list the ids a first copy inserts before it writes them:
+    plan those collections by a full read instead."""
+    from syncd.engine.changes import FullRead
+    from syncd.engine.plan import classify_plan
+
+    for c in plan.collections:
+        if c.first_copy and c.scratch is not None:
+            c.first_copy = False
+            FullRead(c.reason).fill(c.scratch, sides, options.reporter.counter(c.name, "read"))
+            classify_plan(c, sides)
 
 
-def make_plan(
-    config: Config,
-    flow: Flow,
-    source: Connected,
-    target: Connected,
-    options: SyncOptions,
-    workspace: Workspace,
-    memory: Path,
-    *,
-    spool_target: bool = False,
-) -> Plan:
-    source_db = MongoSource(source.db, source.label)
-    target_db = MongoSource(target.db, target.label)
-    available = set(source_db.list_collections()) | set(target_db.list_collections())
-    names = skip_unsyncable(
-        select_collections(config, flow, options.collections, available),
-        source_db,
-        target_db,
-        requested=options.collections,
-    )
-    connect(memory).close()
-
-    def drift_for(name: str) -> DriftPolicy:
-        return options.drift or config.drift_for(name)
-
-    return plan_collections(
-        source_db,
-        target_db,
-        names,
-        flow=flow.name,
-        source_name=source.name,
-        target_name=target.name,
-        drift_for=drift_for,
-        memory=memory,
-        workspace=workspace,
-        reporter=options.reporter,
-        spool_target=spool_target,
-    )
-
-
-def _plan_only(
-    config: Config, flow: Flow, source: Connected, target: Connected, options: SyncOptions
-) -> SyncResult:
-    """Writes nothing anywhere: scratch files in the system temp dir, memory only read."""
-    workspace = Workspace(Path(tempfile.gettempdir()))
-    memory = memory_path(config.state_dir)
-    if not memory.exists():
-        memory = workspace.path / "memory.sqlite"
-    try:
-        plan = make_plan(config, flow, source, target, options, workspace, memory)
-    finally:
-        workspace.close()
-    return SyncResult(plan)
-
-
-def _sync(
-    config: Config, flow: Flow, source: Connected, target: Connected, options: SyncOptions
-) -> SyncResult:
-    started = time.monotonic()
-    workspace = Workspace(config.state_dir / "tmp", reap=True)
-    try:
-        with _space_checked(config, flow):
-            plan = make_plan(
-                config,
-                flow,
-                source,
-                target,
-                options,
-                workspace,
-                memory_path(config.state_dir),
-                spool_target=config.backups.before_sync == "full",
-            )
-        refusals = plan.refusals
-        if refusals:
-            record_results(config, plan, [], "refused")
-            raise PlanRefused("; ".join(refusals), plan)
-        result = SyncResult(plan)
-        if not plan.writes and not flow.after:
-            remember_unchanged(plan, memory_path(config.state_dir))
-            record_results(config, plan, [], "success")
-            result.seconds = time.monotonic() - started
-            return result
-        _check_hooks(config, flow)
-        _check_protected(config, flow, plan, options)
-        source_db = MongoSource(source.db, source.label)
-        target_db = MongoSource(target.db, target.label)
-        if config.backups.before_sync == "changes" and plan.destructive:
-            scan_first_copies(plan, source_db, target_db, memory_path(config.state_dir))
-        result.backup = _backup_before(config, plan, target)
-        try:
-            result.collections = apply_plan(
-                plan,
-                source_db,
-                target_db,
-                memory=memory_path(config.state_dir),
-                reporter=options.reporter,
-            )
-        except Exception:
-            record_results(config, plan, [], "failure")
-            raise
-        finally:
-            options.reporter.clear()
-        result.applied = True
-        record_results(config, plan, result.collections, "success")
-        result.hook_messages = _run_hooks(config, flow, target)
-        result.seconds = time.monotonic() - started
-        return result
-    finally:
-        workspace.close()
+def _record(
+    memory: SyncMemory, plan: Plan, results: Sequence[CollectionResult], result: str
+) -> None:
+    by_name = {r.name: r for r in results}
+    assert plan.pair is not None  # noqa: S101
+    for c in plan.collections:
+        r = by_name.get(c.name)
+        memory.record_run(
+            plan.pair,
+            c.name,
+            flow=plan.flow,
+            source=plan.source,
+            target=plan.target,
+            result=result,
+            verified=bool(r and r.verified),
+            counts={
+                "inserted": r.inserted if r else 0,
+                "updated": r.replaced if r else 0,
+                "deleted": r.deleted if r else 0,
+                "kept": c.kept,
+                "drift": c.drifted,
+                "mode": c.mode,
+                "full_read_reason": c.reason,
+            },
+        )
 
 
 def _check_protected(config: Config, flow: Flow, plan: Plan, options: SyncOptions) -> None:
@@ -280,9 +330,10 @@ def _check_hooks(config: Config, flow: Flow) -> None:
         check_hooks(config, flow)
 
 
-def _run_hooks(config: Config, flow: Flow, target: Connected) -> list[str]:
+def _run_hooks(config: Config, flow: Flow, target: Connected, plan: Plan) -> list[str]:
     if not flow.after:
         return []
     from syncd.hooks import run_hooks
 
-    return run_hooks(config, flow, target)
+    assert plan.pair is not None  # noqa: S101
+    return run_hooks(config, flow, target, plan.pair)

@@ -1,15 +1,23 @@
 """Sync memory: what each side of an endpoint pair held after the last successful sync.
 
-One SQLite file in the state directory. Per pair of endpoints (one memory for both
-directions), per collection, per document: a digest for each side. Rows live on disk, so
-memory use does not grow with collection size. Also the run history `status` shows.
+One SQLite file in the state directory, owned by `SyncMemory`: no other module names its
+tables. Per pair of databases (one memory for both directions), per collection, per
+document: a digest for each side; per side and collection, the change-stream resume point
+and the collection's uuid; the run history `status` shows. Rows live on disk, so memory use
+does not grow with collection size.
+
+A pair belongs to the two databases its endpoints point at (`Pair.identity`): pointed at
+another database, an endpoint starts a new pair, as on a first sync.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
+import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,34 +38,61 @@ CREATE TABLE IF NOT EXISTS pending (
     digest BLOB NOT NULL,
     PRIMARY KEY (pair, coll, side, idkey, digest)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS points (
+    pair TEXT NOT NULL, coll TEXT NOT NULL, side TEXT NOT NULL, token BLOB, uuid BLOB,
+    PRIMARY KEY (pair, coll, side)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pairs (
+    pair TEXT PRIMARY KEY, names TEXT NOT NULL, identity TEXT NOT NULL, first_seen REAL NOT NULL
+);
 """
 # `pending`: digests a sync was about to write to one side (x'' = about to delete), kept
 # until that collection's next successful sync. A run cut short leaves the target holding
 # some of them; they are syncd's own writes, not drift, even after the source moved on.
+# A `pending` row with digest KEPT marks a document a merge kept: its target holds an edit
+# the memory does not record, so it is read on every sync until it travels.
+# `points`: per side, where that side's change stream was read up to (a resume token) and
+# the uuid the collection had; both advance only with a successful sync of the collection.
+
+
+KEPT = b"kept"  # never a digest (those are 16 bytes)
 
 
 @dataclass(frozen=True)
 class Pair:
-    """An unordered pair of endpoints; `a` sorts first. Columns a/b hold each side's digest."""
+    """An unordered pair of endpoints; `a` sorts first. Columns a/b hold each side's digest.
+
+    `identity` names the two databases (hosts and database of each side); the memory of
+    a pair is kept under names and identity, so a repointed endpoint starts afresh."""
 
     a: str
     b: str
+    identity: str = ""
 
     @classmethod
-    def of(cls, first: str, second: str) -> Pair:
+    def of(cls, first: str, second: str, identities: dict[str, str] | None = None) -> Pair:
         low, high = sorted((first, second))
-        return cls(low, high)
+        if not identities:
+            return cls(low, high)
+        return cls(low, high, f"{identities.get(low, '')}\n{identities.get(high, '')}")
+
+    @property
+    def names(self) -> str:
+        return f"{self.a}|{self.b}"
 
     @property
     def key(self) -> str:
-        return f"{self.a}|{self.b}"
+        if not self.identity:
+            return self.names
+        tag = hashlib.blake2b(self.identity.encode(), digest_size=6).hexdigest()
+        return f"{self.names}|{tag}"
 
     def column(self, endpoint: str) -> str:
         if endpoint == self.a:
             return "a"
         if endpoint == self.b:
             return "b"
-        raise ValueError(f"{endpoint} is not part of pair {self.key}")
+        raise ValueError(f"{endpoint} is not part of pair {self.names}")
 
 
 @dataclass(frozen=True)
@@ -71,106 +106,269 @@ class LastRun:
     counts: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Point:
+    """Where one side of a collection was read up to, and what the collection was."""
+
+    token: bytes | None
+    uuid: bytes | None
+
+
 def memory_path(state_dir: Path) -> Path:
     return state_dir / "memory.sqlite"
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    conn = sqlite3.connect(path, timeout=60, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")  # the memory must not be older than the target
-    conn.executescript(SCHEMA)
-    return conn
+class SyncMemory:
+    """The one owner of memory.sqlite.
 
+    `readonly` opens an existing file without creating or changing anything (dry runs,
+    `status`); with no file yet, a read-only memory is empty."""
 
-def has_memory(conn: sqlite3.Connection, pair: Pair, coll: str, *, schema: str = "main") -> bool:
-    row = conn.execute(
-        f"SELECT 1 FROM {schema}.docs WHERE pair = ? AND coll = ? LIMIT 1",  # noqa: S608
-        (pair.key, coll),
-    ).fetchone()
-    return row is not None
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = path
+        self.readonly = readonly
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
+        if readonly and path.exists():
+            self.conn = sqlite3.connect(self._read_uri, uri=True, timeout=60, isolation_level=None)
+            return
+        if readonly:  # nothing remembered yet: an empty memory that vanishes on close
+            self._scratch = tempfile.TemporaryDirectory(prefix="syncd-memory-")
+            self.path = path = Path(self._scratch.name) / "memory.sqlite"
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.conn = sqlite3.connect(path, timeout=60, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")  # must not be older than the target
+        self.conn.executescript(SCHEMA)
 
+    @property
+    def _read_uri(self) -> str:
+        """Read-only; for a read-only memory also `immutable`, which leaves no -wal/-shm
+        files behind (a dry run changes nothing in the state directory)."""
+        extra = "&immutable=1" if self.readonly and self._scratch is None else ""
+        return f"{self.path.as_uri()}?mode=ro{extra}"
 
-def record_run(
-    conn: sqlite3.Connection,
-    pair: Pair,
-    coll: str,
-    *,
-    flow: str,
-    source: str,
-    target: str,
-    result: str,
-    verified: bool,
-    counts: dict[str, Any],
-) -> None:
-    conn.execute(
-        "INSERT INTO runs (pair, coll, flow, source, target, finished, result, verified, counts)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            pair.key,
-            coll,
-            flow,
-            source,
-            target,
-            time.time(),
-            result,
-            int(verified),
-            json.dumps(counts),
-        ),
-    )
-    conn.execute(
-        "DELETE FROM runs WHERE pair = ? AND coll = ? AND id NOT IN "
-        "(SELECT id FROM runs WHERE pair = ? AND coll = ? ORDER BY finished DESC LIMIT 50)",
-        (pair.key, coll, pair.key, coll),
-    )
+    @classmethod
+    def of(cls, state_dir: Path, *, readonly: bool = False) -> SyncMemory:
+        return cls(memory_path(state_dir), readonly=readonly)
 
+    def close(self) -> None:
+        self.conn.close()
+        if self._scratch is not None:
+            self._scratch.cleanup()
 
-def last_run(conn: sqlite3.Connection, pair: Pair, coll: str) -> LastRun | None:
-    row = conn.execute(
-        "SELECT flow, source, target, finished, result, verified, counts FROM runs "
-        "WHERE pair = ? AND coll = ? ORDER BY finished DESC LIMIT 1",
-        (pair.key, coll),
-    ).fetchone()
-    if row is None:
-        return None
-    return LastRun(row[0], row[1], row[2], row[3], row[4], bool(row[5]), json.loads(row[6]))
+    def __enter__(self) -> SyncMemory:
+        return self
 
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
-def update_side(
-    conn: sqlite3.Connection,
-    pair: Pair,
-    coll: str,
-    endpoint: str,
-    idkey: bytes,
-    digest: bytes | None,
-) -> None:
-    """Record that `endpoint` now holds `digest` for one document (used after hooks write)."""
-    column = pair.column(endpoint)
-    conn.execute(
-        f"INSERT INTO docs (pair, coll, idkey, {column}) VALUES (?, ?, ?, ?) "  # noqa: S608
-        f"ON CONFLICT (pair, coll, idkey) DO UPDATE SET {column} = excluded.{column}",
-        (pair.key, coll, idkey, digest),
-    )
+    # -- pairs ---------------------------------------------------------------------------
 
+    def bind(self, pair: Pair) -> str | None:
+        """Register `pair`; say so when its endpoints knew other databases before.
 
-class Intents:
-    """Records, batch by batch and before each write, what a first copy leaves on a side."""
-
-    def __init__(self, memory: Path, pair: Pair, coll: str, side_endpoint: str) -> None:
-        self.memory, self.pair, self.coll = memory, pair, coll
-        self.side = pair.column(side_endpoint)
-
-    def record(self, rows: list[tuple[bytes, bytes]]) -> None:
-        """`rows` are (idkey, digest) of documents about to be written."""
-        conn = connect(self.memory)
-        try:
-            conn.execute("BEGIN")  # one commit per batch, not one per row
-            conn.executemany(
-                "INSERT OR IGNORE INTO pending (pair, coll, side, idkey, digest) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [(self.pair.key, self.coll, self.side, key, dig) for key, dig in rows],
+        Memory of the same two endpoint names from before pairs were bound to databases
+        (no identity) is adopted once: it was made against these databases."""
+        if not pair.identity or self._known_pair(pair.key):
+            return None
+        legacy = self.conn.execute(
+            "SELECT 1 FROM docs WHERE pair = ? LIMIT 1", (pair.names,)
+        ).fetchone()
+        if self.readonly:
+            return None if legacy else self._afresh_message(pair)
+        message = None if legacy else self._afresh_message(pair)
+        self.conn.execute("BEGIN")
+        for table in ("docs", "runs", "pending", "points"):
+            self.conn.execute(
+                f"UPDATE {table} SET pair = ? WHERE pair = ?",  # noqa: S608 - fixed names
+                (pair.key, pair.names),
             )
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
+        self.conn.execute(
+            "INSERT OR IGNORE INTO pairs VALUES (?, ?, ?, ?)",
+            (pair.key, pair.names, pair.identity, time.time()),
+        )
+        self.conn.execute("COMMIT")
+        return message
+
+    def _known_pair(self, key: str) -> bool:
+        return (
+            self.conn.execute("SELECT 1 FROM pairs WHERE pair = ?", (key,)).fetchone() is not None
+        )
+
+    def _afresh_message(self, pair: Pair) -> str | None:
+        row = self.conn.execute(
+            "SELECT 1 FROM pairs WHERE names = ? AND pair != ? LIMIT 1", (pair.names, pair.key)
+        ).fetchone()
+        if row is None:
+            return None
+        return (
+            f"endpoints {pair.a} and {pair.b} now point at other databases than at their last "
+            "sync: this pair starts afresh, as on a first sync (nothing of the old databases "
+            "is taken for drift)"
+        )
+
+    # -- documents -----------------------------------------------------------------------
+
+    def knows(self, pair: Pair, coll: str) -> bool:
+        row = self.conn.execute(
+            "SELECT 1 FROM docs WHERE pair = ? AND coll = ? LIMIT 1", (pair.key, coll)
+        ).fetchone()
+        return row is not None
+
+    def attach_views(
+        self, conn: sqlite3.Connection, pair: Pair, coll: str, *, source: str, target: str
+    ) -> None:
+        """Give a scratch connection read views of one collection's memory:
+        `memo(idkey, bs, bt)` (each side's digest) and `ours(idkey, digest)` (what a sync
+        was about to write to the target). The tables' layout stays private here."""
+        conn.execute("ATTACH DATABASE ? AS mem", (self._read_uri,))
+        sside, tside = pair.column(source), pair.column(target)
+        key, name = _quote(pair.key), _quote(coll)
+        conn.execute(
+            f"CREATE TEMP VIEW memo AS SELECT idkey, {sside} AS bs, {tside} AS bt "  # noqa: S608
+            f"FROM mem.docs WHERE pair = {key} AND coll = {name}"
+        )
+        conn.execute(
+            "CREATE TEMP VIEW ours AS SELECT idkey, digest FROM mem.pending "  # noqa: S608
+            f"WHERE pair = {key} AND coll = {name} AND side = '{tside}'"
+        )
+        conn.execute(
+            "CREATE TEMP VIEW unsettled AS SELECT idkey FROM memo WHERE bs IS NOT bt "  # noqa: S608
+            f"UNION SELECT idkey FROM mem.pending WHERE pair = {key} AND coll = {name}"
+        )
+
+    def record_intents(
+        self, pair: Pair, coll: str, side: str, rows: Iterable[tuple[bytes, bytes]]
+    ) -> None:
+        """Before writing: (idkey, digest) of what a run will leave on `side`, x'' for a
+        delete, so that a run cut short is not taken for someone else's edits."""
+        column = pair.column(side)
+        self.conn.execute("BEGIN")  # one commit per batch, not one per row
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO pending (pair, coll, side, idkey, digest) VALUES (?,?,?,?,?)",
+            ((pair.key, coll, column, key, dig) for key, dig in rows),
+        )
+        self.conn.execute("COMMIT")
+
+    def remember(
+        self,
+        pair: Pair,
+        coll: str,
+        *,
+        source: str,
+        target: str,
+        rows: Iterable[tuple[bytes, bytes | None, bytes | None]],
+        whole: bool,
+        kept: Iterable[bytes] = (),
+        points: dict[str, Point] | None = None,
+    ) -> None:
+        """Both sides' digests after a sync: (idkey, source digest, target digest) for the
+        documents the sync looked at. `whole`: they are all of the collection (a full read);
+        else only they change. `kept`: keys of documents kept under merge, whose target
+        holds what the memory does not say. The target's pending intents are done with, and
+        the resume points (per side) advance, in the same transaction."""
+        sside, tside = pair.column(source), pair.column(target)
+        conn = self.conn
+        conn.execute("BEGIN")
+        if whole:
+            conn.execute("DELETE FROM docs WHERE pair = ? AND coll = ?", (pair.key, coll))
+        conn.executemany(
+            f"INSERT INTO docs (pair, coll, idkey, {sside}, {tside}) VALUES (?, ?, ?, ?, ?) "  # noqa: S608
+            f"ON CONFLICT (pair, coll, idkey) DO UPDATE SET {sside} = excluded.{sside}, "
+            f"{tside} = excluded.{tside}",
+            ((pair.key, coll, key, s, t) for key, s, t in rows),
+        )
+        conn.execute(
+            "DELETE FROM docs WHERE pair = ? AND coll = ? AND a IS NULL AND b IS NULL",
+            (pair.key, coll),
+        )
+        conn.execute(
+            "DELETE FROM pending WHERE pair = ? AND coll = ? AND (side = ? OR digest = ?)",
+            (pair.key, coll, tside, KEPT),
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO pending VALUES (?, ?, ?, ?, ?)",
+            ((pair.key, coll, tside, key, KEPT) for key in kept),
+        )
+        for endpoint, point in (points or {}).items():
+            conn.execute(
+                "INSERT OR REPLACE INTO points VALUES (?, ?, ?, ?, ?)",
+                (pair.key, coll, pair.column(endpoint), point.token, point.uuid),
+            )
+        conn.execute("COMMIT")
+
+    def update_side(
+        self, pair: Pair, coll: str, endpoint: str, idkey: bytes, digest: bytes | None
+    ) -> None:
+        """Record that `endpoint` now holds `digest` for one document (after hooks write)."""
+        column = pair.column(endpoint)
+        self.conn.execute(
+            f"INSERT INTO docs (pair, coll, idkey, {column}) VALUES (?, ?, ?, ?) "  # noqa: S608
+            f"ON CONFLICT (pair, coll, idkey) DO UPDATE SET {column} = excluded.{column}",
+            (pair.key, coll, idkey, digest),
+        )
+
+    # -- resume points -------------------------------------------------------------------
+
+    def point(self, pair: Pair, coll: str, endpoint: str) -> Point | None:
+        row = self.conn.execute(
+            "SELECT token, uuid FROM points WHERE pair = ? AND coll = ? AND side = ?",
+            (pair.key, coll, pair.column(endpoint)),
+        ).fetchone()
+        return None if row is None else Point(row[0], row[1])
+
+    # -- run history ---------------------------------------------------------------------
+
+    def record_run(
+        self,
+        pair: Pair,
+        coll: str,
+        *,
+        flow: str,
+        source: str,
+        target: str,
+        result: str,
+        verified: bool,
+        counts: dict[str, Any],
+    ) -> None:
+        self.conn.execute(
+            "INSERT INTO runs (pair, coll, flow, source, target, finished, result, verified,"
+            " counts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                pair.key,
+                coll,
+                flow,
+                source,
+                target,
+                time.time(),
+                result,
+                int(verified),
+                json.dumps(counts),
+            ),
+        )
+        self.conn.execute(
+            "DELETE FROM runs WHERE pair = ? AND coll = ? AND id NOT IN "
+            "(SELECT id FROM runs WHERE pair = ? AND coll = ? ORDER BY finished DESC LIMIT 50)",
+            (pair.key, coll, pair.key, coll),
+        )
+
+    def last_run(self, pair: Pair, coll: str) -> LastRun | None:
+        row = self.conn.execute(
+            "SELECT flow, source, target, finished, result, verified, counts FROM runs "
+            "WHERE pair = ? AND coll = ? ORDER BY finished DESC LIMIT 1",
+            (pair.key, coll),
+        ).fetchone()
+        if row is None:
+            return None
+        return LastRun(row[0], row[1], row[2], row[3], row[4], bool(row[5]), json.loads(row[6]))
+
+    def last_success_by_flow(self) -> dict[str, float]:
+        """Per flow, the unix time its last successful run finished."""
+        rows = self.conn.execute(
+            "SELECT flow, MAX(finished) FROM runs WHERE result = 'success' GROUP BY flow"
+        ).fetchall()
+        return {str(flow): float(when) for flow, when in rows}
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

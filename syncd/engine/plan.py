@@ -1,21 +1,31 @@
-"""The plan: per collection, what a sync will insert, replace, delete and change, and the drift.
+"""The plan: per collection, what a sync will insert, replace, delete and change, the drift,
+and how the changes were found.
 
-Built from two scans and the sync memory, inside SQLite, so it is bounded in memory.
-A plan is a plain value: `--dry-run` prints it, tests inspect it.
+Made from what a `ChangeFinder` put in the collection's scratch and the sync memory, inside
+SQLite, so it is bounded in memory. A plan is a plain value: `--dry-run` prints it, tests
+inspect it.
 """
 
 from __future__ import annotations
 
-import sqlite3
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 from syncd.config.model import DriftPolicy
-from syncd.engine.memory import Pair
+from syncd.engine import changes
+from syncd.engine.changes import ChangeFinder, FirstCopy, FullRead, Sides
+from syncd.engine.memory import Pair, Point
+from syncd.engine.progress import Reporter
 from syncd.engine.rawbson import id_value
-from syncd.engine.specs import SpecChanges
+from syncd.engine.retry import failing_clearly, with_retries
+from syncd.engine.scratch import SRC, TGT, CollectionScratch, Workspace
+from syncd.engine.source import CollectionSpec, DocumentSource, MongoSource
+from syncd.engine.specs import SpecChanges, compare_specs
 
+log = logging.getLogger("syncd.engine")
 SAMPLE_IDS = 10
 
 
@@ -35,8 +45,11 @@ class CollectionPlan:
     conflict_ids: list[str] = field(default_factory=list)
     specs: SpecChanges = field(default_factory=SpecChanges)
     source_exists: bool = True
-    work_dir: Path | None = None
+    scratch: CollectionScratch | None = None
     first_copy: bool = False  # into an empty target: streamed, not scanned (stream.py)
+    mode: str = changes.FULL  # how the changes were found: "full" or "changes"
+    reason: str = ""  # why both sides were read whole
+    points: dict[str, Point] = field(default_factory=dict)  # endpoint -> where read up to
 
     @property
     def changes(self) -> int:
@@ -49,6 +62,10 @@ class CollectionPlan:
     @property
     def writes(self) -> bool:
         return self.changes > 0 or not self.specs.empty
+
+    @property
+    def found_by(self) -> str:
+        return self.mode if self.mode == changes.CHANGES else f"full ({self.reason})"
 
     @property
     def refusal(self) -> str | None:
@@ -81,6 +98,8 @@ class CollectionPlan:
             "drift_ids": self.drift_ids,
             "conflict_ids": self.conflict_ids,
             "index_changes": self.specs.describe(),
+            "mode": self.mode,
+            "full_read_reason": self.reason or None,
         }
 
 
@@ -90,6 +109,8 @@ class Plan:
     source: str
     target: str
     collections: list[CollectionPlan]
+    pair: Pair | None = None
+    notes: list[str] = field(default_factory=list)  # said once per run (e.g. a pair afresh)
 
     @property
     def writes(self) -> bool:
@@ -112,64 +133,113 @@ class Plan:
         }
 
 
-DIFF_SQL = """
-CREATE TABLE diff AS
-SELECT u.idkey AS idkey, u.rid AS rid, u.trid AS trid, u.s AS s, u.t AS t, u.off AS off,
-       u.len AS len, m.{sside} AS bs, m.{tside} AS bt,
-       EXISTS (SELECT 1 FROM mem.pending p WHERE p.pair = :pair AND p.coll = :coll
-               AND p.side = '{tside}' AND p.idkey = u.idkey
-               AND p.digest = COALESCE(u.t, x'')) AS ours
-FROM (
-    SELECT s.idkey, s.rid, t.rid AS trid, s.digest AS s, t.digest AS t, s.off, s.len
-      FROM src.docs s LEFT JOIN main.docs t ON t.idkey = s.idkey
-     WHERE t.digest IS NOT s.digest
-    UNION ALL
-    SELECT t.idkey, t.rid, t.rid, NULL, t.digest, NULL, NULL
-      FROM main.docs t WHERE NOT EXISTS (SELECT 1 FROM src.docs s WHERE s.idkey = t.idkey)
-) u LEFT JOIN mem.docs m ON m.pair = :pair AND m.coll = :coll AND m.idkey = u.idkey
-"""
+def plan_collections(
+    sides: Sides,
+    names: Sequence[str],
+    *,
+    flow: str,
+    drift_for: Callable[[str], DriftPolicy],
+    workspace: Workspace,
+    reporter: Reporter,
+    full: bool = False,
+    spool_target: bool = False,
+) -> Plan:
+    """Choose per collection how to find its changes, read them, and classify.
 
-CLASSIFY_SQL = """
-UPDATE diff SET
-    op = CASE WHEN t IS NULL THEN 'insert' WHEN s IS NULL THEN 'delete' ELSE 'replace' END,
-    drifted = (t IS NOT bt AND NOT ours),
-    action = CASE
-        WHEN :merge AND (t IS NOT bt AND NOT ours) AND (s IS NOT bs) THEN 'conflict'
-        WHEN :merge AND (t IS NOT bt AND NOT ours) THEN 'keep'
-        ELSE 'apply' END
-"""
+    `spool_target` keeps the target's documents as a full read sees them, for a full
+    backup before the sync that then needs no second read of the target."""
+    changes.stream_state(sides)
+    plans: dict[str, CollectionPlan] = {}
+    finders: dict[str, ChangeFinder] = {}
+    scratches: dict[str, CollectionScratch] = {}
+    for name in names:
+        plan = plans[name] = CollectionPlan(name, drift_for(name))
+        plan.scratch = scratches[name] = workspace.for_collection(name)
+        source_spec, target_spec = read_spec(sides.source, name), read_spec(sides.target, name)
+        plan.source_exists = source_spec is not None
+        plan.specs = compare_specs(source_spec, target_spec)
+        uuids = {SRC: _uuid(source_spec), TGT: _uuid(target_spec)}
+        first = (
+            _first_copy_count(sides, name, exists=target_spec is not None)
+            if (source_spec is not None)
+            else 0
+        )
+        finders[name] = changes.choose(name, sides, full=full, first_copy=first, uuids=uuids)
+        plan.points = {sides.endpoint(w): Point(sides.now.get(w), uuids[w]) for w in (SRC, TGT)}
+    finders = changes.follow_changes(sides, finders, scratches)
+    for name in names:
+        plan, finder = plans[name], finders[name]
+        if isinstance(finder, FullRead):
+            finder.spool_target = spool_target
+        _found_by(plan, finder, sides)
+        scratch = scratches[name]
+        finder.fill(scratch, sides, reporter.counter(name, "read source"))
+        classify_plan(plan, sides)
+        if isinstance(finder, FirstCopy):
+            plan.first_copy, plan.source_count, plan.inserts = True, finder.count, finder.count
+        reporter.planned(plan)
+    return Plan(flow, sides.source_name, sides.target_name, [plans[n] for n in names], sides.pair)
 
 
-def classify(
-    conn: sqlite3.Connection, pair: Pair, plan: CollectionPlan, source: str, target: str
-) -> None:
-    """Fill `plan` counts from scans `src.docs` (attached) and `main.docs` and memory `mem`."""
-    conn.execute("DROP TABLE IF EXISTS diff")
-    conn.execute(
-        DIFF_SQL.format(sside=pair.column(source), tside=pair.column(target)),
-        {"pair": pair.key, "coll": plan.name},
+def _found_by(plan: CollectionPlan, finder: ChangeFinder, sides: Sides) -> None:
+    plan.mode, plan.reason = finder.mode, finder.reason
+    if isinstance(finder, changes.ChangeStreams):
+        plan.points = {sides.endpoint(w): point for w, point in finder.points.items()}
+    else:
+        log.info(
+            f"{plan.name}: reading both sides whole: {finder.reason}",
+            extra={"collection": plan.name, "mode": plan.mode},
+        )
+
+
+def classify_plan(plan: CollectionPlan, sides: Sides) -> None:
+    scratch = plan.scratch
+    assert scratch is not None  # noqa: S101
+    kw: dict[str, Any] = {"source": sides.source_name, "target": sides.target_name}
+    counts = scratch.classify(
+        sides.memory, sides.pair, merge=plan.drift_policy == "merge", samples=SAMPLE_IDS, **kw
     )
-    for column in ("op TEXT", "drifted INTEGER", "action TEXT"):
-        conn.execute(f"ALTER TABLE diff ADD COLUMN {column}")
-    conn.execute(CLASSIFY_SQL, {"merge": plan.drift_policy == "merge"})
-    conn.execute("CREATE INDEX diff_by_action ON diff (action, op, off)")
-    counts = dict(
-        conn.execute(
-            "SELECT action || ':' || op, COUNT(*) FROM diff GROUP BY action, op"
-        ).fetchall()
-    )
-    plan.inserts = counts.get("apply:insert", 0)
-    plan.replaces = counts.get("apply:replace", 0)
-    plan.deletes = counts.get("apply:delete", 0)
-    plan.kept = sum(v for k, v in counts.items() if k.startswith("keep:"))
-    plan.conflicts = sum(v for k, v in counts.items() if k.startswith("conflict:"))
-    (plan.drifted,) = conn.execute("SELECT COUNT(*) FROM diff WHERE drifted").fetchone()
-    plan.drift_ids = _sample_ids(conn, "drifted")
-    plan.conflict_ids = _sample_ids(conn, "action = 'conflict'")
+    plan.inserts, plan.replaces, plan.deletes = counts.inserts, counts.replaces, counts.deletes
+    plan.kept, plan.conflicts, plan.drifted = counts.kept, counts.conflicts, counts.drifted
+    plan.drift_ids = [str(id_value(rid)) for rid in counts.drift_rids]
+    plan.conflict_ids = [str(id_value(rid)) for rid in counts.conflict_rids]
+    if scratch.partial:
+        plan.source_count, plan.target_count = scratch.partial_counts(
+            sides.memory, sides.pair, **kw
+        )
+    else:
+        plan.source_count, plan.target_count = scratch.count(SRC), scratch.count(TGT)
 
 
-def _sample_ids(conn: sqlite3.Connection, where: str) -> list[str]:
-    rows = conn.execute(
-        f"SELECT rid FROM diff WHERE {where} ORDER BY idkey LIMIT {SAMPLE_IDS}"  # noqa: S608
-    ).fetchall()
-    return [str(id_value(row[0])) for row in rows]
+def _first_copy_count(sides: Sides, name: str, *, exists: bool) -> int:
+    """The source's document count (by its record count) when `name` is a first copy: a
+    live source with documents, an empty (or missing) target collection and no memory of
+    it; else 0."""
+    if not isinstance(sides.source, MongoSource) or sides.memory.knows(sides.pair, name):
+        return 0
+    with failing_clearly("reading", name, sides.target.label):
+        if exists and not _empty(sides.target, name):
+            return 0
+    with failing_clearly("reading", name, sides.source.label):
+        return sides.source.record_count(name)
+
+
+def _empty(target: MongoSource, name: str) -> bool:
+    """Cheap first (the record count), exact second (a `find_one`, which some servers
+    answer only after walking the whole collection)."""
+    if target.record_count(name) > 0:
+        return False
+    coll = target.db[name]
+    find = partial(coll.find_one, {}, {"_id": 1})
+    return with_retries(find, what=f"read {name} ({target.label})") is None
+
+
+def read_spec(source: DocumentSource, name: str) -> CollectionSpec | None:
+    with failing_clearly("reading", name, source.label):
+        return with_retries(
+            partial(source.collection_spec, name), what=f"read {name} ({source.label})"
+        )
+
+
+def _uuid(spec: CollectionSpec | None) -> bytes | None:
+    return None if spec is None else spec.uuid

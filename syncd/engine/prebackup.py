@@ -7,19 +7,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bson.raw_bson import RawBSONDocument
-from pymongo.collection import Collection
-
 from syncd.backup import BackupWriter, apply_retention, create_backup
 from syncd.config.model import Config
 from syncd.endpoints import Connected
 from syncd.engine.plan import CollectionPlan, Plan
 from syncd.engine.rawbson import id_document, id_value
-from syncd.engine.scan import TARGET_SPOOL, open_scratch
-from syncd.engine.source import CollectionSpec, MongoSource
+from syncd.engine.source import CollectionSpec, MongoSource, read_by_id
 
 log = logging.getLogger("syncd.backup")
-FETCH_BATCH = 100  # larger `$in` lists get slower per document on some servers
 
 
 def backups_dir(config: Config) -> Path:
@@ -49,12 +44,12 @@ def backup_before_sync(config: Config, plan: Plan, target: Connected) -> str:
 
 
 def _scanned(plan: Plan) -> dict[str, Path]:
-    """The target's documents as the plan read them, where the scan kept them: the backup
+    """The target's documents as the plan read them, where the read kept them: the backup
     then holds exactly the state the plan was made from, without reading it again."""
     spools = {}
     for c in plan.collections:
-        if c.work_dir is not None and (c.work_dir / TARGET_SPOOL).exists():
-            spools[c.name] = c.work_dir / TARGET_SPOOL
+        if c.scratch is not None and (spool := c.scratch.target_spool) is not None:
+            spools[c.name] = spool
     return spools
 
 
@@ -72,40 +67,17 @@ def _changes_backup(
         reason=reason,
     ) as writer:
         for plan in changed:
-            assert plan.work_dir is not None  # noqa: S101
+            assert plan.scratch is not None  # noqa: S101
             spec = source.collection_spec(plan.name) or CollectionSpec(plan.name)
-            conn = open_scratch(plan.work_dir / "tgt.sqlite")
-            try:
-                rids = _rids(conn, "op IN ('replace', 'delete')")
-                writer.write_collection(spec, _before_images(target.db[plan.name], rids))
-                inserted = (id_document(rid) for rid in _rids(conn, "op = 'insert'"))
-                writer.write_inserted_ids(plan.name, inserted)
-            finally:
-                conn.close()
+            wanted = [(rid, id_value(rid)) for rid in plan.scratch.before_image_ids()]
+            writer.write_collection(spec, _before_images(source, plan.name, wanted))
+            inserted = (id_document(rid) for rid in plan.scratch.insert_ids())
+            writer.write_inserted_ids(plan.name, inserted)
         return writer.commit()
 
 
-def _rids(conn: Any, where: str) -> Iterator[bytes]:
-    for (rid,) in conn.execute(
-        f"SELECT rid FROM diff WHERE action = 'apply' AND {where}"  # noqa: S608
-    ):
-        yield rid
-
-
-def _before_images(coll: Collection[Any], rids: Iterator[bytes]) -> Iterator[bytes]:
-    raw_coll = coll.with_options(
-        codec_options=coll.codec_options.with_options(document_class=RawBSONDocument)
-    )
-    batch: list[Any] = []
-    for rid in rids:
-        batch.append(id_value(rid))
-        if len(batch) >= FETCH_BATCH:
-            yield from _fetch(raw_coll, batch)
-            batch = []
-    yield from _fetch(raw_coll, batch)
-
-
-def _fetch(coll: Collection[Any], ids: list[Any]) -> Iterator[bytes]:
-    if ids:
-        for document in coll.find({"_id": {"$in": ids}}):
-            yield bytes(document.raw)
+def _before_images(
+    source: MongoSource, name: str, wanted: list[tuple[bytes, object]]
+) -> Iterator[bytes]:
+    for _, found in read_by_id(source, name, wanted):
+        yield from found

@@ -35,6 +35,7 @@ def plan_table(plan: Plan) -> str:
                 c.deletes,
                 drift,
                 len(c.specs.describe()) or "-",
+                c.found_by,
             ]
         )
     headers = [
@@ -46,6 +47,7 @@ def plan_table(plan: Plan) -> str:
         "delete",
         "drift",
         "index/opt",
+        "changes found by",
     ]
     return table(headers, rows)
 

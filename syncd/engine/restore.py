@@ -21,14 +21,16 @@ from pymongo import DeleteOne, ReplaceOne
 from syncd.backup import BackupInfo, BackupSource, apply_retention, create_backup, restore_lock
 from syncd.config.model import Config
 from syncd.endpoints import Connected, open_endpoint
-from syncd.engine.memory import connect
-from syncd.engine.plan import Plan
+from syncd.engine.changes import Sides
+from syncd.engine.memory import Pair, SyncMemory
+from syncd.engine.plan import Plan, plan_collections
 from syncd.engine.progress import Reporter, Silent
 from syncd.engine.rawbson import id_value, raw_id
 from syncd.engine.render import plan_header, plan_table
 from syncd.engine.retry import failing_clearly, with_retries
-from syncd.engine.run import CollectionResult, Workspace, apply_plan, plan_collections
+from syncd.engine.scratch import Workspace
 from syncd.engine.source import MongoSource
+from syncd.engine.write import CollectionResult, verify_plan, write_plan
 from syncd.errors import Refused, UsageError
 from syncd.lease import target_lease
 
@@ -108,7 +110,16 @@ class _Restore:
         self.plan: Plan | None = None
         self.workspace: Workspace | None = None
         self.scratch = tempfile.TemporaryDirectory(prefix="syncd-restore-")
-        self.memory = Path(self.scratch.name) / "memory.sqlite"
+        self.memory = SyncMemory(Path(self.scratch.name) / "memory.sqlite")
+        source_name = f"backup:{info.name}"
+        self.sides = Sides(
+            BackupSource(info),
+            MongoSource(target.db, target.label),
+            source_name,
+            target.name,
+            Pair.of(source_name, target.name),
+            self.memory,
+        )
 
     def __enter__(self) -> _Restore:
         return self
@@ -116,11 +127,11 @@ class _Restore:
     def __exit__(self, *exc: object) -> None:
         if self.workspace is not None:
             self.workspace.close()
+        self.memory.close()
         self.scratch.cleanup()
 
     def prepare(self) -> str:
         """What the restore will do, in words a person can confirm."""
-        source = BackupSource(self.info)
         if self.info.kind == "changes":
             lines = [
                 f"  {name}: put back {self.info.collections[name].count} document(s), "
@@ -128,17 +139,12 @@ class _Restore:
                 for name in self.names
             ]
             return "\n".join([f"undo the sync recorded in {self.info.name}:", *lines])
-        connect(self.memory).close()
         self.workspace = Workspace(self.config.state_dir / "tmp", reap=True)
         self.plan = plan_collections(
-            source,
-            MongoSource(self.target.db, self.target.label),
+            self.sides,
             self.names,
             flow=f"restore {self.info.name}",
-            source_name=f"backup:{self.info.name}",
-            target_name=self.target.name,
             drift_for=lambda _name: "overwrite",
-            memory=self.memory,
             workspace=self.workspace,
             reporter=self.reporter,
         )
@@ -147,14 +153,10 @@ class _Restore:
     def apply(self) -> list[CollectionResult]:
         if self.plan is None:
             return _undo_changes(self.info, self.target, self.names)
-        return apply_plan(
-            self.plan,
-            BackupSource(self.info),
-            MongoSource(self.target.db, self.target.label),
-            memory=self.memory,
-            reporter=self.reporter,
-            remember=False,
-        )
+        started = time.monotonic()
+        results = write_plan(self.plan, self.sides, self.reporter, announce=False)
+        verify_plan(self.plan, self.sides, results, started)
+        return results
 
 
 def _selected(info: BackupInfo, collections: Sequence[str] | None) -> list[str]:

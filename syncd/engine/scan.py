@@ -15,7 +15,6 @@ from syncd.engine.rawbson import digest, id_key, raw_id
 from syncd.engine.source import DocumentSource
 
 BATCH_ROWS = 5000
-TARGET_SPOOL = "tgt.spool"  # the target's documents as scanned, for a full pre-sync backup
 Progress = Callable[[int], None]
 
 SCAN_SCHEMA = """
@@ -32,8 +31,12 @@ class ScanResult:
     bytes: int
 
 
+Row = tuple[bytes, bytes, bytes, int | None, int | None]  # idkey, rid, digest, off, len
+
+
 def open_scratch(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    """A scratch file, opened with URI names enabled (so others attach read-only)."""
+    conn = sqlite3.connect(path.as_uri(), uri=True, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=OFF")
     conn.execute("PRAGMA synchronous=OFF")
     conn.execute("PRAGMA cache_size=-4096")  # 4 MiB: RSS must not grow with the collection
@@ -60,7 +63,7 @@ def scan_collection(
     conn = create_scan(path)
     spool_file = spool.open("wb") if spool is not None else None
     seen = total = 0
-    rows: list[tuple[bytes, bytes, bytes, int | None, int | None]] = []
+    rows: list[Row] = []
     try:
         for raw in source.iter_raw(name):
             rid = raw_id(raw)
@@ -88,9 +91,7 @@ def scan_collection(
     return ScanResult(path, int(count), total)
 
 
-def insert_rows(
-    conn: sqlite3.Connection, rows: list[tuple[bytes, bytes, bytes, int | None, int | None]]
-) -> int:
+def insert_rows(conn: sqlite3.Connection, rows: list[Row]) -> int:
     """Insert a batch; a document seen twice (a scan racing a writer) keeps its last version."""
     if not rows:
         return 0

@@ -6,13 +6,18 @@ The engine makes a target collection equal to a `DocumentSource` collection, so 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pymongo.database import Database
 
+from syncd.engine import changestream
+from syncd.engine.changestream import Drained, Router
 from syncd.engine.rawbson import split_documents
+from syncd.engine.retry import with_retries
+
+FETCH_IDS = 100  # larger `$in` lists get slower per document on some servers
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,22 @@ class DocumentSource(Protocol):
         """Number of documents (exact)."""
         ...
 
+    def changes_unsupported(self) -> str | None:
+        """Why changes cannot be followed here (no change streams), or None."""
+        ...
+
+    def current_token(self) -> bytes:
+        """A resume point at the present end of the change stream."""
+        ...
+
+    def read_changes(self, token: bytes, names: list[str], route: Router) -> Drained:
+        """The changes to `names` after `token`, each into `route(name)`."""
+        ...
+
+    def fetch(self, name: str, ids: list[object]) -> list[bytes]:
+        """The documents with these `_id`s that exist now (any order)."""
+        ...
+
 
 SKIPPED_PREFIXES = ("system.",)
 
@@ -61,6 +82,7 @@ class MongoSource:
         self.db = db
         self.label = label
         self.batch_size = batch_size
+        self._unsupported: tuple[str | None] | None = None
 
     def list_collections(self) -> list[str]:
         names = []
@@ -111,3 +133,42 @@ class MongoSource:
 
     def count(self, name: str) -> int:
         return int(self.db[name].count_documents({}))
+
+    def record_count(self, name: str) -> int:
+        """The collection's document count from its record count (cheap on MongoDB)."""
+        coll = self.db[name]
+        return int(with_retries(coll.estimated_document_count, what=f"count {name} ({self.label})"))
+
+    def changes_unsupported(self) -> str | None:
+        if self._unsupported is None:
+            reason = with_retries(
+                lambda: changestream.unsupported_reason(self.db), what=f"hello ({self.label})"
+            )
+            self._unsupported = (reason,)
+        return self._unsupported[0]
+
+    def current_token(self) -> bytes:
+        return changestream.current_token(self.db)
+
+    def read_changes(self, token: bytes, names: list[str], route: Router) -> Drained:
+        return changestream.drain(self.db, token, names, route, label=self.label)
+
+    def fetch(self, name: str, ids: list[object]) -> list[bytes]:
+        def read() -> list[bytes]:
+            found: list[bytes] = []
+            with self.db[name].find_raw_batches({"_id": {"$in": ids}}) as cursor:
+                for batch in cursor:
+                    found.extend(split_documents(batch))
+            return found
+
+        return with_retries(read, what=f"read {name} by _id ({self.label})")
+
+
+def read_by_id(
+    source: DocumentSource, name: str, wanted: Sequence[tuple[bytes, object]]
+) -> Iterator[tuple[list[bytes], list[bytes]]]:
+    """(keys asked, documents found) in batches of FETCH_IDS: larger `$in` lists get
+    slower per document on some servers."""
+    for start in range(0, len(wanted), FETCH_IDS):
+        batch = wanted[start : start + FETCH_IDS]
+        yield [key for key, _ in batch], source.fetch(name, [value for _, value in batch])

@@ -12,96 +12,52 @@ spooled. Memory is bounded by `QUEUE_BATCHES` batches of at most `apply.BATCH_BY
 from __future__ import annotations
 
 import queue
-import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from pymongo.collection import Collection
 
 from syncd.engine.apply import BATCH_BYTES, BATCH_DOCS, Applied, Progress, apply_inserts
-from syncd.engine.memory import Intents, Pair, has_memory
 from syncd.engine.plan import CollectionPlan
 from syncd.engine.rawbson import digest, id_key, raw_id
 from syncd.engine.retry import failing_clearly, with_retries
-from syncd.engine.scan import BATCH_ROWS, create_scan, insert_rows, open_scratch
+from syncd.engine.scan import BATCH_ROWS, Row, create_scan, insert_rows
+from syncd.engine.scratch import SRC
 from syncd.engine.source import MongoSource
 
 QUEUE_BATCHES = 3
 _DONE = object()
 
 
-def first_copy_count(
-    source: object, target: MongoSource, name: str, memory: Path, pair: Pair, *, exists: bool
-) -> int:
-    """The source's document count (by its record count) when `name` is a first copy: a
-    live source with documents, an empty (or missing) target collection and no memory of
-    it; else 0."""
-    if not isinstance(source, MongoSource) or _remembered(memory, pair, name):
-        return 0
-    if exists and not _empty(target, name):
-        return 0
-    counting = source.db[name].estimated_document_count
-    return int(with_retries(counting, what=f"count {name} ({source.label})"))
-
-
-def _empty(target: MongoSource, name: str) -> bool:
-    """Cheap first (the record count), exact second (a `find_one`, which some servers
-    answer only after walking the whole collection)."""
-    coll = target.db[name]
-    what = f"read {name} ({target.label})"
-    if with_retries(coll.estimated_document_count, what=what) > 0:
-        return False
-    return with_retries(lambda: coll.find_one({}, {"_id": 1}), what=what) is None
-
-
-def _remembered(memory: Path, pair: Pair, name: str) -> bool:
-    if not memory.exists():
-        return False
-    conn = sqlite3.connect(f"file:{memory}?mode=ro", uri=True)
-    try:
-        return has_memory(conn, pair, name)
-    except sqlite3.OperationalError:  # no tables yet
-        return False
-    finally:
-        conn.close()
-
-
-def plan_first_copy(plan: CollectionPlan) -> None:
-    """Empty scans for both sides; the source's is filled while copying."""
-    assert plan.work_dir is not None  # noqa: S101
-    for side in ("src.sqlite", "tgt.sqlite"):
-        create_scan(plan.work_dir / side).close()
+Announce = Callable[[list[tuple[bytes, bytes]]], None]
 
 
 def copy_first(
     plan: CollectionPlan,
-    source: object,
+    source: MongoSource,
     coll: Collection[Any],
     progress: Progress,
-    intents: Intents | None = None,
+    announce: Announce | None = None,
 ) -> Applied:
     """Copy the whole source collection into the empty target; the plan's source count
-    becomes the number of documents read. `intents` hears of each batch before it is
-    written, so a copy cut short is known as syncd's own writes by the next run."""
-    assert isinstance(source, MongoSource) and plan.work_dir is not None  # noqa: S101
-    scan = plan.work_dir / "src.sqlite"
-    batches: Iterator[list[bytes]] = iter(SourceStream(source, plan.name, scan))
-    if intents is not None:
-        batches = _announced(batches, intents)
+    becomes the number of documents read. `announce` hears (idkey, digest) of each batch
+    before it is written, so a copy cut short is known as syncd's own writes by the next
+    run."""
+    assert plan.scratch is not None  # noqa: S101
+    scratch = plan.scratch
+    batches: Iterator[list[bytes]] = iter(SourceStream(source, plan.name, scratch.scan_path(SRC)))
+    if announce is not None:
+        batches = _announced(batches, announce)
     applied = apply_inserts(coll, batches, progress)
-    conn = open_scratch(scan)
-    try:
-        (plan.source_count,) = conn.execute("SELECT COUNT(*) FROM docs").fetchone()
-    finally:
-        conn.close()
+    plan.source_count = scratch.count(SRC)
     return applied
 
 
-def _announced(batches: Iterator[list[bytes]], intents: Intents) -> Iterator[list[bytes]]:
+def _announced(batches: Iterator[list[bytes]], announce: Announce) -> Iterator[list[bytes]]:
     for batch in batches:
-        intents.record([(id_key(raw_id(raw)), digest(raw)) for raw in batch])
+        announce([(id_key(raw_id(raw)), digest(raw)) for raw in batch])
         yield batch
 
 
@@ -148,7 +104,7 @@ class SourceStream:
         """Restartable: a retry reads from the start again (a document sent twice becomes
         a replace of itself, its scan row is overwritten)."""
         conn = create_scan(self.scan)
-        rows: list[tuple[bytes, bytes, bytes, int | None, int | None]] = []
+        rows: list[Row] = []
         batch: list[bytes] = []
         size = 0
         try:

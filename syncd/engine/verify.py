@@ -17,6 +17,13 @@ A write by someone else to a document the sync did not touch, racing the sync, i
 the sync's to overwrite: the next run sees it as drift (it differs from the memory this
 run records and from the source), which is what SPEC §4 asks for.
 
+When the changes were found by change streams, the target's own change stream after the
+plan's resume point shows everything that happened to the collection while the sync ran:
+the count after the sync is the count before plus the inserts less the deletes it shows,
+which costs what was written, not what the collection holds (`count` walks the whole
+collection on some servers). An event for a document the sync did not write is someone
+else's: that resume point is not advanced, so the next sync looks at it again.
+
 A first copy into an empty collection (see `stream.py`) wrote every document with an
 acknowledged insert of the exact bytes whose digests it recorded; re-reading all of them
 would double the cost of the copy, so it is verified by the count alone.
@@ -24,120 +31,174 @@ would double the cost of the copy, so it is verified by the count alone.
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterator
+from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
-from typing import Any
 
-from pymongo.collection import Collection
-
-from syncd.engine.rawbson import digest, id_key, id_value, raw_id, split_documents
-from syncd.engine.retry import with_retries
+from syncd.engine.changes import CHANGES, Sides
+from syncd.engine.memory import Point
+from syncd.engine.plan import CollectionPlan, read_spec
+from syncd.engine.rawbson import digest, id_key, id_value, raw_id
+from syncd.engine.retry import failing_clearly, with_retries
 from syncd.engine.scan import scan_collection
-from syncd.engine.source import MongoSource
+from syncd.engine.source import MongoSource, read_by_id
+from syncd.engine.specs import compare_specs
+from syncd.errors import SyncdError
 
-FETCH_IDS = 100  # larger `$in` lists get slower per document on some servers
 # Reading back by `_id` costs a few times more per document than a scan (SecantusDB: about
-# 6x); past this share of the collection, one scan of the target is cheaper.
+# 6x); past this share of the collection, one scan of the target is cheaper. Not when the
+# plan holds only the candidates of change streams: the rest is known by the memory only.
 RESCAN_SHARE = 0.125
 
-VERIFY_SQL = """
-WITH keep AS (SELECT idkey, t FROM main.diff WHERE action != 'apply'),
-exp AS (
-    SELECT s.idkey, s.digest FROM src.docs s WHERE s.idkey NOT IN (SELECT idkey FROM keep)
-    UNION ALL SELECT idkey, t FROM keep WHERE t IS NOT NULL
-)
-SELECT (SELECT COUNT(*) FROM exp e LEFT JOIN aft.docs a ON a.idkey = e.idkey
-         WHERE a.digest IS NOT e.digest)
-     + (SELECT COUNT(*) FROM aft.docs a
-         WHERE NOT EXISTS (SELECT 1 FROM exp e WHERE e.idkey = a.idkey))
-"""
 
-TOUCHED_SQL = """
-SELECT idkey, rid, CASE WHEN op = 'delete' THEN NULL ELSE s END
-  FROM main.diff WHERE action = 'apply'
-"""
-
-# Kept rows with a source digest are source documents the target does not take.
-EXPECTED_COUNT_SQL = """
-SELECT (SELECT COUNT(*) FROM src.docs)
-     - (SELECT COUNT(*) FROM main.diff WHERE action != 'apply' AND s IS NOT NULL)
-     + (SELECT COUNT(*) FROM main.diff WHERE action != 'apply' AND t IS NOT NULL)
-"""
+class VerificationFailed(SyncdError):
+    """After applying, the target could not be proven equal to the planned result."""
 
 
-def target_mismatches(
-    conn: sqlite3.Connection, target: MongoSource, name: str, rescan: Path, *, first_copy: bool
-) -> int:
-    """How many documents (at least) the target does not hold as planned."""
-    coll = target.db[name]
-    expected = expected_count(conn)
-    if first_copy:
-        return abs(server_count(coll) - expected)
-    (touched,) = conn.execute("SELECT COUNT(*) FROM main.diff WHERE action = 'apply'").fetchone()
-    if touched > RESCAN_SHARE * expected:
-        return _rescan_mismatches(conn, target, name, rescan)
-    return max(touched_mismatches(conn, coll), abs(server_count(coll) - expected))
+@dataclass
+class Tally:
+    """What the target's change stream showed after the plan's resume point."""
+
+    touched: set[bytes]
+    inserted: int = 0
+    deleted: int = 0
+    foreign: bool = False  # someone else wrote a document the sync did not
+
+    def put(self, raw: bytes, *, inserted: bool = False) -> None:
+        self.inserted += int(inserted)
+        self._saw(id_key(raw_id(raw)))
+
+    def gone(self, rid: bytes) -> None:
+        self.deleted += 1
+        self._saw(id_key(rid))
+
+    def named(self, rid: bytes) -> None:
+        self._saw(id_key(rid))
+
+    def _saw(self, key: bytes) -> None:
+        if key not in self.touched:
+            self.foreign = True
 
 
-def _rescan_mismatches(conn: sqlite3.Connection, target: MongoSource, name: str, path: Path) -> int:
-    """Read the whole target again; compare every document with the planned result."""
-    scan = partial(scan_collection, target, name, path)
-    with_retries(scan, what=f"verify {name} ({target.label})")
-    conn.execute("ATTACH DATABASE ? AS aft", (str(path),))
-    try:
-        (mismatches,) = conn.execute(VERIFY_SQL).fetchone()
-    finally:
-        conn.execute("DETACH DATABASE aft")
-    return int(mismatches)
+@dataclass
+class Tallies:
+    by_name: dict[str, Tally] = field(default_factory=dict)
+    token: dict[str, bytes | None] = field(default_factory=dict)
 
 
-def expected_count(conn: sqlite3.Connection) -> int:
-    """Documents the target holds after the sync: the source's, minus kept ones, plus the
-    target's own version of kept ones (merge)."""
-    (count,) = conn.execute(EXPECTED_COUNT_SQL).fetchone()
-    return int(count)
+def tally_own_writes(plans: list[CollectionPlan], sides: Sides) -> Tallies:
+    """One read of the target's change stream per resume point, for every collection the
+    sync wrote and found by changes."""
+    tallies = Tallies()
+    groups: dict[bytes, list[CollectionPlan]] = {}
+    for c in plans:
+        point = c.points.get(sides.target_name)
+        if c.mode == CHANGES and c.writes and point is not None and point.token is not None:
+            groups.setdefault(point.token, []).append(c)
+    for token, group in groups.items():
+        for c in group:
+            assert c.scratch is not None  # noqa: S101
+            tallies.by_name[c.name] = Tally(c.scratch.touched_keys())
+        names = [c.name for c in group]
+        with failing_clearly("verifying", ", ".join(names), sides.target.label):
+            drained = with_retries(
+                partial(_tally, sides.target, token, names, tallies),
+                what=f"verify {', '.join(names)} ({sides.target.label})",
+            )
+        for name in names:
+            tallies.token[name] = drained
+    return tallies
 
 
-def server_count(coll: Collection[Any]) -> int:
-    """The collection's document count from the `count` command without a filter.
+def _tally(target: MongoSource, token: bytes, names: list[str], tallies: Tallies) -> bytes | None:
+    for name in names:  # a retry counts again from the start
+        tallies.by_name[name] = Tally(tallies.by_name[name].touched)
+    drained = target.read_changes(token, names, tallies.by_name.get)
+    for name, why in drained.fallbacks.items():
+        raise VerificationFailed(
+            f"{name} on {target.label}: {why} while the sync ran; run the sync again"
+        )
+    return drained.token
 
-    MongoDB answers it from the collection's record count (what `estimatedDocumentCount`
-    reads), exact unless the server shut down uncleanly; `countDocuments` would scan the
-    whole collection again, on some servers as slowly as reading every document."""
-    return int(with_retries(coll.estimated_document_count, what=f"count {coll.name}"))
+
+def verify_collection(plan: CollectionPlan, sides: Sides, tallies: Tallies) -> bool:
+    """Every document the sync wrote or deleted reads back as planned and the target holds
+    the planned number of documents (the module's docstring says why that proves the
+    collection equal); indexes and options too. A collection the sync did not write was
+    proven equal by what the plan read. Advances the target's resume point past the
+    sync's own writes when nobody else wrote meanwhile."""
+    scratch, target = plan.scratch, sides.target
+    assert scratch is not None  # noqa: S101
+    if not plan.writes:
+        return True
+    expected = scratch.expected_count(plan.source_count)
+    if plan.first_copy:
+        mismatches = abs(target.record_count(plan.name) - expected)
+    elif not scratch.partial and scratch.touched_count() > RESCAN_SHARE * max(expected, 1):
+        scan = partial(scan_collection, target, plan.name, scratch.rescan_path)
+        with_retries(scan, what=f"verify {plan.name} ({target.label})")
+        mismatches = scratch.rescan_mismatches()
+    else:
+        mismatches = max(
+            _touched_mismatches(plan, target), abs(_count(plan, sides, tallies) - expected)
+        )
+    if mismatches:
+        raise VerificationFailed(
+            f"{plan.name} on {target.label}: after writing, {mismatches} document(s) differ "
+            "from the source (was it written to during the sync?); run the sync again"
+        )
+    target_spec = read_spec(target, plan.name)
+    remaining = compare_specs(read_spec(sides.source, plan.name), target_spec)
+    if plan.source_exists and (
+        remaining.create_indexes or remaining.drop_indexes or remaining.collmod
+    ):
+        raise VerificationFailed(
+            f"{plan.name} on {target.label}: indexes or options still differ after the sync: "
+            f"{'; '.join(remaining.describe())}"
+        )
+    _advance_target(plan, sides, tallies, None if target_spec is None else target_spec.uuid)
+    return True
 
 
-def touched_mismatches(conn: sqlite3.Connection, coll: Collection[Any]) -> int:
+def _count(plan: CollectionPlan, sides: Sides, tallies: Tallies) -> int:
+    """With no write of anyone else after the plan's resume point, the count before plus
+    what the stream shows; else (or without a stream) the server's own count."""
+    tally = tallies.by_name.get(plan.name)
+    if tally is None or tally.foreign:
+        return sides.target.record_count(plan.name)
+    return plan.target_count + tally.inserted - tally.deleted
+
+
+def _advance_target(
+    plan: CollectionPlan, sides: Sides, tallies: Tallies, uuid: bytes | None
+) -> None:
+    """The collection's uuid as the sync leaves it (it may have created it); the resume
+    point past the sync's own writes when the stream showed nobody else's."""
+    before = plan.points.get(sides.target_name, Point(None, None))
+    tally = tallies.by_name.get(plan.name)
+    token = before.token
+    if tally is not None and not tally.foreign:
+        token = tallies.token.get(plan.name) or token
+    plan.points[sides.target_name] = Point(token, uuid)
+
+
+def _touched_mismatches(plan: CollectionPlan, target: MongoSource) -> int:
     """Documents the sync wrote or deleted that the target does not hold as planned."""
+    assert plan.scratch is not None  # noqa: S101
     mismatches = 0
-    for expected in _batches(conn):
-        found = _read_back(coll, [id_value(rid) for rid, _ in expected.values()])
-        for key, (_, want) in expected.items():
-            if found.get(key) != want:
-                mismatches += 1
-    return mismatches
+    batch: list[tuple[bytes, object, bytes | None]] = []
 
-
-def _batches(conn: sqlite3.Connection) -> Iterator[dict[bytes, tuple[bytes, bytes | None]]]:
-    batch: dict[bytes, tuple[bytes, bytes | None]] = {}
-    for key, rid, want in conn.execute(TOUCHED_SQL):
-        batch[key] = (rid, want)
-        if len(batch) >= FETCH_IDS:
-            yield batch
-            batch = {}
-    if batch:
-        yield batch
-
-
-def _read_back(coll: Collection[Any], ids: list[Any]) -> dict[bytes, bytes]:
-    def read() -> dict[bytes, bytes]:
+    def check() -> int:
+        wanted = [(key, value) for key, value, _ in batch]
         found: dict[bytes, bytes] = {}
-        with coll.find_raw_batches({"_id": {"$in": ids}}) as cursor:
-            for batch in cursor:
-                for raw in split_documents(batch):
-                    found[id_key(raw_id(raw))] = digest(raw)
-        return found
+        for _, raws in read_by_id(target, plan.name, wanted):
+            found.update((id_key(raw_id(raw)), digest(raw)) for raw in raws)
+        return sum(1 for key, _, want in batch if found.get(key) != want)
 
-    return with_retries(read, what=f"verify {coll.name}")
+    for key, rid, want in plan.scratch.touched():
+        batch.append((key, id_value(rid), want))
+        if len(batch) >= 1000:
+            mismatches += check()
+            batch = []
+    if batch:
+        mismatches += check()
+    return mismatches

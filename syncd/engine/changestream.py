@@ -1,0 +1,213 @@
+"""Reading what changed in a database since a resume point, from its change stream.
+
+One database-level stream per side and resume point (collections synced together share
+one), filtered to the collections asked for. Each event's last word on a document goes
+into that collection's scratch (`ChangeLog`): an insert or replace carries the document,
+a delete its `_id`, an update only names the document (its content is read afterwards by
+`_id`, which also serves documents too large for an event).
+
+The stream is read until the server has nothing more (`_to_the_end`); the resume token at
+that point is where the next sync starts. It is taken before any document is read, so a write that
+lands while the sync runs is seen by the next one.
+
+What makes a collection fall back to a full read, with the reason said: a drop, a rename
+from or onto it, a dropped database or an invalidated stream, an event of a kind syncd
+does not know, and a resume point the server's history no longer holds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import bson
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
+from bson.timestamp import Timestamp
+from pymongo.database import Database
+from pymongo.errors import OperationFailure
+
+from syncd.engine.rawbson import raw_id
+
+HISTORY_LOST = {286, 280}  # ChangeStreamHistoryLost, ChangeStreamFatalError
+AWAIT_MS = 50  # how long one read waits for more: the stream is read to its end, not tailed
+DRAIN_SECONDS = 120.0
+BATCH = 5000
+DOCUMENT_EVENTS = {"insert", "replace", "update", "delete"}
+COLLECTION_EVENTS = {"drop": "dropped", "rename": "renamed"}
+DATABASE_EVENTS = {
+    "dropDatabase": "its database was dropped",
+    "invalidate": "the stream was invalidated",
+}
+
+
+class ChangeSink(Protocol):
+    """Where one collection's changes go (scratch.ChangeLog, or a tally after writing)."""
+
+    def put(self, raw: bytes, *, inserted: bool = False) -> None: ...
+    def gone(self, rid: bytes) -> None: ...
+    def named(self, rid: bytes) -> None: ...
+
+
+Router = Callable[[str], ChangeSink | None]
+
+
+@dataclass
+class Drained:
+    """What reading one stream found: where it ended, and which collections must be read
+    whole instead (name -> reason)."""
+
+    token: bytes | None
+    fallbacks: dict[str, str] = field(default_factory=dict)
+    events: int = 0
+
+
+def raw_database(db: Database[Any]) -> Database[Any]:
+    return db.with_options(codec_options=CodecOptions(document_class=RawBSONDocument))
+
+
+def unsupported_reason(db: Database[Any]) -> str | None:
+    """Why this server has no change streams (a standalone mongod), or None."""
+    hello = db.client.admin.command("hello")
+    if hello.get("setName") or hello.get("msg") == "isdbgrid":
+        return None
+    return "a standalone server has no change streams"
+
+
+def current_token(db: Database[Any]) -> bytes:
+    """A resume point at the stream's present end (nothing read)."""
+    with raw_database(db).watch(max_await_time_ms=AWAIT_MS) as stream:
+        token = stream.resume_token
+        if token is None:
+            stream.try_next()
+            token = stream.resume_token
+    return _token_bytes(token)
+
+
+def drain(
+    db: Database[Any], token: bytes, names: Iterable[str], route: Router, *, label: str
+) -> Drained:
+    """Read `db`'s changes after `token` for `names` until the server has no more.
+
+    Raises HistoryLost when the resume point has left the server's history."""
+    wanted = sorted(set(names))
+    found = Drained(token=token)
+    fence = operation_time(db)
+    pipeline = [
+        {
+            "$match": {
+                "$or": [
+                    {"ns.coll": {"$in": wanted}},
+                    {"to.coll": {"$in": wanted}},
+                    {"operationType": {"$in": sorted(DATABASE_EVENTS)}},
+                ]
+            }
+        }
+    ]
+    try:
+        with raw_database(db).watch(
+            pipeline,
+            resume_after=RawBSONDocument(token),
+            max_await_time_ms=AWAIT_MS,
+            batch_size=BATCH,
+        ) as stream:
+            for event in _to_the_end(stream, fence):
+                found.events += 1
+                _route(event, wanted, route, found, label)
+            if stream.resume_token is not None:
+                found.token = _token_bytes(stream.resume_token)
+    except OperationFailure as exc:
+        if exc.code in HISTORY_LOST:
+            raise HistoryLost(
+                f"the resume point is no longer in {label}'s change history"
+            ) from None
+        raise
+    return found
+
+
+def _to_the_end(stream: Any, fence: Timestamp | None) -> Iterator[Any]:
+    """Every event up to the end of the server's history as of `fence` (its operation
+    time when the read began).
+
+    An empty read alone does not mean the end: a server may stop scanning its history
+    after a while and answer with no event and a later resume token (SecantusDB does every
+    200 entries). The end is an empty read that no longer moves the resume token, or whose
+    token is at or past the fence. Stopping early is safe (the next sync goes on from the
+    token reached), so a stream that keeps moving is left after `DRAIN_SECONDS`."""
+    last = stream.resume_token
+    deadline = time.monotonic() + DRAIN_SECONDS
+    while True:
+        event = stream.try_next()
+        if event is not None:
+            yield event
+            continue
+        token = stream.resume_token
+        reached = token_time(token)
+        if token == last or (fence is not None and reached is not None and reached >= fence):
+            return
+        if time.monotonic() > deadline:
+            return
+        last = token
+
+
+def token_time(token: Any) -> Timestamp | None:
+    """The cluster time a resume token stands for, where its format is known: MongoDB's
+    (hex KeyString, a Timestamp first) and SecantusDB's (hex BSON with a field `t`)."""
+    data = token.get("_data") if token is not None else None
+    if not isinstance(data, str):
+        return None
+    try:
+        if data.startswith("82") and len(data) >= 18:
+            return Timestamp(int(data[2:10], 16), int(data[10:18], 16))
+        value = bson.decode(bytes.fromhex(data)).get("t")
+    except (ValueError, bson.errors.BSONError):
+        return None
+    return value if isinstance(value, Timestamp) else None
+
+
+def operation_time(db: Database[Any]) -> Timestamp | None:
+    """The server's latest operation time: the fence a read of the stream goes up to."""
+    reply = db.client.admin.command("ping")
+    value = reply.get("operationTime") or (reply.get("$clusterTime") or {}).get("clusterTime")
+    return value if isinstance(value, Timestamp) else None
+
+
+def _route(event: Any, wanted: list[str], route: Router, found: Drained, label: str) -> None:
+    kind = str(event.get("operationType"))
+    ns = event.get("ns") or {}
+    coll = str(ns.get("coll"))
+    if kind in DATABASE_EVENTS:
+        for name in wanted:
+            found.fallbacks.setdefault(name, f"{DATABASE_EVENTS[kind]} on {label}")
+        return
+    if kind in COLLECTION_EVENTS:
+        renamed_to = str((event.get("to") or {}).get("coll"))
+        for hit in {coll, renamed_to} & set(wanted):
+            found.fallbacks.setdefault(hit, f"{COLLECTION_EVENTS[kind]} on {label}")
+        return
+    if coll not in wanted or coll in found.fallbacks:
+        return
+    log = route(coll)
+    if kind not in DOCUMENT_EVENTS or log is None:
+        found.fallbacks[coll] = f"an event syncd does not understand ({kind}) on {label}"
+        return
+    rid = raw_id(bytes(event["documentKey"].raw))
+    full = event.get("fullDocument")
+    if kind == "delete":
+        log.gone(rid)
+    elif kind in ("insert", "replace") and full is not None:
+        log.put(bytes(full.raw), inserted=kind == "insert")
+    else:
+        log.named(rid)
+
+
+def _token_bytes(token: Any) -> bytes:
+    if isinstance(token, RawBSONDocument):
+        return bytes(token.raw)
+    return bson.encode(dict(token))
+
+
+class HistoryLost(Exception):
+    """The resume point is older than what the server's change history still holds."""

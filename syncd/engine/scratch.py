@@ -1,0 +1,570 @@
+"""A run's scratch work, owned here: per collection, what each side holds now (scan files),
+the source's documents to write (a spool), the plan's per-document rows (`diff`), and for
+a sync by change streams the documents the changes name (`cand`).
+
+No other module names these files or tables. The sync memory is read through the views
+`SyncMemory.attach_views` gives (`memo`, `ours`).
+
+A full read puts every document of both sides in the scans; a sync by change streams puts
+only the candidates (documents a change named on either side, and those the memory does not
+hold settled), with the state of the others taken from the memory. The plan, the writes,
+the verification and what is remembered come from the same tables either way.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from syncd.engine.memory import Pair, SyncMemory
+from syncd.engine.rawbson import digest, id_key, id_value, raw_id
+from syncd.engine.scan import Row, create_scan, insert_rows, open_scratch
+from syncd.util import pid_alive
+
+SRC, TGT = "src", "tgt"
+FLUSH_ROWS = 5000
+
+CAND_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cand (
+    idkey BLOB PRIMARY KEY, rid BLOB,
+    seen_src INTEGER NOT NULL DEFAULT 0, seen_tgt INTEGER NOT NULL DEFAULT 0,
+    fetch_src INTEGER NOT NULL DEFAULT 0, fetch_tgt INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+"""
+
+DIFF_SQL = """
+CREATE TABLE diff AS
+SELECT u.idkey AS idkey, u.rid AS rid, u.trid AS trid, u.s AS s, u.t AS t, u.off AS off,
+       u.len AS len, m.bs AS bs, m.bt AS bt,
+       EXISTS (SELECT 1 FROM ours p WHERE p.idkey = u.idkey
+               AND p.digest = COALESCE(u.t, x'')) AS ours
+FROM (
+    SELECT s.idkey, s.rid, t.rid AS trid, s.digest AS s, t.digest AS t, s.off, s.len
+      FROM src.docs s LEFT JOIN main.docs t ON t.idkey = s.idkey
+     WHERE t.digest IS NOT s.digest
+    UNION ALL
+    SELECT t.idkey, t.rid, t.rid, NULL, t.digest, NULL, NULL
+      FROM main.docs t WHERE NOT EXISTS (SELECT 1 FROM src.docs s WHERE s.idkey = t.idkey)
+) u LEFT JOIN memo m ON m.idkey = u.idkey
+"""
+
+CLASSIFY_SQL = """
+UPDATE diff SET
+    op = CASE WHEN t IS NULL THEN 'insert' WHEN s IS NULL THEN 'delete' ELSE 'replace' END,
+    drifted = (t IS NOT bt AND NOT ours),
+    action = CASE
+        WHEN :merge AND (t IS NOT bt AND NOT ours) AND (s IS NOT bs) THEN 'conflict'
+        WHEN :merge AND (t IS NOT bt AND NOT ours) THEN 'keep'
+        ELSE 'apply' END
+"""
+
+# After a verified sync the target holds the source's documents, except those kept under
+# `merge`, which keep the target side's old memory (bt).
+REMEMBER_WHOLE_SQL = """
+SELECT idkey, s, t FROM (
+    SELECT s.idkey AS idkey, s.digest AS s,
+           CASE WHEN k.idkey IS NOT NULL THEN k.bt ELSE s.digest END AS t
+      FROM src.docs s
+      LEFT JOIN (SELECT idkey, bt FROM main.diff WHERE action != 'apply') k ON k.idkey = s.idkey
+    UNION ALL
+    SELECT idkey, NULL, bt FROM main.diff WHERE action != 'apply' AND s IS NULL
+) WHERE s IS NOT NULL OR t IS NOT NULL
+"""
+
+REMEMBER_CANDIDATES_SQL = """
+SELECT c.idkey, s.digest, CASE WHEN k.idkey IS NOT NULL THEN k.bt ELSE s.digest END
+  FROM cand c
+  LEFT JOIN src.docs s ON s.idkey = c.idkey
+  LEFT JOIN (SELECT idkey, bt FROM main.diff WHERE action != 'apply') k ON k.idkey = c.idkey
+"""
+
+INTENT_SQL = """
+SELECT idkey, COALESCE(s, x'') FROM main.diff WHERE action = 'apply'
+UNION ALL
+SELECT idkey, x'' FROM main.diff WHERE action = 'apply' AND trid IS NOT NULL AND trid != rid
+"""
+
+VERIFY_SQL = """
+WITH keep AS (SELECT idkey, t FROM main.diff WHERE action != 'apply'),
+exp AS (
+    SELECT s.idkey, s.digest FROM src.docs s WHERE s.idkey NOT IN (SELECT idkey FROM keep)
+    UNION ALL SELECT idkey, t FROM keep WHERE t IS NOT NULL
+)
+SELECT (SELECT COUNT(*) FROM exp e LEFT JOIN aft.docs a ON a.idkey = e.idkey
+         WHERE a.digest IS NOT e.digest)
+     + (SELECT COUNT(*) FROM aft.docs a
+         WHERE NOT EXISTS (SELECT 1 FROM exp e WHERE e.idkey = a.idkey))
+"""
+
+
+@dataclass(frozen=True)
+class Counts:
+    inserts: int
+    replaces: int
+    deletes: int
+    kept: int
+    conflicts: int
+    drifted: int
+    drift_rids: list[bytes]
+    conflict_rids: list[bytes]
+
+
+class CollectionScratch:
+    """One collection's scratch work in `work_dir`."""
+
+    def __init__(self, work_dir: Path, name: str) -> None:
+        self.work_dir, self.name = work_dir, name
+        self.partial = False  # holds only candidates (a sync by change streams)
+
+    def scan_path(self, side: str) -> Path:
+        return self.work_dir / f"{side}.sqlite"
+
+    def spool_path(self, side: str) -> Path:
+        return self.work_dir / f"{side}.spool"
+
+    @property
+    def target_spool(self) -> Path | None:
+        """The target's documents as read, where the read kept them (for a full backup)."""
+        path = self.spool_path(TGT)
+        return path if path.exists() else None
+
+    def reset(self) -> None:
+        """Empty scans for both sides (a first copy fills the source's while copying)."""
+        for side in (SRC, TGT):
+            create_scan(self.scan_path(side)).close()
+
+    def count(self, side: str) -> int:
+        conn = open_scratch(self.scan_path(side))
+        try:
+            (count,) = conn.execute("SELECT COUNT(*) FROM docs").fetchone()
+        finally:
+            conn.close()
+        return int(count)
+
+    @contextmanager
+    def _joined(
+        self, memory: SyncMemory, pair: Pair, *, source: str, target: str
+    ) -> Iterator[sqlite3.Connection]:
+        """The target scan with the source scan and the memory's views attached."""
+        conn = open_scratch(self.scan_path(TGT))
+        try:
+            conn.execute("ATTACH DATABASE ? AS src", (self.scan_path(SRC).as_uri(),))
+            memory.attach_views(conn, pair, self.name, source=source, target=target)
+            yield conn
+        finally:
+            conn.close()
+
+    def _diff(self) -> sqlite3.Connection:
+        conn = open_scratch(self.scan_path(TGT))
+        conn.execute("ATTACH DATABASE ? AS src", (self.scan_path(SRC).as_uri(),))
+        return conn
+
+    # -- a sync by change streams: candidates ------------------------------------------
+
+    def start_changes(self) -> None:
+        """From here on the scratch holds candidates only (a sync by change streams)."""
+        self.partial = True
+        self.reset()
+        conn = open_scratch(self.scan_path(TGT))
+        try:
+            conn.executescript(CAND_SCHEMA)
+        finally:
+            conn.close()
+
+    def restart_side(self, side: str) -> None:
+        """Forget what one side's stream said so far (its read is retried from the start)."""
+        conn = open_scratch(self.scan_path(TGT))
+        try:
+            conn.execute("ATTACH DATABASE ? AS src", (self.scan_path(SRC).as_uri(),))
+            conn.execute(f"DELETE FROM {'src' if side == SRC else 'main'}.docs")  # noqa: S608
+            conn.execute(f"UPDATE cand SET seen_{side} = 0, fetch_{side} = 0")  # noqa: S608
+        finally:
+            conn.close()
+        if side == SRC:
+            self.spool_path(SRC).unlink(missing_ok=True)
+
+    def changes(self, side: str) -> ChangeLog:
+        """Record what a side's change stream (or reads by `_id`) says; see `ChangeLog`."""
+        return ChangeLog(self, side)
+
+    def settle(self, memory: SyncMemory, pair: Pair, *, source: str, target: str) -> None:
+        """Add the documents the memory does not hold settled (kept under merge, or about
+        to be written by a run cut short): both sides are read for them."""
+        with self._joined(memory, pair, source=source, target=target) as conn:
+            conn.executescript(CAND_SCHEMA)
+            conn.execute("BEGIN")
+            conn.execute("INSERT OR IGNORE INTO cand (idkey) SELECT idkey FROM unsettled")
+            conn.execute(
+                "UPDATE cand SET fetch_src = fetch_src OR NOT seen_src, "
+                "fetch_tgt = fetch_tgt OR NOT seen_tgt WHERE idkey IN (SELECT idkey FROM unsettled)"
+            )
+            conn.execute("COMMIT")
+
+    def to_fetch(self, side: str) -> list[tuple[bytes, object]]:
+        """(idkey, `_id` value) of the candidates whose current version on `side` must be
+        read (an update event names a document, not its content)."""
+        conn = open_scratch(self.scan_path(TGT))
+        try:
+            rows = conn.execute(
+                f"SELECT idkey, COALESCE(rid, idkey) FROM cand WHERE fetch_{side}"  # noqa: S608
+            ).fetchall()
+        finally:
+            conn.close()
+        return [(key, id_value(rid)) for key, rid in rows]
+
+    def fill_from_memory(self, memory: SyncMemory, pair: Pair, *, source: str, target: str) -> None:
+        """Candidates a side said nothing of hold there what the memory says."""
+        with self._joined(memory, pair, source=source, target=target) as conn:
+            conn.execute("BEGIN")
+            for side, column, schema in ((SRC, "bs", "src"), (TGT, "bt", "main")):
+                conn.execute(
+                    f"INSERT OR IGNORE INTO {schema}.docs (idkey, rid, digest, off, len) "  # noqa: S608
+                    f"SELECT c.idkey, COALESCE(c.rid, c.idkey), m.{column}, NULL, NULL "
+                    f"FROM cand c JOIN memo m ON m.idkey = c.idkey "
+                    f"WHERE NOT c.seen_{side} AND NOT c.fetch_{side} AND m.{column} IS NOT NULL"
+                )
+            conn.execute("COMMIT")
+
+    def unspooled_writes(self) -> list[tuple[bytes, object]]:
+        """Source documents known only by their memory digest that the target lacks or
+        holds otherwise: their content must be read before they can be written."""
+        conn = self._diff()
+        try:
+            rows = conn.execute(
+                "SELECT s.idkey, s.rid FROM src.docs s LEFT JOIN main.docs t "
+                "ON t.idkey = s.idkey WHERE s.off IS NULL AND t.digest IS NOT s.digest"
+            ).fetchall()
+        finally:
+            conn.close()
+        return [(key, id_value(rid)) for key, rid in rows]
+
+    def partial_counts(
+        self, memory: SyncMemory, pair: Pair, *, source: str, target: str
+    ) -> tuple[int, int]:
+        """Each side's document count: the memory's for documents no change named, the
+        candidates' own for the others."""
+        with self._joined(memory, pair, source=source, target=target) as conn:
+            counts = []
+            for column, schema in (("bs", "src"), ("bt", "main")):
+                (n,) = conn.execute(
+                    f"SELECT (SELECT COUNT(*) FROM memo WHERE {column} IS NOT NULL AND "  # noqa: S608
+                    f"idkey NOT IN (SELECT idkey FROM cand)) + (SELECT COUNT(*) FROM {schema}.docs)"
+                ).fetchone()
+                counts.append(int(n))
+        return counts[0], counts[1]
+
+    def touched_keys(self) -> set[bytes]:
+        """Keys of the documents the plan writes or deletes (for telling syncd's own
+        change events from others'). Bounded by the size of the change."""
+        conn = self._diff()
+        try:
+            return {key for (key,) in conn.execute("SELECT idkey FROM diff WHERE action = 'apply'")}
+        finally:
+            conn.close()
+
+    # -- the plan ------------------------------------------------------------------------
+
+    def classify(
+        self, memory: SyncMemory, pair: Pair, *, source: str, target: str, merge: bool, samples: int
+    ) -> Counts:
+        """Compare both sides with each other and with the memory; count the plan."""
+        with self._joined(memory, pair, source=source, target=target) as conn:
+            conn.execute("DROP TABLE IF EXISTS diff")
+            conn.execute(DIFF_SQL)
+            for column in ("op TEXT", "drifted INTEGER", "action TEXT"):
+                conn.execute(f"ALTER TABLE diff ADD COLUMN {column}")
+            conn.execute(CLASSIFY_SQL, {"merge": merge})
+            conn.execute("CREATE INDEX diff_by_action ON diff (action, op, off)")
+            counts = dict(
+                conn.execute(
+                    "SELECT action || ':' || op, COUNT(*) FROM diff GROUP BY action, op"
+                ).fetchall()
+            )
+            (drifted,) = conn.execute("SELECT COUNT(*) FROM diff WHERE drifted").fetchone()
+
+            def sample(where: str) -> list[bytes]:
+                return [
+                    row[0]
+                    for row in conn.execute(
+                        f"SELECT rid FROM diff WHERE {where} ORDER BY idkey LIMIT ?",  # noqa: S608
+                        (samples,),
+                    )
+                ]
+
+            return Counts(
+                inserts=counts.get("apply:insert", 0),
+                replaces=counts.get("apply:replace", 0),
+                deletes=counts.get("apply:delete", 0),
+                kept=sum(v for k, v in counts.items() if k.startswith("keep:")),
+                conflicts=sum(v for k, v in counts.items() if k.startswith("conflict:")),
+                drifted=int(drifted),
+                drift_rids=sample("drifted"),
+                conflict_rids=sample("action = 'conflict'"),
+            )
+
+    def planned(self) -> bool:
+        conn = open_scratch(self.scan_path(TGT))
+        try:
+            row = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'diff'"
+            ).fetchone()
+        finally:
+            conn.close()
+        return row is not None
+
+    def rows(self, where: str = "1") -> Iterator[tuple[bytes, bytes, str, bool, str]]:
+        """(idkey, rid, op, drifted, action) of the plan's documents, `where` a fixed
+        condition of this module's callers' choosing (e.g. "drifted")."""
+        conn = self._diff()
+        try:
+            yield from conn.execute(
+                f"SELECT idkey, rid, op, drifted, action FROM diff WHERE {where} "  # noqa: S608
+                "ORDER BY idkey"
+            )
+        finally:
+            conn.close()
+
+    # -- writing -------------------------------------------------------------------------
+
+    def delete_ids(self) -> Iterator[bytes]:
+        yield from self._rids("SELECT rid FROM diff WHERE action = 'apply' AND op = 'delete'")
+
+    def retyped_ids(self) -> Iterator[bytes]:
+        """Target `_id`s stored with another numeric type than on the source."""
+        yield from self._rids(
+            "SELECT trid FROM diff WHERE action = 'apply' AND op = 'replace' AND trid != rid"
+        )
+
+    def before_image_ids(self) -> Iterator[bytes]:
+        yield from self._rids(
+            "SELECT rid FROM diff WHERE action = 'apply' AND op IN ('replace', 'delete')"
+        )
+
+    def insert_ids(self) -> Iterator[bytes]:
+        yield from self._rids("SELECT rid FROM diff WHERE action = 'apply' AND op = 'insert'")
+
+    def _rids(self, sql: str) -> Iterator[bytes]:
+        conn = self._diff()
+        try:
+            for (rid,) in conn.execute(sql):
+                yield rid
+        finally:
+            conn.close()
+
+    def writes(self) -> Iterator[tuple[str, bytes, bytes]]:
+        """(op, rid, raw document) of the inserts and replaces, in spool order."""
+        conn = self._diff()
+        try:
+            rows = conn.execute(
+                "SELECT op, rid, off, len FROM diff WHERE action = 'apply' AND op != 'delete' "
+                "ORDER BY op DESC, off"
+            )
+            with self.spool_path(SRC).open("rb") as spool:
+                for op, rid, offset, length in rows:
+                    spool.seek(offset)
+                    yield op, rid, spool.read(length)
+        finally:
+            conn.close()
+
+    def intents(self) -> list[tuple[bytes, bytes]]:
+        """What the plan will leave on the target: (idkey, digest), x'' for a delete."""
+        if not self.planned():
+            return []
+        conn = self._diff()
+        try:
+            return conn.execute(INTENT_SQL).fetchall()
+        finally:
+            conn.close()
+
+    # -- after writing -------------------------------------------------------------------
+
+    def expected_count(self, source_count: int) -> int:
+        """Documents the target holds after the sync: the source's, minus kept ones, plus
+        the target's own version of kept ones (merge)."""
+        conn = self._diff()
+        try:
+            (kept_source, kept_target) = conn.execute(
+                "SELECT COALESCE(SUM(s IS NOT NULL), 0), COALESCE(SUM(t IS NOT NULL), 0) "
+                "FROM diff WHERE action != 'apply'"
+            ).fetchone()
+        finally:
+            conn.close()
+        return source_count - int(kept_source) + int(kept_target)
+
+    def touched(self) -> Iterator[tuple[bytes, bytes, bytes | None]]:
+        """(idkey, rid, digest the target must now hold or None) of every write."""
+        conn = self._diff()
+        try:
+            yield from conn.execute(
+                "SELECT idkey, rid, CASE WHEN op = 'delete' THEN NULL ELSE s END "
+                "FROM diff WHERE action = 'apply'"
+            )
+        finally:
+            conn.close()
+
+    def touched_count(self) -> int:
+        conn = self._diff()
+        try:
+            (n,) = conn.execute("SELECT COUNT(*) FROM diff WHERE action = 'apply'").fetchone()
+        finally:
+            conn.close()
+        return int(n)
+
+    @property
+    def rescan_path(self) -> Path:
+        return self.work_dir / "after.sqlite"
+
+    def rescan_mismatches(self) -> int:
+        """After a re-read of the target into `rescan_path`: documents not as planned."""
+        conn = self._diff()
+        try:
+            conn.execute("ATTACH DATABASE ? AS aft", (self.rescan_path.as_uri(),))
+            (mismatches,) = conn.execute(VERIFY_SQL).fetchone()
+        finally:
+            conn.close()
+        return int(mismatches)
+
+    def kept_keys(self) -> list[bytes]:
+        """Documents the plan keeps as the target has them (merge)."""
+        conn = self._diff()
+        try:
+            return [
+                key for (key,) in conn.execute("SELECT idkey FROM diff WHERE action != 'apply'")
+            ]
+        finally:
+            conn.close()
+
+    def remembered(self) -> Iterator[tuple[bytes, bytes | None, bytes | None]]:
+        """(idkey, source digest, target digest) to remember after a verified sync."""
+        conn = self._diff()
+        try:
+            if self.partial:
+                yield from conn.execute(REMEMBER_CANDIDATES_SQL)
+            else:
+                yield from conn.execute(REMEMBER_WHOLE_SQL)
+        finally:
+            conn.close()
+
+
+class ChangeLog:
+    """Writes what one side's change stream says of documents into the scratch: the last
+    word on each document wins. `put` a document's new version, `gone` a delete, `named`
+    a document changed in a way the event does not show (read by `_id` later, then
+    `fetched`)."""
+
+    def __init__(self, scratch: CollectionScratch, side: str) -> None:
+        self.side = side
+        self.schema = "src" if side == SRC else "main"
+        self.conn = open_scratch(scratch.scan_path(TGT))
+        self.conn.execute("ATTACH DATABASE ? AS src", (scratch.scan_path(SRC).as_uri(),))
+        self.spool = scratch.spool_path(SRC).open("ab") if side == SRC else None
+        self.offset = self.spool.tell() if self.spool is not None else 0
+        self.ops: list[tuple[str, bytes, bytes, bytes | None]] = []
+
+    def put(self, raw: bytes, *, inserted: bool = False) -> None:
+        rid = raw_id(raw)
+        self._add("put", id_key(rid), rid, raw)
+
+    def gone(self, rid: bytes) -> None:
+        self._add("gone", id_key(rid), rid, None)
+
+    def named(self, rid: bytes) -> None:
+        self._add("named", id_key(rid), rid, None)
+
+    def fetched(self, asked: list[bytes], found: list[bytes]) -> None:
+        """The current versions of documents read by `_id` (keys `asked`); those not
+        found are gone from this side."""
+        present = set()
+        for raw in found:
+            rid = raw_id(raw)
+            present.add(id_key(rid))
+            self.ops.append(("put", id_key(rid), rid, raw))
+        self.ops += [("gone", key, key, None) for key in asked if key not in present]
+        self.flush()
+
+    def _add(self, kind: str, key: bytes, rid: bytes, raw: bytes | None) -> None:
+        self.ops.append((kind, key, rid, raw))
+        if len(self.ops) >= FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        conn, side, schema = self.conn, self.side, self.schema
+        conn.execute("BEGIN")
+        for kind, key, rid, raw in self.ops:
+            conn.execute(
+                f"INSERT INTO cand (idkey, rid, seen_{side}, fetch_{side}) VALUES (?, ?, 1, ?) "  # noqa: S608
+                f"ON CONFLICT (idkey) DO UPDATE SET seen_{side} = 1, "
+                f"fetch_{side} = excluded.fetch_{side}, rid = COALESCE(cand.rid, excluded.rid)",
+                (key, rid, int(kind == "named")),
+            )
+            conn.execute(f"DELETE FROM {schema}.docs WHERE idkey = ?", (key,))  # noqa: S608
+            if raw is not None:
+                conn.execute(
+                    f"INSERT INTO {schema}.docs VALUES (?, ?, ?, ?, ?)",  # noqa: S608
+                    (key, rid, digest(raw), self._spooled(raw), len(raw)),
+                )
+        conn.execute("COMMIT")
+        self.ops = []
+
+    def _spooled(self, raw: bytes) -> int | None:
+        if self.spool is None:
+            return None
+        offset = self.offset
+        self.spool.write(raw)
+        self.offset += len(raw)
+        return offset
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            if self.spool is not None:
+                self.spool.close()
+            self.conn.close()
+
+    def __enter__(self) -> ChangeLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Workspace:
+    """Scratch files of one run (scans, spools), removed at the end.
+
+    With `reap`, scratch left in `base` by runs whose process is gone (kill -9, power cut)
+    is removed first: it holds a spool as large as the collection and is never read again.
+    Only for a directory of syncd's own (the state directory), never the system temp dir.
+    """
+
+    def __init__(self, base: Path, *, reap: bool = False) -> None:
+        base.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if reap:
+            remove_abandoned(base)
+        self.path = Path(tempfile.mkdtemp(prefix=f"run-{os.getpid()}-", dir=base))
+        self.count = 0
+
+    def for_collection(self, name: str) -> CollectionScratch:
+        self.count += 1
+        path = self.path / str(self.count)
+        path.mkdir(exist_ok=True)
+        return CollectionScratch(path, name)
+
+    def close(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def remove_abandoned(base: Path) -> None:
+    for path in base.glob("run-*-*"):
+        pid = path.name.split("-")[1]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+__all__ = ["CollectionScratch", "ChangeLog", "Counts", "Row", "Workspace", "insert_rows"]
