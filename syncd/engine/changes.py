@@ -75,6 +75,7 @@ class FullRead:
         """Both sides at once (the source also into a spool, the target into one when a
         full backup before the sync will be written from it)."""
         name = scratch.name
+        scratch.partial = False
         read_source = partial(
             scan_collection,
             sides.source,

@@ -121,7 +121,7 @@ def drain(
     except OperationFailure as exc:
         if exc.code in HISTORY_LOST:
             raise HistoryLost(
-                f"the resume point is no longer in {label}'s change history"
+                f"the resume point is no longer in the change history of {label}"
             ) from None
         raise
     return found

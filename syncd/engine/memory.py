@@ -210,8 +210,11 @@ class SyncMemory:
     # -- documents -----------------------------------------------------------------------
 
     def knows(self, pair: Pair, coll: str) -> bool:
+        """Whether a sync of this pair saw the collection (documents, or empty)."""
         row = self.conn.execute(
-            "SELECT 1 FROM docs WHERE pair = ? AND coll = ? LIMIT 1", (pair.key, coll)
+            "SELECT 1 FROM points WHERE pair = ? AND coll = ? UNION ALL "
+            "SELECT 1 FROM docs WHERE pair = ? AND coll = ? LIMIT 1",
+            (pair.key, coll, pair.key, coll),
         ).fetchone()
         return row is not None
 

@@ -136,6 +136,7 @@ class CollectionScratch:
 
     def reset(self) -> None:
         """Empty scans for both sides (a first copy fills the source's while copying)."""
+        self.partial = False
         for side in (SRC, TGT):
             create_scan(self.scan_path(side)).close()
 
@@ -169,8 +170,8 @@ class CollectionScratch:
 
     def start_changes(self) -> None:
         """From here on the scratch holds candidates only (a sync by change streams)."""
-        self.partial = True
         self.reset()
+        self.partial = True
         conn = open_scratch(self.scan_path(TGT))
         try:
             conn.executescript(CAND_SCHEMA)
