@@ -47,6 +47,7 @@ class HealthState:
     config_loaded: bool
     scheduler_running: bool
     jobs: Mapping[str, JobHealth] = field(default_factory=dict)
+    continuous: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # job -> state
 
     @property
     def healthy(self) -> bool:
@@ -61,6 +62,7 @@ class HealthState:
                 name: {"last_result": job.last_result, "last_run": _iso(job.last_run)}
                 for name, job in sorted(self.jobs.items())
             },
+            "continuous": {name: dict(state) for name, state in sorted(self.continuous.items())},
         }
 
 

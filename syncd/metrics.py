@@ -121,6 +121,13 @@ class SyncdMetrics:
             ["flow", "mode"],
             registry=reg,
         )
+        self.sync_lag = Gauge(
+            "syncd_sync_lag_seconds",
+            "Age of the oldest source change a continuous job has not applied yet; 0 when "
+            "caught up (and for flows without a continuous job).",
+            ["flow"],
+            registry=reg,
+        )
         self.drift_documents = Gauge(
             "syncd_drift_documents",
             "Target documents changed outside syncd that blocked the flow's last run "
@@ -210,6 +217,7 @@ class SyncdMetrics:
             self.sync_duration.labels(flow)
             for mode in FIND_MODES:
                 self.sync_collections.labels(flow, mode)
+            self.sync_lag.labels(flow)
             self.sync_last_success.labels(flow)
             self.sync_schedule_interval.labels(flow)
         for endpoint in endpoints:
@@ -300,6 +308,9 @@ class SyncdMetrics:
                 self.sync_collections.labels(flow, mode).inc(count)
         for coll, count in blocked.items():
             self.drift_documents.labels(flow, coll).set(count)
+
+    def set_lag(self, flow: str, seconds: float) -> None:
+        self.sync_lag.labels(_name("flow", flow)).set(max(0.0, seconds))
 
     def set_sync_last_success(self, flow: str, timestamp: float) -> None:
         """At start: restore the last success the engine's state remembers (0 = never)."""

@@ -115,4 +115,5 @@ def _schedule(raw: dict[str, Any]) -> Schedule:
         interval_seconds=parse_interval(interval) if interval else None,
         on_signal=bool(raw.get("on_signal", False)),
         unattended=bool(raw.get("unattended", False)),
+        continuous=bool(raw.get("continuous", False)),
     )

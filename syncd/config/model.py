@@ -95,6 +95,7 @@ class Schedule:
     interval_seconds: float | None = None
     on_signal: bool = False
     unattended: bool = False
+    continuous: bool = False
 
 
 @dataclass(frozen=True)

@@ -252,9 +252,27 @@ def _trigger_issues(
 ) -> list[ConfigIssue]:
     issues = []
     cron, interval = job.get("cron"), job.get("interval")
-    if cron is None and interval is None and job.get("on_signal") is not True:
+    continuous = job.get("continuous") is True
+    if cron is None and interval is None and job.get("on_signal") is not True and not continuous:
         issues.append(
-            loaded.issue(path, "a schedule needs a trigger: cron, interval or on_signal: true")
+            loaded.issue(
+                path,
+                "a schedule needs a trigger: cron, interval, on_signal: true or continuous: true",
+            )
+        )
+    if continuous and (cron is not None or interval is not None or job.get("on_signal") is True):
+        issues.append(
+            loaded.issue(
+                [*path, "continuous"],
+                "continuous is a trigger of its own: drop cron, interval and on_signal here",
+                key=True,
+            )
+        )
+    if continuous and "flow" not in job:
+        issues.append(
+            loaded.issue(
+                [*path, "continuous"], "continuous only applies to flow jobs (flow: FLOW)", key=True
+            )
         )
     if cron is not None and interval is not None:
         issues.append(

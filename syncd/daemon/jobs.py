@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from syncd.backup import BackupError, apply_retention, create_backup, list_backups
 from syncd.config.model import GRIDFS_PAIRS, Config, Schedule
@@ -45,12 +44,19 @@ class Outcome:
     presync: tuple[str, Result] | None = None  # a flow's backup before writing: endpoint, result
     abandoned: bool = False  # stopped by a shutdown (counted as a failure)
     modes: dict[str, int] = field(default_factory=dict)  # how changes were found -> collections
+    refused: list[str] = field(default_factory=list)  # collections whose plan refused the run
+    more: bool = False  # the source had more changes than the run's batch took
+    wrote: bool = False  # the run wrote to the target
+
+
+class Flag(Protocol):
+    def is_set(self) -> bool: ...
 
 
 class StopCheck:
     """Raises Abandoned once the daemon is stopping; called between batches."""
 
-    def __init__(self, stopping: threading.Event) -> None:
+    def __init__(self, stopping: Flag) -> None:
         self.stopping = stopping
 
     def __call__(self) -> None:
@@ -88,15 +94,25 @@ class DaemonReporter(Reporter):
             super().planned(plan)
 
 
-def run_sync(config: Config, schedule: Schedule, check: StopCheck) -> Outcome:
+def run_sync(
+    config: Config,
+    schedule: Schedule,
+    check: StopCheck,
+    *,
+    collections: Sequence[str] | None = None,
+    change_limit: int | None = None,
+) -> Outcome:
+    """One run of a flow job; `collections` instead of the schedule's (a continuous job
+    leaving out the ones its drift stopped), `change_limit` source changes at most."""
     assert schedule.flow is not None  # noqa: S101 - the caller checked the kind
     started = time.monotonic()
     options = SyncOptions(
-        collections=schedule.collections,
+        collections=collections if collections is not None else schedule.collections,
         allow_protected=schedule.unattended,
         confirm=None,
         wait=False,
         job=schedule.name,
+        change_limit=change_limit,
         reporter=DaemonReporter(check),
     )
     try:
@@ -110,6 +126,7 @@ def run_sync(config: Config, schedule: Schedule, check: StopCheck) -> Outcome:
         drift = {c.name: _blocking(c) for c in exc.plan.collections}
         outcome = Outcome("refused", str(exc), time.monotonic() - started, drift=drift)
         outcome.fields = {"drift": sum(drift.values())}
+        outcome.refused = [c.name for c in exc.plan.collections if c.refusal is not None]
         return outcome
     except Refused as exc:
         return Outcome("refused", _protected_hint(str(exc), schedule), time.monotonic() - started)
@@ -167,7 +184,9 @@ def _sync_outcome(result: SyncResult, seconds: float) -> Outcome:
         fields["backup"] = result.backup
     if result.hook_messages:
         fields["hooks"] = len(result.hook_messages)
-    return Outcome("success", "", seconds, fields=fields, docs=docs, modes=result.modes())
+    outcome = Outcome("success", "", seconds, fields=fields, docs=docs, modes=result.modes())
+    outcome.more, outcome.wrote = result.plan.more, result.applied
+    return outcome
 
 
 def run_backup(config: Config, schedule: Schedule, check: StopCheck) -> Outcome:

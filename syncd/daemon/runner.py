@@ -81,6 +81,33 @@ class JobRunner:
         finally:
             self.on_done()
 
+    def cycle(
+        self, name: str, work: Callable[[Config, Schedule], Outcome]
+    ) -> tuple[Schedule, Outcome] | None:
+        """One batch of a continuous job: tracked as running (a stop waits for it), counted
+        in the metrics, logged only when it wrote, failed or was refused (a quiet follower
+        would otherwise log twice a second). None when the schedule is gone or stopping."""
+        if self.stopping.is_set():
+            return None
+        config = self.config()
+        schedule = next((s for s in config.schedules if s.name == name), None)
+        if schedule is None:
+            return None
+        with self._lock:
+            self._active[name] = time.monotonic()
+        try:
+            outcome = work(config, schedule)
+        finally:
+            with self._lock:
+                self._active.pop(name, None)
+        if outcome.result != "success" or outcome.wrote:
+            self._report(schedule, "continuous", outcome)
+        else:
+            self._record(schedule, outcome)
+            with self._lock:
+                self.last[schedule.name] = JobHealth(outcome.result, time.time())
+        return schedule, outcome
+
     def overlap(self, schedule: Schedule) -> None:
         """A run due while the previous run of the same schedule is still going: skipped."""
         outcome = Outcome("skipped", "the previous run of this schedule is still running")

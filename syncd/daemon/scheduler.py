@@ -118,7 +118,9 @@ class Scheduler:
                 replace_existing=True,
             )
             self._timed[name] = key
-        signal_only = {s.name for s in config.schedules if trigger_for(s) is None}
+        signal_only = {
+            s.name for s in config.schedules if trigger_for(s) is None and not s.continuous
+        }
         changes.added += sorted(signal_only - set(self._signal_only))
         changes.removed += sorted(set(self._signal_only) - signal_only)
         self._signal_only = signal_only

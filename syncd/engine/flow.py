@@ -66,6 +66,7 @@ class SyncOptions:
     wait: bool = True
     job: str = "manual"
     full: bool = False  # read both sides whole instead of following change streams
+    change_limit: int | None = None  # at most this many source changes (a continuous batch)
     reporter: Reporter = field(default_factory=Silent)
 
 
@@ -95,7 +96,7 @@ def _plan_only(
     workspace = Workspace(Path(tempfile.gettempdir()))
     try:
         with SyncMemory.of(config.state_dir, readonly=True) as memory:
-            sides = _sides(source, target, memory)
+            sides = _sides(source, target, memory, options)
             return SyncResult(_plan(config, flow, sides, options, workspace))
     finally:
         workspace.close()
@@ -108,7 +109,7 @@ def _sync(
     workspace = Workspace(config.state_dir / "tmp", reap=True)
     try:
         with SyncMemory.of(config.state_dir) as memory:
-            sides = _sides(source, target, memory)
+            sides = _sides(source, target, memory, options)
             with _space_checked(config, flow):
                 plan = _plan(
                     config,
@@ -151,7 +152,7 @@ def _sync(
         workspace.close()
 
 
-def _sides(source: Connected, target: Connected, memory: SyncMemory) -> Sides:
+def _sides(source: Connected, target: Connected, memory: SyncMemory, options: SyncOptions) -> Sides:
     """The run's two sides, built once; the pair is bound to the two databases."""
     identities = {c.name: "/".join((*c.hosts, c.database)) for c in (source, target)}
     pair = Pair.of(source.name, target.name, identities)
@@ -164,6 +165,7 @@ def _sides(source: Connected, target: Connected, memory: SyncMemory) -> Sides:
         target.name,
         pair,
         memory,
+        limit=options.change_limit,
     )
 
 

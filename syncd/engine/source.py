@@ -63,8 +63,10 @@ class DocumentSource(Protocol):
         """A resume point at the present end of the change stream."""
         ...
 
-    def read_changes(self, token: bytes, names: list[str], route: Router) -> Drained:
-        """The changes to `names` after `token`, each into `route(name)`."""
+    def read_changes(
+        self, token: bytes, names: list[str], route: Router, limit: int | None = None
+    ) -> Drained:
+        """The changes to `names` after `token`, each into `route(name)`; at most `limit`."""
         ...
 
     def fetch(self, name: str, ids: list[object]) -> list[bytes]:
@@ -150,8 +152,10 @@ class MongoSource:
     def current_token(self) -> bytes:
         return changestream.current_token(self.db)
 
-    def read_changes(self, token: bytes, names: list[str], route: Router) -> Drained:
-        return changestream.drain(self.db, token, names, route, label=self.label)
+    def read_changes(
+        self, token: bytes, names: list[str], route: Router, limit: int | None = None
+    ) -> Drained:
+        return changestream.drain(self.db, token, names, route, label=self.label, limit=limit)
 
     def fetch(self, name: str, ids: list[object]) -> list[bytes]:
         def read() -> list[bytes]:
