@@ -32,7 +32,7 @@ from pymongo.errors import OperationFailure
 from syncd.engine.rawbson import raw_id
 
 HISTORY_LOST = {286, 280}  # ChangeStreamHistoryLost, ChangeStreamFatalError
-AWAIT_MS = 50  # how long one read waits for more: the stream is read to its end, not tailed
+AWAIT_MS = 20  # how long one read waits for more: the stream is read to its end, not tailed
 DRAIN_SECONDS = 120.0
 BATCH = 5000
 DOCUMENT_EVENTS = {"insert", "replace", "update", "delete"}
