@@ -9,6 +9,7 @@ the other machine meets a live lease deterministically; SIGCONT lets it go on.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import os
 import signal
@@ -25,6 +26,7 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from syncd.backup import list_backups
+from syncd.lease import target_lease
 from tests.conftest import AuthServer, DbNames
 from tests.engine_kit import (
     DEADLINE,
@@ -423,5 +425,92 @@ def test_a_target_that_refuses_the_lease_says_to_set_lease_local(
     assert result.code == 1, result
     assert "cannot take the write lease in 'production'" in result.stderr
     assert "set `lease: local` on endpoint 'production'" in result.stderr
-    assert "nothing was written" in result.stderr
+    assert "check the endpoint's credentials and the user's roles" in result.stderr
+    assert result.stderr.rstrip().endswith("; nothing was written")
     assert reader.password not in result.output
+
+
+# -- same machine, restores, a lease left behind ----------------------------------------------
+
+
+def another_machine_holds(production: Db, *, expires_in: float) -> dict[str, Any]:
+    """A lease document as a run on host ci-runner leaves it (server times)."""
+    now = production.client.admin.command("hello")["localTime"]
+    lease = {
+        "_id": "writer",
+        "token": "ci",
+        "host": "ci-runner",
+        "pid": 4242,
+        "user": "deploy",
+        "job": "deploy-push",
+        "flow": "to_production",
+        "acquired": now,
+        "renewed": now,
+        "expires": now + timedelta(seconds=expires_in),
+    }
+    production[LEASES].replace_one({"_id": "writer"}, lease, upsert=True)
+    return lease
+
+
+def test_restores_take_the_lease_and_take_over_one_left_behind(pair: Pair, capsys: Capsys) -> None:
+    pair.configure(hook=False)
+    pair.production.contracts.insert_many([{"_id": i, "v": "before"} for i in range(5)])
+    assert syncd(capsys, pair.config, "backup", "create", "production").code == 0
+    (backup,) = list_backups(pair.backups)
+    pair.production.contracts.update_many({}, {"$set": {"v": "after"}})
+    another_machine_holds(pair.production, expires_in=600)
+
+    refused = syncd(capsys, pair.config, "backup", "restore", backup.name, "--yes", "--no-wait")
+    untouched = pair.production.contracts.count_documents({"v": "after"})
+    held = syncd(capsys, pair.config, "status").out
+    left = another_machine_holds(pair.production, expires_in=-5)  # its holder died
+    stale = syncd(capsys, pair.config, "status").out
+    restored = syncd(capsys, pair.config, "backup", "restore", backup.name, "--yes", "--no-wait")
+
+    assert refused.code == 3, refused.text
+    assert "'production' is being written by pid 4242 on host ci-runner" in refused.err
+    assert untouched == 5
+    assert "production: being written by pid 4242 on host ci-runner (user deploy, job " in held
+    assert (
+        "production: the write lease of pid 4242 on host ci-runner (user deploy, job "
+        "'deploy-push', flow to_production) since "
+    ) in stale
+    assert f"expired at {left['expires']:%Y-%m-%d %H:%M:%S} UTC" in stale
+    assert restored.code == 0, restored.text
+    assert "took over the write lease of 'production' from pid 4242 on host ci-runner" in (
+        restored.err
+    )
+    assert pair.production.contracts.count_documents({"v": "before"}) == 5
+    assert lease_of(pair.production) is None
+
+
+def test_a_manual_run_waits_for_a_writer_on_this_machine_and_says_so(
+    pair: Pair, tmp_path: Path
+) -> None:
+    pair.configure(hook=False)
+    pair.local.templates.insert_one({"_id": 1, "name": "offer letter"})
+    machine = Machine("a", pair.local, pair.config, pair.root, [])
+    with target_lease(pair.state_dir, "production", job="nightly-pull", flow="from_production"):
+        push = machine.start("sync", "to_production", "--yes")
+        try:
+            line = wait_until(
+                lambda: (
+                    "waiting for the write lease of 'production'" in machine.output(push)
+                    or push.poll() is not None
+                ),
+                timeout=DEADLINE,
+                what="the waiting line",
+            )
+            assert push.poll() is None and line, machine.output(push)
+            assert "templates" not in pair.production.list_collection_names()
+        except BaseException:
+            push.kill()
+            push.wait()
+            raise
+
+    assert push.wait(timeout=DEADLINE) == 0, machine.output(push)
+    assert (
+        f"being written by pid {os.getpid()} on this machine (user {getpass.getuser()}, "
+        "job 'nightly-pull', flow from_production) since "
+    ) in machine.output(push)
+    assert pair.production.templates.count_documents({}) == 1

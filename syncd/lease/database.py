@@ -178,14 +178,17 @@ class DatabaseLease:
         return None
 
     def _unwritable(self, exc: OperationFailure) -> SyncdError:
-        why = _reason(exc)
-        if exc.code in UNAUTHORIZED_CODES:
-            why += "; the endpoint's user may not write it"
+        fix = (
+            "check the endpoint's credentials and the user's roles (it must be allowed to "
+            f"write {COLLECTION})"
+            if exc.code in UNAUTHORIZED_CODES
+            else f"make {COLLECTION} writable"
+        )
         return LeaseUnwritable(
             f"cannot take the write lease in '{self.endpoint}' (collection {COLLECTION} of "
-            f"database {self.db.name}): {why}. Let the user write {COLLECTION}, or set "
-            f"`lease: local` on endpoint '{self.endpoint}' to keep the lease in this machine's "
-            "state directory only (then only one machine may write it); nothing was written"
+            f"database {self.db.name}): {_reason(exc)}; {fix}, or set `lease: local` on "
+            f"endpoint '{self.endpoint}' to keep the lease in this machine's state directory "
+            "only (then only one machine may write it); nothing was written"
         )
 
     # -- keeping it ---------------------------------------------------------------------
