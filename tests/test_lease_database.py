@@ -26,7 +26,9 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from syncd.backup import list_backups
-from syncd.lease import target_lease
+from syncd.config import load_config
+from syncd.endpoints import open_endpoint
+from syncd.lease import LeaseLost, target_lease, write_lease
 from tests.conftest import AuthServer, DbNames
 from tests.engine_kit import (
     DEADLINE,
@@ -514,3 +516,57 @@ def test_a_manual_run_waits_for_a_writer_on_this_machine_and_says_so(
         "job 'nightly-pull', flow from_production) since "
     ) in machine.output(push)
     assert pair.production.templates.count_documents({}) == 1
+
+
+def test_a_held_lease_is_renewed_and_check_fails_once_it_cannot_be(
+    mongo_server_factory: Callable[..., Any],
+    write_config: Callable[..., Path],
+    local_uri: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = mongo_server_factory()
+    config = load_config(
+        write_config(
+            f"""
+            version: 1
+            state_dir: {tmp_path / "state"}
+            endpoints:
+              local: {{uri: "{local_uri}"}}
+              production: {{uri: "{server.uri_for("prod")}"}}
+            flows:
+              to_production: {{source: local, target: production}}
+            collections:
+              - name: "*"
+            """
+        )
+    )
+    monkeypatch.setenv("SYNCD_LEASE_SECONDS", "2")
+    target = open_endpoint(config.endpoints["production"])
+    try:
+        with write_lease(config, target, job="deploy-push", flow="to_production") as lease:
+            first = lease_of(target.db)
+            assert first is not None
+            wait_until(
+                lambda: target.client.admin.command("hello")["localTime"] > first["expires"],
+                what="the first expiry to pass",
+            )
+            lease.check()  # renewed meanwhile: still ours
+            renewed = lease_of(target.db)
+            assert renewed is not None and renewed["expires"] > first["expires"]
+            assert renewed["token"] == first["token"]
+
+            server.kill()
+            wait_until(lambda: raises_lease_lost(lease.check), what="check() to fail")
+        with pytest.raises(LeaseLost, match="lost the write lease of 'production': not renewed"):
+            lease.check()
+    finally:
+        target.close()
+
+
+def raises_lease_lost(check: Callable[[], None]) -> bool:
+    try:
+        check()
+    except LeaseLost:
+        return True
+    return False

@@ -31,12 +31,12 @@ from typing import Any
 
 import pymongo
 from bson.codec_options import CodecOptions
-from pymongo import ReturnDocument, WriteConcern
+from pymongo import ReadPreference, ReturnDocument, WriteConcern
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
-from syncd.engine.retry import UNAUTHORIZED_CODES, _reason
+from syncd.engine.retry import UNAUTHORIZED_CODES, _reason, is_transient, with_retries
 from syncd.errors import SyncdError, UsageError
 from syncd.lease.guard import register, unregister
 from syncd.lease.holder import Holder, LeaseBusy, utc_text
@@ -81,10 +81,12 @@ def lease_seconds() -> float:
 
 
 def lease_collection(db: Database[Any]) -> Collection[dict[str, Any]]:
-    """Majority writes: a lease a failover forgets would let two writers in."""
+    """Majority writes (a lease a failover forgets would let two writers in), reads from the
+    primary (a secondary's copy may be behind), whatever the endpoint's URI asks for."""
     return db.get_collection(
         COLLECTION,
         codec_options=CodecOptions(tz_aware=True, tzinfo=UTC),
+        read_preference=ReadPreference.PRIMARY,
         write_concern=WriteConcern("majority"),
     )
 
@@ -123,7 +125,7 @@ class DatabaseLease:
         told: Holder | None = None
         poll = min(MAX_POLL_SECONDS, self.seconds / 4)
         while True:
-            current = self._try_take()
+            current = with_retries(self._try_take, what=f"take the write lease of {self.endpoint}")
             if current is None:
                 break
             if not wait:
@@ -165,6 +167,8 @@ class DatabaseLease:
                 return Holder.from_record(record, "database")
             before = None  # a retried write that had gone through: it is ours
         except OperationFailure as exc:
+            if is_transient(exc):
+                raise
             raise self._unwritable(exc) from None
         self._confirmed = started
         if before is not None:
