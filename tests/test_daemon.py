@@ -434,7 +434,8 @@ def test_busy_target_skips_the_scheduled_run_and_refuses_a_no_wait_sync(
     with target_lease(state_dir, "local", job="test holder"):
         daemon = start_daemon(config)
         skipped = daemon.wait_msg("sync skipped", job="pull")
-        assert f"pid {os.getpid()} (test holder)" in skipped["msg"]
+        assert f"pid {os.getpid()} on this machine" in skipped["msg"]
+        assert "job 'test holder'" in skipped["msg"]
         assert skipped["level"] == "warning"
         manual = subprocess.run(
             syncd_command("-c", str(config), "sync", "from_production", "--no-wait"),

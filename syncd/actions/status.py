@@ -14,6 +14,7 @@ from syncd.engine.flow import SyncOptions, get_flow, sync_flow
 from syncd.engine.memory import SyncMemory
 from syncd.engine.render import table
 from syncd.errors import EXIT_FAILED, EXIT_OK, SyncdError
+from syncd.lease.status import lease_state
 
 
 def run(config: Config, args: argparse.Namespace) -> int:
@@ -42,6 +43,7 @@ def _endpoints(config: Config) -> dict[str, dict[str, Any]]:
                 entry.update(
                     reachable=True, version=connected.server_version(), database=connected.database
                 )
+                entry["lease"] = lease_state(config.state_dir, connected).as_json()
             finally:
                 connected.close()
         result[name] = entry
@@ -92,6 +94,8 @@ def _print(report: dict[str, Any]) -> None:
     for name, e in report["endpoints"].items():
         if not e["reachable"]:
             print(f"  {name}: {e.get('error', 'unreachable')}")
+        elif e["lease"]["summary"]:
+            print(f"  {name}: {e['lease']['summary']}")
     for flow, status in report["flows"].items():
         print(f"\n{flow}: {status['source']} -> {status['target']}")
         if "error" in status:

@@ -20,6 +20,7 @@ from pymongo.errors import PyMongoError
 from syncd.backup.fsio import FileStream
 from syncd.backup.layout import BackupInfo, uuid_bytes
 from syncd.backup.writer import BackupWriter, Progress
+from syncd.config.model import own_collection
 from syncd.engine.source import CollectionSpec
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ def skip_reason(info: Mapping[str, Any]) -> str | None:
     name = str(info.get("name", ""))
     if name.startswith("system."):
         return "system collection"
+    if own_collection(name):
+        return "syncd's own collection (the write lease)"
     kind = info.get("type", "collection")
     if kind == "view":
         return "view (its source collection is backed up)"

@@ -84,7 +84,13 @@ def _endpoint(name: str, raw: dict[str, Any]) -> Endpoint:
         ref = SecretRef("file", raw["uri_file"])
     else:
         ref = SecretRef("command", raw["uri_command"], timeout)
-    return Endpoint(name, ref, raw.get("database"), bool(raw.get("protected", False)))
+    return Endpoint(
+        name,
+        ref,
+        raw.get("database"),
+        bool(raw.get("protected", False)),
+        raw.get("lease", "database"),
+    )
 
 
 def _hook(name: str, raw: dict[str, Any]) -> ResetPasswordsHook:

@@ -15,10 +15,16 @@ DriftPolicy = Literal["abort", "overwrite", "merge"]
 BeforeSync = Literal["full", "changes", "none"]
 Compress = Literal["gzip", "none"]
 SecretKind = Literal["literal", "env", "file", "command"]
+LeaseKind = Literal["database", "local"]
 
 DEFAULT_STATE_DIR = Path("/var/lib/syncd")
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9647"
 GRIDFS_PAIRS = {"fs.files": "fs.chunks", "fs.chunks": "fs.files"}
+OWN_PREFIX = "_syncd"  # syncd's own collections (`_syncd_leases`): never synced nor backed up
+
+
+def own_collection(name: str) -> bool:
+    return name.startswith(OWN_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,7 @@ class Endpoint:
     uri: SecretRef
     database: str | None = None
     protected: bool = False
+    lease: LeaseKind = "database"  # database: one writer across machines; local: this one
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from typing import Any
 
 from syncd.config.cron import crontab_trigger
 from syncd.config.load import ConfigIssue, LoadedYaml
+from syncd.config.model import own_collection
 from syncd.config.secrets import uri_database, uri_has_credentials
 
 URI_KEYS = ("uri", "uri_env", "uri_file", "uri_command")
@@ -156,6 +157,14 @@ def _collection_issues(
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             continue
         name = entry["name"]
+        if own_collection(name):
+            issues.append(
+                loaded.issue(
+                    ["collections", index, "name"],
+                    f"'{name}': collections named _syncd* are syncd's own (the write lease) "
+                    "and never travel; remove this entry",
+                )
+            )
         if name in seen:
             issues.append(
                 loaded.issue(

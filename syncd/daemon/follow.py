@@ -31,7 +31,7 @@ from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 
-from syncd.config.model import Config, Schedule
+from syncd.config.model import OWN_PREFIX, Config, Schedule
 from syncd.daemon.jobs import Outcome, StopCheck, run_sync
 from syncd.daemon.runner import JobRunner
 from syncd.endpoints import client_options, resolve_uri
@@ -112,7 +112,10 @@ class Activity:
             db = client[self.database].with_options(
                 codec_options=CodecOptions(document_class=RawBSONDocument)
             )
-            pipeline = [{"$project": {"_id": 1, "operationType": 1}}]
+            pipeline = [
+                {"$match": {"ns.coll": {"$not": {"$regex": f"^{OWN_PREFIX}"}}}},
+                {"$project": {"_id": 1, "operationType": 1}},
+            ]
             with db.watch(pipeline, max_await_time_ms=WATCH_AWAIT_MS) as stream:
                 while not self.stop.is_set():
                     if stream.try_next() is not None:

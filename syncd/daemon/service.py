@@ -24,6 +24,7 @@ from syncd.daemon.signals import JOB_DONE, Event, Inbox
 from syncd.daemon.state import restore_metrics
 from syncd.errors import EXIT_OK, SyncdError
 from syncd.health import HealthState, ListenAddressError, Listener, start_listener
+from syncd.lease import release_all
 from syncd.metrics import SyncdMetrics
 
 log = logging.getLogger("syncd.daemon")
@@ -248,7 +249,9 @@ class Daemon:
 
 
 def _exit_now() -> None:
-    """Leave without waiting for job threads. Leases are flocks: the kernel frees them, and
-    a sync cut short converges on its next run."""
+    """Leave without waiting for job threads. Lease files are flocks: the kernel frees them;
+    database leases are given back here (or expire), and a sync cut short converges on its
+    next run."""
+    release_all()
     logging.shutdown()
     os._exit(EXIT_OK)

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from syncd.config.model import Config, DriftPolicy, Flow
+from syncd.config.model import Config, DriftPolicy, Flow, own_collection
 from syncd.endpoints import Connected, opened, refuse_same_database
 from syncd.engine.changes import Sides
 from syncd.engine.memory import Pair, SyncMemory
@@ -37,7 +37,7 @@ from syncd.engine.write import (
     write_plan,
 )
 from syncd.errors import Refused, SyncdError, UsageError
-from syncd.lease import target_lease
+from syncd.lease import write_lease
 
 log = logging.getLogger("syncd.engine")
 
@@ -85,7 +85,7 @@ def sync_flow(config: Config, flow_name: str, options: SyncOptions) -> SyncResul
         refuse_same_database(source, target)
         if options.dry_run:
             return _plan_only(config, flow, source, target, options)
-        with target_lease(config.state_dir, flow.target, job=options.job, wait=options.wait):
+        with write_lease(config, target, job=options.job, flow=flow.name, wait=options.wait):
             return _sync(config, flow, source, target, options)
 
 
@@ -233,7 +233,7 @@ def skip_unsyncable(
             + "; views and system collections are never synced (a view's source collection"
             " is); leave them out of -C"
         )
-    for name in sorted(reasons):
+    for name in sorted(n for n in reasons if not own_collection(n)):  # in every target: quiet
         log.info(
             f"skipping {name}: {reasons[name]}; it is never synced", extra={"collection": name}
         )

@@ -32,7 +32,8 @@ from syncd.engine.scratch import Workspace
 from syncd.engine.source import MongoSource
 from syncd.engine.write import CollectionResult, verify_plan, write_plan
 from syncd.errors import Refused, UsageError
-from syncd.lease import target_lease
+from syncd.lease import write_lease
+from syncd.lease.guard import check_writes
 
 log = logging.getLogger("syncd.restore")
 BATCH = 1000
@@ -76,7 +77,7 @@ def restore_backup(
     started = time.monotonic()
     target = open_endpoint(endpoint)
     try:
-        with target_lease(config.state_dir, target_name, job=f"restore {info.name}", wait=wait):
+        with write_lease(config, target, job=f"restore {info.name}", wait=wait):
             with restore_lock(info), _Restore(config, info, target, names, reporter) as restore:
                 summary = restore.prepare()
                 question = (
@@ -217,6 +218,7 @@ def _undo_changes(info: BackupInfo, target: Connected, names: list[str]) -> list
 def _flush(coll: Any, ops: list[Any], *, force: bool = False) -> list[Any]:
     if ops and (force or len(ops) >= BATCH):
         batch = list(ops)  # replaces and deletes by _id: a retried batch does the same
+        check_writes(coll.database)
         with_retries(
             lambda: coll.bulk_write(batch, ordered=False, bypass_document_validation=True),
             what=f"restore {coll.name}",

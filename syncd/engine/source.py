@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from pymongo.database import Database
 
+from syncd.config.model import OWN_PREFIX, own_collection
 from syncd.engine import changestream
 from syncd.engine.changestream import Drained, Router
 from syncd.engine.rawbson import split_documents
@@ -74,7 +75,7 @@ class DocumentSource(Protocol):
         ...
 
 
-SKIPPED_PREFIXES = ("system.",)
+SKIPPED_PREFIXES = ("system.", OWN_PREFIX)
 
 
 class MongoSource:
@@ -95,11 +96,13 @@ class MongoSource:
         return sorted(names)
 
     def skipped_collections(self) -> dict[str, str]:
-        """Name -> why it is not synced, for views, system and time-series collections."""
+        """Name -> why it is not synced: views, system, time-series and syncd's own collections."""
         skipped = {}
         for info in self.db.list_collections():
             name, kind = str(info["name"]), info.get("type", "collection")
-            if name.startswith(SKIPPED_PREFIXES):
+            if own_collection(name):
+                skipped[name] = "syncd's own collection"
+            elif name.startswith(SKIPPED_PREFIXES):
                 skipped[name] = "a system collection"
             elif kind != "collection" or "timeseries" in info.get("options", {}):
                 skipped[name] = (
