@@ -112,7 +112,7 @@ class Activity:
             db = client[self.database].with_options(
                 codec_options=CodecOptions(document_class=RawBSONDocument)
             )
-            pipeline = [
+            pipeline: list[dict[str, Any]] = [
                 {"$match": {"ns.coll": {"$not": {"$regex": f"^{OWN_PREFIX}"}}}},
                 {"$project": {"_id": 1, "operationType": 1}},
             ]
