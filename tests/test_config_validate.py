@@ -438,7 +438,7 @@ CASES: dict[str, Broken] = {
               - name: pull
                 flow: from_production
             """),
-        "11:5: schedules[0]: a schedule needs a trigger: cron, interval or on_signal: true",
+        "11:5: schedules[0]: schedule 'pull' needs a trigger: cron, interval or on_signal: true",
     ),
     "schedule_with_cron_and_interval": broken(
         plus("""\
@@ -462,7 +462,7 @@ CASES: dict[str, Broken] = {
     ),
     "schedule_without_job": broken(
         plus("schedules: [{name: pull, interval: 1h}]\n"),
-        "10:13: schedules[0]: a schedule needs a job: flow: FLOW or backup: ENDPOINT",
+        "10:13: schedules[0]: schedule 'pull' needs a job: flow: FLOW or backup: ENDPOINT",
     ),
     "collections_on_a_backup_job": broken(
         plus("""\
@@ -697,7 +697,8 @@ def test_every_error_of_a_file_is_reported_at_once_sorted_by_line(
         f"{path}:12:22: backups.keep_last: 0 is too small (minimum 1)",
         f"{path}:14:47: schedules[0].cron: invalid cron expression '0 3 * *': "
         "needs 5 fields (minute hour day-of-month month day-of-week), got 4",
-        f"{path}:15:5: schedules[1]: a schedule needs a trigger: cron, interval or on_signal: true",
+        f"{path}:15:5: schedules[1]: schedule 'pull' needs a trigger: "
+        "cron, interval or on_signal: true",
         f"{path}:15:12: schedules[1].name: schedule name 'pull' is already used by schedules[0]",
         f"{path}:16:19: metrics.listen: invalid listen address '127.0.0.1:70000': "
         "the port must be a number from 0 to 65535",

@@ -215,6 +215,12 @@ def _schedule_issues(
     return issues
 
 
+def _schedule_named(job: dict[str, Any]) -> str:
+    """How a message names a schedule: by its `name` where it has a usable one."""
+    name = job.get("name")
+    return f"schedule '{name}'" if isinstance(name, str) and name.strip() else "a schedule"
+
+
 def _schedule_target_issues(
     loaded: LoadedYaml,
     path: list[str | int],
@@ -225,7 +231,11 @@ def _schedule_target_issues(
     issues = []
     has_flow, has_backup = "flow" in job, "backup" in job
     if not has_flow and not has_backup:
-        issues.append(loaded.issue(path, "a schedule needs a job: flow: FLOW or backup: ENDPOINT"))
+        issues.append(
+            loaded.issue(
+                path, f"{_schedule_named(job)} needs a job: flow: FLOW or backup: ENDPOINT"
+            )
+        )
     elif has_flow and has_backup:
         issues.append(
             loaded.issue(
@@ -254,7 +264,10 @@ def _trigger_issues(
     cron, interval = job.get("cron"), job.get("interval")
     if cron is None and interval is None and job.get("on_signal") is not True:
         issues.append(
-            loaded.issue(path, "a schedule needs a trigger: cron, interval or on_signal: true")
+            loaded.issue(
+                path,
+                f"{_schedule_named(job)} needs a trigger: cron, interval or on_signal: true",
+            )
         )
     if cron is not None and interval is not None:
         issues.append(
