@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -175,13 +176,48 @@ def test_notify_reaches_an_abstract_socket_and_reloading_carries_the_monotonic_t
     assert message["RELOADING"] == "1" and int(message["MONOTONIC_USEC"]) > 0
 
 
-def test_notify_is_silent_without_a_socket_and_never_blocks(tmp_path: Path) -> None:
+def test_notify_is_silent_without_a_socket_and_waits_once_for_a_receiver_that_stopped(
+    tmp_path: Path,
+) -> None:
     Notifier({}).ready("nobody listens")  # no socket: nothing happens, nothing raised
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(str(tmp_path / "full"))
-        notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "full")})
-        for _ in range(100):  # far past the socket's queue: dropped, not blocked
+        notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "full")}, timeout=0.2)
+        started = time.monotonic()
+        for _ in range(100):  # far past the socket's queue: one bounded wait, then dropped
             notifier.status("busy")
+        assert time.monotonic() - started < 5  # not 90 waits of 0.2 s
+
+
+def test_notify_stopping_reaches_a_receiver_that_reads_slower_than_syncd_sends(
+    tmp_path: Path,
+) -> None:
+    """Linux queues about 10 datagrams; a send into a full queue waits for room (as systemd's
+    sd_notify does) instead of dropping, so STOPPING=1 after a burst of STATUS arrives."""
+    path = str(tmp_path / "slow")
+    received: list[dict[str, str]] = []
+    done = threading.Event()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+
+        def read_slowly() -> None:
+            while not done.is_set():
+                message = receive(sock)
+                received.append(message)
+                if "STOPPING" in message:
+                    done.set()
+                done.wait(0.02)  # the slow reader: 50 messages a second at most
+
+        reader = threading.Thread(target=read_slowly, daemon=True)
+        reader.start()
+        notifier = Notifier({"NOTIFY_SOCKET": path})
+        for n in range(40):
+            notifier.status(f"batch {n}")
+        notifier.stopping("stopping; running: nightly")
+        assert done.wait(30), f"STOPPING=1 never arrived; got {len(received)} messages"
+        reader.join(timeout=30)
+    assert [m["STATUS"] for m in received[:40]] == [f"batch {n}" for n in range(40)]
+    assert received[40] == {"STOPPING": "1", "STATUS": "stopping; running: nightly"}
 
 
 def test_watchdog_interval_is_half_of_watchdog_usec_for_this_process_only() -> None:
@@ -222,3 +258,4 @@ def test_stop_check_abandons_between_batches_but_not_inside_a_gridfs_pair() -> N
     chunks(1000)  # fs.chunks then fs.files are written as a pair
     with pytest.raises(Abandoned):
         scan(2000)
+
