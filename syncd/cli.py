@@ -15,7 +15,7 @@ from pymongo.errors import PyMongoError
 from syncd import __version__
 from syncd.config import Config, ConfigInvalid, load_config
 from syncd.config.secrets import redact
-from syncd.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, SyncdError, UsageError
+from syncd.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, SyncdError
 from syncd.log import setup_logging
 
 log = logging.getLogger("syncd")
@@ -99,7 +99,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--log-format", choices=("text", "json"), default=argparse.SUPPRESS)
     parser.add_argument(
-        "--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), default=argparse.SUPPRESS
+        "--log-level",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        default=argparse.SUPPRESS,
+        help="DEBUG also logs the traceback of an unexpected error",
     )
 
 
@@ -143,12 +147,7 @@ def validate_action(config: Config, args: argparse.Namespace) -> int:
 
 def _action(command: str) -> Callable[[Config, argparse.Namespace], int]:
     module_name, function_name = ACTIONS[command].split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("syncd"):
-            raise UsageError(f"'syncd {command.replace('.', ' ')}' is not built yet") from None
-        raise
+    module = importlib.import_module(module_name)
     action: Callable[[Config, argparse.Namespace], int] = getattr(module, function_name)
     return action
 
@@ -190,6 +189,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("syncd: interrupted", file=sys.stderr)
         return EXIT_FAILED
+    except Exception as exc:  # not one of syncd's own errors: a bug; its traceback helps
+        log.debug("unexpected error", exc_info=exc)
+        print(f"syncd: {unexpected_error_message(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def unexpected_error_message(exc: BaseException) -> str:
+    """An error syncd did not expect, with its type and message (redacted); the traceback
+    goes to the log at DEBUG."""
+    text = redact(str(exc)).strip() or "(no message)"
+    return (
+        f"unexpected error: {type(exc).__name__}: {text}; this is a bug in syncd: "
+        "run again with --log-level debug to see where it happened, and report it"
+    )
 
 
 def mongo_error_message(exc: PyMongoError) -> str:

@@ -3,6 +3,7 @@ the notify protocol, signal queueing and the stop check between batches."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -16,12 +17,14 @@ import pytest
 
 from syncd.config.cron import cron_weekdays
 from syncd.config.model import Config, Endpoint, Flow, Schedule, SecretRef
+from syncd.daemon import jobs
 from syncd.daemon.jobs import Abandoned, DaemonReporter, StopCheck
 from syncd.daemon.notify import Notifier
 from syncd.daemon.ping import Pinger
 from syncd.daemon.runner import JobRunner
 from syncd.daemon.scheduler import Scheduler, grace_seconds, trigger_for
 from syncd.daemon.signals import Inbox
+from syncd.log import TextFormatter
 from syncd.metrics import SyncdMetrics
 
 # -- triggers -------------------------------------------------------------------------------
@@ -259,3 +262,32 @@ def test_stop_check_abandons_between_batches_but_not_inside_a_gridfs_pair() -> N
     with pytest.raises(Abandoned):
         scan(2000)
 
+
+# -- unexpected errors ----------------------------------------------------------------------
+
+
+def test_a_job_that_fails_unexpectedly_is_logged_with_its_traceback(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken_engine(*args: object) -> None:
+        raise ZeroDivisionError("division by zero in the planner")
+
+    monkeypatch.setattr(jobs, "sync_flow", broken_engine)
+    schedule = Schedule("nightly", flow="f", interval_seconds=60)
+    config = config_with(schedule)
+    metrics = SyncdMetrics()
+    runner = JobRunner(
+        config=lambda: config, metrics=metrics, notifier=Notifier({}), on_done=lambda: None
+    )
+
+    with caplog.at_level(logging.INFO, logger="syncd.daemon"):
+        runner("nightly", "interval")
+
+    (failed,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert failed.getMessage() == (
+        "sync failed: unexpected error: ZeroDivisionError: division by zero in the planner"
+    )
+    text = TextFormatter(timestamps=True).format(failed)
+    assert "Traceback (most recent call last)" in text
+    assert "in broken_engine" in text
+    assert runner.last_runs()["nightly"].last_result == "failure"

@@ -44,6 +44,7 @@ class Outcome:
     backups: tuple[int, int, float | None] | None = None  # kept, bytes, newest (unix time)
     presync: tuple[str, Result] | None = None  # a flow's backup before writing: endpoint, result
     abandoned: bool = False  # stopped by a shutdown (counted as a failure)
+    unexpected: BaseException | None = None  # not a SyncdError: logged with its traceback
 
 
 class StopCheck:
@@ -120,15 +121,20 @@ def run_sync(config: Config, schedule: Schedule, check: StopCheck) -> Outcome:
         return outcome
     except SyncdError as exc:
         return Outcome("failure", str(exc), time.monotonic() - started)
-    except Exception as exc:  # a job never kills the daemon; the type names the cause
-        log.debug("job %s failed", schedule.name, exc_info=True)
-        return Outcome("failure", f"{type(exc).__name__}: {exc}", time.monotonic() - started)
+    except Exception as exc:  # a job never kills the daemon; the traceback shows the cause
+        return unexpected(exc, started)
     outcome = _sync_outcome(result, time.monotonic() - started)
     if result.backup:
         target = config.flows[schedule.flow].target
         outcome.presync = (target, "success")
         outcome.backups = _inventory(config, target)
     return outcome
+
+
+def unexpected(exc: Exception, started: float) -> Outcome:
+    """A failure that is not one of syncd's own errors: the runner logs its traceback."""
+    reason = f"unexpected error: {type(exc).__name__}: {exc}"
+    return Outcome("failure", reason, time.monotonic() - started, unexpected=exc)
 
 
 def _blocking(plan: CollectionPlan) -> int:
@@ -194,8 +200,7 @@ def run_backup(config: Config, schedule: Schedule, check: StopCheck) -> Outcome:
     except SyncdError as exc:
         return Outcome("failure", str(exc), time.monotonic() - started)
     except Exception as exc:
-        log.debug("job %s failed", schedule.name, exc_info=True)
-        return Outcome("failure", f"{type(exc).__name__}: {exc}", time.monotonic() - started)
+        return unexpected(exc, started)
     fields = {
         "backup": info.name,
         "collections": len(info.collections),

@@ -101,7 +101,7 @@ class JobRunner:
             message += f": {outcome.reason}"
         extra = {**_labels(schedule, trigger), "result": outcome.result, **outcome.fields}
         extra["seconds"] = round(outcome.seconds, 3)
-        log.log(level, message, extra=extra)
+        log.log(level, message, extra=extra, exc_info=outcome.unexpected)
         self._record(schedule, outcome)
         with self._lock:
             self.last[schedule.name] = JobHealth(outcome.result, time.time())
