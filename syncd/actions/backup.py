@@ -90,7 +90,11 @@ def restore(config: Config, args: argparse.Namespace) -> int:
     print(f"backed up {result.target} first: {result.safety_backup}")
     rows = [[c.name, c.inserted, c.replaced, c.deleted] for c in result.collections]
     print(table(["collection", "inserted", "replaced", "deleted"], rows))
-    print(f"restored {info.name} into {result.target} in {result.seconds:.1f} s")
+    verified = sum(1 for c in result.collections if c.verified)
+    print(
+        f"restored {info.name} into {result.target} in {result.seconds:.1f} s; "
+        f"{verified}/{len(result.collections)} collections read back and verified"
+    )
     return EXIT_OK
 
 

@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bson.raw_bson import RawBSONDocument
 from pymongo.collection import Collection
 
 from syncd.backup import BackupWriter, apply_retention, create_backup
 from syncd.config.model import Config
 from syncd.endpoints import Connected
+from syncd.engine.fetch import fetch_batches
 from syncd.engine.plan import CollectionPlan, Plan
-from syncd.engine.rawbson import id_document, id_value
+from syncd.engine.rawbson import id_document
+from syncd.engine.retry import with_retries
 from syncd.engine.scan import TARGET_SPOOL, open_scratch
 from syncd.engine.source import CollectionSpec, MongoSource
 
 log = logging.getLogger("syncd.backup")
-FETCH_BATCH = 100  # larger `$in` lists get slower per document on some servers
 
 
 def backups_dir(config: Config) -> Path:
@@ -73,7 +74,9 @@ def _changes_backup(
     ) as writer:
         for plan in changed:
             assert plan.work_dir is not None  # noqa: S101
-            spec = source.collection_spec(plan.name) or CollectionSpec(plan.name)
+            spec = with_retries(
+                partial(source.collection_spec, plan.name), what=f"back up {plan.name}"
+            ) or CollectionSpec(plan.name)
             conn = open_scratch(plan.work_dir / "tgt.sqlite")
             try:
                 rids = _rids(conn, "op IN ('replace', 'delete')")
@@ -93,19 +96,6 @@ def _rids(conn: Any, where: str) -> Iterator[bytes]:
 
 
 def _before_images(coll: Collection[Any], rids: Iterator[bytes]) -> Iterator[bytes]:
-    raw_coll = coll.with_options(
-        codec_options=coll.codec_options.with_options(document_class=RawBSONDocument)
-    )
-    batch: list[Any] = []
-    for rid in rids:
-        batch.append(id_value(rid))
-        if len(batch) >= FETCH_BATCH:
-            yield from _fetch(raw_coll, batch)
-            batch = []
-    yield from _fetch(raw_coll, batch)
-
-
-def _fetch(coll: Collection[Any], ids: list[Any]) -> Iterator[bytes]:
-    if ids:
-        for document in coll.find({"_id": {"$in": ids}}):
-            yield bytes(document.raw)
+    """The target's documents with those `_id`s, read in retried `$in` batches."""
+    for _batch, found in fetch_batches(coll, rids, what=f"back up {coll.name} before-images"):
+        yield from found.values()
