@@ -28,6 +28,7 @@ ACTIONS = {
     "backup.create": "syncd.actions.backup:create",
     "backup.list": "syncd.actions.backup:list_",
     "backup.restore": "syncd.actions.backup:restore",
+    "backup.import": "syncd.actions.backup:import_",
     "run": "syncd.daemon:run",
 }
 
@@ -77,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("-C", "--collection", dest="collections", action="append", metavar="COLL")
     restore.add_argument("--yes", action="store_true")
     restore.add_argument("--no-wait", action="store_true")
+    imported = backup_sub.add_parser(
+        "import", help="take a mongodump directory (one database) into the backup store"
+    )
+    imported.add_argument("path", type=Path, metavar="PATH")
+    imported.add_argument("--endpoint", required=True, metavar="ENDPOINT")
 
     sub.add_parser("run", help="the daemon: schedules, signals, metrics")
 

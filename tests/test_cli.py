@@ -37,6 +37,7 @@ COMMANDS = [
     ["backup", "create"],
     ["backup", "list"],
     ["backup", "restore"],
+    ["backup", "import"],
     ["run"],
     ["demo"],
 ]
