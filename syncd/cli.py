@@ -25,6 +25,7 @@ ACTIONS = {
     "validate": "syncd.cli:validate_action",
     "status": "syncd.actions.status:run",
     "sync": "syncd.actions.sync:run",
+    "verify": "syncd.actions.verify:run",
     "backup.create": "syncd.actions.backup:create",
     "backup.list": "syncd.actions.backup:list_",
     "backup.restore": "syncd.actions.backup:restore",
@@ -62,7 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--no-wait", action="store_true", help="refuse if the target is busy")
     sync.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    backup = sub.add_parser("backup", help="create, list and restore backups")
+    verify = sub.add_parser(
+        "verify", help="compare both sides of a flow now, document by document; writes nothing"
+    )
+    verify.add_argument("flow")
+    verify.add_argument("-C", "--collection", dest="collections", action="append", metavar="COLL")
+    verify.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    backup = sub.add_parser("backup", help="create, list, restore and import backups")
     backup_sub = _Subparsers(
         backup.add_subparsers(dest="backup_command", required=True, metavar="ACTION"), common
     )
