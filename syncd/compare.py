@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from syncd.config.model import Config
 from syncd.endpoints import opened, refuse_same_database
@@ -89,7 +89,7 @@ class VerifyReport:
         return all(c.equal for c in self.collections)
 
     @property
-    def result(self) -> str:
+    def result(self) -> Literal["equal", "different"]:
         return "equal" if self.equal else "different"
 
     def as_dict(self) -> dict[str, Any]:

@@ -33,6 +33,7 @@ COMMANDS = [
     ["validate"],
     ["status"],
     ["sync"],
+    ["verify"],
     ["backup"],
     ["backup", "create"],
     ["backup", "list"],
@@ -63,7 +64,7 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(["--help"], capsys)
     assert (code, err) == (0, "")
     assert out.startswith("usage: syncd ")
-    for command in ("validate", "status", "sync", "backup", "run", "demo"):
+    for command in ("validate", "status", "sync", "verify", "backup", "run", "demo"):
         assert f"\n    {command} " in out
 
 
@@ -197,7 +198,7 @@ def test_console_script_validates_the_example_config() -> None:
     )
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout == (
-        "config/syncd.example.yaml: OK (2 endpoints, 2 flows, 21 collection rules, 3 schedules)\n"
+        "config/syncd.example.yaml: OK (2 endpoints, 2 flows, 21 collection rules, 4 schedules)\n"
     )
 
 

@@ -12,9 +12,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from syncd.backup import BackupError, apply_retention, create_backup, list_backups
+from syncd.compare import verify_flow
 from syncd.config.model import GRIDFS_PAIRS, Config, Schedule
 from syncd.endpoints import open_endpoint
 from syncd.engine.flow import ConfirmationNeeded, PlanRefused, SyncOptions, sync_flow
@@ -45,6 +46,8 @@ class Outcome:
     presync: tuple[str, Result] | None = None  # a flow's backup before writing: endpoint, result
     abandoned: bool = False  # stopped by a shutdown (counted as a failure)
     unexpected: BaseException | None = None  # not a SyncdError: logged with its traceback
+    verify: Literal["equal", "different"] | None = None  # a verify job that ran
+    mismatched: dict[str, int] = field(default_factory=dict)  # verify: collection -> documents
 
 
 class StopCheck:
@@ -173,6 +176,38 @@ def _sync_outcome(result: SyncResult, seconds: float) -> Outcome:
     if result.hook_messages:
         fields["hooks"] = len(result.hook_messages)
     return Outcome("success", "", seconds, fields=fields, docs=docs)
+
+
+def run_verify(config: Config, schedule: Schedule, check: StopCheck) -> Outcome:
+    """`syncd verify FLOW` on a schedule: a success that found differences still says so
+    (`verify` "different"), and each compared collection's mismatched documents."""
+    assert schedule.verify is not None  # noqa: S101
+    started = time.monotonic()
+    try:
+        check()
+        report = verify_flow(
+            config, schedule.verify, schedule.collections, reporter=DaemonReporter(check)
+        )
+    except Abandoned as exc:
+        return Outcome("failure", str(exc), time.monotonic() - started, abandoned=True)
+    except SyncdError as exc:
+        return Outcome("failure", str(exc), time.monotonic() - started)
+    except Exception as exc:
+        return unexpected(exc, started)
+    differ = [c for c in report.collections if not c.equal]
+    outcome = Outcome("success", "", time.monotonic() - started, verify=report.result)
+    outcome.mismatched = {c.name: c.mismatched for c in report.collections}
+    outcome.fields = {
+        "collections": len(report.collections),
+        "mismatched": sum(c.mismatched for c in report.collections),
+    }
+    if differ:
+        outcome.reason = "; ".join(
+            f"{c.name}: {c.missing} missing, {c.extra} extra, {c.different} different"
+            + (f", {'; '.join(c.specs)}" if c.specs else "")
+            for c in differ
+        )
+    return outcome
 
 
 def run_backup(config: Config, schedule: Schedule, check: StopCheck) -> Outcome:
