@@ -26,6 +26,7 @@ ACTIONS = {
     "status": "syncd.actions.status:run",
     "sync": "syncd.actions.sync:run",
     "verify": "syncd.actions.verify:run",
+    "diff": "syncd.actions.diff:run",
     "backup.create": "syncd.actions.backup:create",
     "backup.list": "syncd.actions.backup:list_",
     "backup.restore": "syncd.actions.backup:restore",
@@ -70,6 +71,23 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("-C", "--collection", dest="collections", action="append", metavar="COLL")
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
 
+    diff = sub.add_parser(
+        "diff", help="what a sync would change and what drifted, field by field; writes nothing"
+    )
+    diff.add_argument("flow")
+    diff.add_argument("-C", "--collection", dest="collections", action="append", metavar="COLL")
+    diff.add_argument(
+        "--id",
+        dest="ids",
+        action="append",
+        metavar="ID",
+        help="an _id: ObjectId hex, number or string",
+    )
+    diff.add_argument(
+        "--limit", type=_positive, default=50, metavar="N", help="documents shown (default 50)"
+    )
+    diff.add_argument("--json", action="store_true", help="print the result as JSON")
+
     backup = sub.add_parser("backup", help="create, list, restore and import backups")
     backup_sub = _Subparsers(
         backup.add_subparsers(dest="backup_command", required=True, metavar="ACTION"), common
@@ -97,6 +115,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the whole job on embedded endpoints, no MongoDB needed")
     demo.add_argument("--serve", action="store_true", help="keep the daemon running until Ctrl-C")
     return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of documents (1 or more), got {text!r}"
+        )
+    return value
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:

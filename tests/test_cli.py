@@ -34,6 +34,7 @@ COMMANDS = [
     ["status"],
     ["sync"],
     ["verify"],
+    ["diff"],
     ["backup"],
     ["backup", "create"],
     ["backup", "list"],
@@ -64,7 +65,7 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(["--help"], capsys)
     assert (code, err) == (0, "")
     assert out.startswith("usage: syncd ")
-    for command in ("validate", "status", "sync", "verify", "backup", "run", "demo"):
+    for command in ("validate", "status", "sync", "verify", "diff", "backup", "run", "demo"):
         assert f"\n    {command} " in out
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from syncd.advice import refusal_advice
 from syncd.backup import BackupError, apply_retention, create_backup, list_backups
 from syncd.compare import verify_flow
 from syncd.config.model import GRIDFS_PAIRS, Config, Schedule
@@ -111,7 +112,8 @@ def run_sync(config: Config, schedule: Schedule, check: StopCheck) -> Outcome:
         return Outcome("refused", _protected_hint(str(exc), schedule), time.monotonic() - started)
     except PlanRefused as exc:
         drift = {c.name: _blocking(c) for c in exc.plan.collections}
-        outcome = Outcome("refused", str(exc), time.monotonic() - started, drift=drift)
+        reason = " ".join([f"{exc}.", *refusal_advice(config, exc.plan)])
+        outcome = Outcome("refused", reason, time.monotonic() - started, drift=drift)
         outcome.fields = {"drift": sum(drift.values())}
         return outcome
     except Refused as exc:

@@ -15,7 +15,7 @@ from pathlib import Path
 from syncd.config.model import Config, DriftPolicy, Flow
 from syncd.endpoints import Connected, opened, refuse_same_database
 from syncd.engine.memory import connect, memory_path
-from syncd.engine.plan import Plan
+from syncd.engine.plan import CollectionPlan, Plan
 from syncd.engine.progress import Reporter, Silent
 from syncd.engine.run import (
     SyncResult,
@@ -58,6 +58,8 @@ class SyncOptions:
     wait: bool = True
     job: str = "manual"
     reporter: Reporter = field(default_factory=Silent)
+    # dry run only: called with each collection's plan while its scratch files still exist
+    on_plan: Callable[[CollectionPlan], None] | None = None
 
 
 def get_flow(config: Config, name: str) -> Flow:
@@ -167,6 +169,9 @@ def _plan_only(
         memory = workspace.path / "memory.sqlite"
     try:
         plan = make_plan(config, flow, source, target, options, workspace, memory)
+        if options.on_plan is not None:
+            for collection in plan.collections:
+                options.on_plan(collection)
     finally:
         workspace.close()
     return SyncResult(plan)
