@@ -7,10 +7,11 @@ and SQL over the two files finds what is missing on the target, extra on the tar
 different. Digests are of the raw BSON, so field order and numeric types count, as they
 do for a sync.
 
-What a sync does to documents on the way (a collection's `filter`, `mask`: issue 15) plugs
-in as `Views`: per collection, a function for each side that returns the document as the
-comparison should see it, or None to leave it out. Without views, both sides are compared
-as they are.
+What a sync deliberately leaves different plugs in as `Views`: per collection, a function
+for each side that returns the document as the comparison should see it, or None to leave
+it out. `flow_views` gives the flow's: the password its `reset_passwords` hooks set on the
+target is not compared for the users they reset; a collection's `filter` and `mask`
+(issue 15) go there too.
 
 The last result per flow is kept in the state directory (`verify/FLOW.json`) for
 `syncd status` and the daemon's metrics.
@@ -31,7 +32,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-from syncd.config.model import Config
+import bson
+from bson.raw_bson import RawBSONDocument
+
+from syncd.config.model import Config, Flow, ResetPasswordsHook
 from syncd.endpoints import opened, refuse_same_database
 from syncd.engine.flow import get_flow, select_collections, skip_unsyncable
 from syncd.engine.progress import Reporter, Silent
@@ -49,8 +53,38 @@ Views = Callable[[str], tuple[View | None, View | None]]  # collection -> (sourc
 
 
 def no_views(collection: str) -> tuple[View | None, View | None]:
-    """Both sides compared as they are (no filter or mask configured)."""
+    """Both sides compared as they are."""
     return None, None
+
+
+def flow_views(config: Config, flow: Flow) -> Views:
+    """What a sync of `flow` deliberately leaves different, left out of the comparison.
+
+    Today: the password a `reset_passwords` hook of the flow sets on the target, for the
+    users it resets (their password field is not compared on either side). A collection's
+    `filter` and `mask` (issue 15) belong here too."""
+    hooks = [config.hooks[name] for name in flow.after if name in config.hooks]
+
+    def views(collection: str) -> tuple[View | None, View | None]:
+        mine = [h for h in hooks if h.collection == collection]
+        if not mine:
+            return None, None
+        view = partial(_without_reset_passwords, mine)
+        return view, view
+
+    return views
+
+
+def _without_reset_passwords(hooks: list[ResetPasswordsHook], raw: bytes) -> bytes:
+    doc = RawBSONDocument(raw)
+    drop = {
+        h.password_field
+        for h in hooks
+        if doc.get(h.match_field) in h.users and h.password_field in doc
+    }
+    if not drop:
+        return raw
+    return bytes(bson.encode({k: v for k, v in doc.items() if k not in drop}))
 
 
 @dataclass
@@ -109,11 +143,14 @@ def verify_flow(
     flow_name: str,
     collections: Sequence[str] | None = None,
     *,
-    views: Views = no_views,
+    views: Views | None = None,
     reporter: Reporter | None = None,
 ) -> VerifyReport:
-    """Compare the flow's collections on both sides; record the result in the state dir."""
+    """Compare the flow's collections on both sides; record the result in the state dir.
+
+    `views` default to `flow_views`: the documents as the flow's sync leaves them."""
     flow = get_flow(config, flow_name)
+    views = views or flow_views(config, flow)
     reporter = reporter or Silent()
     started = time.monotonic()
     report = VerifyReport(flow.name, flow.source, flow.target)

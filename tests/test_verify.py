@@ -12,7 +12,7 @@ import pytest
 
 from syncd.compare import verify_flow
 from syncd.config import load_config
-from tests.engine_kit import Pair, index_specs, snapshot, syncd
+from tests.engine_kit import HOOK_USERS, RESET_PASSWORD, Pair, index_specs, snapshot, syncd
 
 Capsys = pytest.CaptureFixture[str]
 PUSH = ("sync", "to_production", "--yes")
@@ -137,3 +137,29 @@ def test_a_view_of_each_side_is_what_is_compared(pushed: Pair) -> None:
     assert plain.collections[0].different == 30
     assert viewed.equal
     assert viewed.collections[0].source_count == 29  # _id 0 left out on both sides
+
+
+def test_the_password_a_push_hook_resets_is_not_a_difference(
+    pair: Pair, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SYNCD_RESET_PASSWORD", RESET_PASSWORD)
+    pair.configure(hook=True)
+    users = [*HOOK_USERS, "someone@valkyria.com"]
+    pair.local.users.insert_many(
+        [
+            {"_id": i, "email": e, "encrypted_password": f"$2a$04$local{i}"}
+            for i, e in enumerate(users)
+        ]
+    )
+    assert syncd(capsys, pair.config, *PUSH).code == 0
+    reset = pair.production.users.find_one({"email": HOOK_USERS[0]})
+    assert reset is not None and reset["encrypted_password"] != "$2a$04$local0"
+
+    equal = syncd(capsys, pair.config, "verify", "to_production")
+    pair.production.users.update_one({"_id": 3}, {"$set": {"encrypted_password": "other"}})
+    pair.production.users.update_one({"_id": 0}, {"$set": {"name": "renamed"}})
+    different = syncd(capsys, pair.config, "verify", "to_production")
+
+    assert equal.code == 0, equal.out
+    assert different.code == 1
+    assert "  users: different: 0, 3\n" in different.out
