@@ -84,7 +84,7 @@ class Dump:
 
 def read_dump(path: Path) -> Dump:
     """The database folder of the dump at `path`, its collections and their specs."""
-    folder = database_folder(path)
+    folder = database_folder(path.absolute())
     files = _entries(folder)
     dump = Dump(folder, folder.name)
     for stem, entry in sorted(files.items()):
