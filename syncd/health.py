@@ -130,7 +130,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             state = self.server.health()
         except Exception as exc:  # the probe must answer; the cause goes to the log only
-            log.error("health state unavailable: %s", type(exc).__name__)
+            log.error("health state unavailable", exc_info=exc)
             return 503, json.dumps({"healthy": False, "error": "health state unavailable"}).encode()
         return (200 if state.healthy else 503), json.dumps(state.to_json()).encode()
 

@@ -33,6 +33,8 @@ from syncd.config.model import GRIDFS_PAIRS, Config, Schedule
 Result = Literal["success", "failure", "refused", "skipped"]
 DocOp = Literal["insert", "update", "delete"]
 RESULTS: tuple[Result, ...] = ("success", "failure", "refused", "skipped")
+VerifyResult = Literal["equal", "different", "failure"]
+VERIFY_RESULTS: tuple[VerifyResult, ...] = ("equal", "different", "failure")
 DOC_OPS: tuple[DocOp, ...] = ("insert", "update", "delete")
 FIND_MODES = ("changes", "full")  # how a collection's changes were found
 
@@ -141,6 +143,20 @@ class SyncdMetrics:
             ["flow"],
             registry=reg,
         )
+        self.verify_runs = Counter(
+            "syncd_verify_runs",
+            "Scheduled verifications of a flow's two sides, by result (equal, different, "
+            "failure: could not compare).",
+            ["flow", "result"],
+            registry=reg,
+        )
+        self.verify_mismatched = Gauge(
+            "syncd_verify_mismatched_documents",
+            "Documents missing, extra or different on the target at the flow's last "
+            "verification of the collection.",
+            ["flow", "collection"],
+            registry=reg,
+        )
         self.backup_runs = Counter(
             "syncd_backup_runs",
             "Backups of an endpoint, by result.",
@@ -214,6 +230,8 @@ class SyncdMetrics:
         for flow in flows:
             for result in RESULTS:
                 self.sync_runs.labels(flow, result)
+            for outcome in VERIFY_RESULTS:
+                self.verify_runs.labels(flow, outcome)
             self.sync_duration.labels(flow)
             for mode in FIND_MODES:
                 self.sync_collections.labels(flow, mode)
@@ -235,6 +253,7 @@ class SyncdMetrics:
             for op in DOC_OPS:
                 self.sync_documents.labels(flow, coll, op)
             self.drift_documents.labels(flow, coll)
+            self.verify_mismatched.labels(flow, coll)
 
     def prime_from_config(self, config: Config) -> None:
         """`prime` with the config's names, then the schedule intervals the stale alerts use."""
@@ -311,6 +330,24 @@ class SyncdMetrics:
 
     def set_lag(self, flow: str, seconds: float) -> None:
         self.sync_lag.labels(_name("flow", flow)).set(max(0.0, seconds))
+
+    def record_verify(
+        self, flow: str, result: VerifyResult, mismatched: Mapping[str, int] | None = None
+    ) -> None:
+        """One finished verification; `mismatched`: documents per compared collection."""
+        if result not in VERIFY_RESULTS:
+            raise UnsafeLabelValue(f"result must be one of {', '.join(VERIFY_RESULTS)}")
+        self.set_verify_mismatched(flow, mismatched or {})
+        self.verify_runs.labels(_name("flow", flow), result).inc()
+
+    def set_verify_mismatched(self, flow: str, mismatched: Mapping[str, int]) -> None:
+        """Mismatched documents per collection (also at start, from the last recorded run)."""
+        flow = _name("flow", flow)
+        counts = {_collection(c): int(n) for c, n in mismatched.items()}
+        if any(n < 0 for n in counts.values()):
+            raise ValueError("document counts must not be negative")
+        for coll, count in counts.items():
+            self.verify_mismatched.labels(flow, coll).set(count)
 
     def set_sync_last_success(self, flow: str, timestamp: float) -> None:
         """At start: restore the last success the engine's state remembers (0 = never)."""

@@ -116,6 +116,7 @@ def _schedule(raw: dict[str, Any]) -> Schedule:
         name=raw["name"],
         flow=raw.get("flow"),
         backup=raw.get("backup"),
+        verify=raw.get("verify"),
         collections=tuple(raw["collections"]) if "collections" in raw else None,
         cron=raw.get("cron"),
         interval_seconds=parse_interval(interval) if interval else None,

@@ -97,6 +97,7 @@ class Schedule:
     name: str
     flow: str | None = None
     backup: str | None = None
+    verify: str | None = None  # a flow whose sides this job compares (writes nothing)
     collections: tuple[str, ...] | None = None
     cron: str | None = None
     interval_seconds: float | None = None

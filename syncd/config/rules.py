@@ -18,6 +18,7 @@ from syncd.config.model import own_collection
 from syncd.config.secrets import uri_database, uri_has_credentials
 
 URI_KEYS = ("uri", "uri_env", "uri_file", "uri_command")
+JOB_KEYS = ("flow", "backup", "verify")  # what a schedule runs: exactly one
 INTERVAL = re.compile(r"^\s*(?P<amount>\d+(?:\.\d+)?)\s*(?P<unit>[smhd])\s*$")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_INTERVAL_SECONDS = 366 * 86400
@@ -224,6 +225,12 @@ def _schedule_issues(
     return issues
 
 
+def _schedule_named(job: dict[str, Any]) -> str:
+    """How a message names a schedule: by its `name` where it has a usable one."""
+    name = job.get("name")
+    return f"schedule '{name}'" if isinstance(name, str) and name.strip() else "a schedule"
+
+
 def _schedule_target_issues(
     loaded: LoadedYaml,
     path: list[str | int],
@@ -232,26 +239,36 @@ def _schedule_target_issues(
     endpoints: dict[str, Any] | None,
 ) -> list[ConfigIssue]:
     issues = []
-    has_flow, has_backup = "flow" in job, "backup" in job
-    if not has_flow and not has_backup:
-        issues.append(loaded.issue(path, "a schedule needs a job: flow: FLOW or backup: ENDPOINT"))
-    elif has_flow and has_backup:
+    kinds = [key for key in JOB_KEYS if key in job]
+    if not kinds:
         issues.append(
             loaded.issue(
-                [*path, "backup"], "give flow or backup, not both (one job per schedule)", key=True
+                path,
+                f"{_schedule_named(job)} needs a job: flow: FLOW, backup: ENDPOINT or verify: FLOW",
             )
         )
-    flow = job.get("flow")
-    if _is_unknown(flow, flows):
-        issues.append(loaded.issue([*path, "flow"], _unknown("flow", flow, flows or {})))
+    elif len(kinds) > 1:
+        issues.append(
+            loaded.issue(
+                [*path, kinds[1]],
+                f"give {' or '.join(kinds)}, not both (one job per schedule)",
+                key=True,
+            )
+        )
+    for key in ("flow", "verify"):
+        flow = job.get(key)
+        if _is_unknown(flow, flows):
+            issues.append(loaded.issue([*path, key], _unknown("flow", flow, flows or {})))
     backup = job.get("backup")
     if _is_unknown(backup, endpoints):
         issues.append(
             loaded.issue([*path, "backup"], _unknown("endpoint", backup, endpoints or {}))
         )
-    if has_backup and "collections" in job:
+    if "backup" in job and "collections" in job:
         issues.append(
-            loaded.issue([*path, "collections"], "collections only applies to flow jobs", key=True)
+            loaded.issue(
+                [*path, "collections"], "collections only applies to flow and verify jobs", key=True
+            )
         )
     return issues
 
@@ -266,7 +283,8 @@ def _trigger_issues(
         issues.append(
             loaded.issue(
                 path,
-                "a schedule needs a trigger: cron, interval, on_signal: true or continuous: true",
+                f"{_schedule_named(job)} needs a trigger: cron, interval, on_signal: true "
+                "or continuous: true",
             )
         )
     if continuous and (cron is not None or interval is not None or job.get("on_signal") is True):
@@ -328,7 +346,7 @@ def _schedule_collection_issues(
     loaded: LoadedYaml, path: list[str | int], job: dict[str, Any], doc: dict[str, Any]
 ) -> list[ConfigIssue]:
     """A scheduled collection must be one the flow's policy lets travel, or every run fails."""
-    flow = job.get("flow")
+    flow = job.get("flow", job.get("verify"))
     policies = [p for p in _sequence(doc.get("collections")) if isinstance(p, dict)]
     if not isinstance(flow, str) or not policies:
         return []

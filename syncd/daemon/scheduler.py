@@ -161,8 +161,8 @@ class Scheduler:
             return
         try:
             self.pinger(self.config())
-        except Exception as exc:  # the ping must never stop; say why once per run
-            log.warning("endpoint ping failed: %s", type(exc).__name__)
+        except Exception as exc:  # the ping must never stop; the traceback says why
+            log.error("endpoint ping failed unexpectedly", exc_info=exc)
 
     def _on_event(self, event: JobEvent) -> None:
         name = str(event.job_id).removesuffix(SIGNAL_SUFFIX)

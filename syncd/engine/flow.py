@@ -23,7 +23,7 @@ from syncd.config.model import Config, DriftPolicy, Flow, own_collection
 from syncd.endpoints import Connected, opened, refuse_same_database
 from syncd.engine.changes import Sides
 from syncd.engine.memory import Pair, SyncMemory
-from syncd.engine.plan import Plan, plan_collections
+from syncd.engine.plan import CollectionPlan, Plan, plan_collections
 from syncd.engine.progress import Reporter, Silent
 from syncd.engine.scratch import Workspace
 from syncd.engine.source import MongoSource
@@ -68,6 +68,8 @@ class SyncOptions:
     full: bool = False  # read both sides whole instead of following change streams
     change_limit: int | None = None  # at most this many source changes (a continuous batch)
     reporter: Reporter = field(default_factory=Silent)
+    # dry run only: called with each collection's plan while its scratch files still exist
+    on_plan: Callable[[CollectionPlan], None] | None = None
 
 
 def get_flow(config: Config, name: str) -> Flow:
@@ -97,7 +99,11 @@ def _plan_only(
     try:
         with SyncMemory.of(config.state_dir, readonly=True) as memory:
             sides = _sides(source, target, memory, options)
-            return SyncResult(_plan(config, flow, sides, options, workspace))
+            plan = _plan(config, flow, sides, options, workspace)
+            if options.on_plan is not None:
+                for collection in plan.collections:
+                    options.on_plan(collection)
+            return SyncResult(plan)
     finally:
         workspace.close()
 

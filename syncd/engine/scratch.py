@@ -320,14 +320,12 @@ class CollectionScratch:
             conn.close()
         return row is not None
 
-    def rows(self, where: str = "1") -> Iterator[tuple[bytes, bytes, str, bool, str]]:
-        """(idkey, rid, op, drifted, action) of the plan's documents, `where` a fixed
-        condition of this module's callers' choosing (e.g. "drifted")."""
+    def rows(self) -> Iterator[tuple[bytes, bytes, str, bool, str]]:
+        """(idkey, rid, op, drifted, action) of the plan's documents, drifted ones first."""
         conn = self._diff()
         try:
             yield from conn.execute(
-                f"SELECT idkey, rid, op, drifted, action FROM diff WHERE {where} "  # noqa: S608
-                "ORDER BY idkey"
+                "SELECT idkey, rid, op, drifted, action FROM diff ORDER BY drifted DESC, idkey"
             )
         finally:
             conn.close()
