@@ -145,6 +145,13 @@ class SyncMemory:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")  # must not be older than the target
         self.conn.executescript(SCHEMA)
+        self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Columns added since a memory file was made."""
+        columns = {row[1] for row in self.conn.execute("PRAGMA table_info(points)")}
+        if "count" not in columns:
+            self.conn.execute("ALTER TABLE points ADD COLUMN count INTEGER")
 
     @property
     def _read_uri(self) -> str:
