@@ -95,6 +95,7 @@ def drain(
     *,
     label: str,
     limit: int | None = None,
+    skip_inserts: bool = False,
 ) -> Drained:
     """Read `db`'s changes after `token` for `names` until the server has no more, or
     `limit` events (a continuous job's batch): the token then stands after the last one.
@@ -103,7 +104,7 @@ def drain(
     wanted = sorted(set(names))
     found = Drained(token=token)
     fence = operation_time(db)
-    pipeline = [
+    pipeline: list[dict[str, Any]] = [
         {
             "$match": {
                 "$or": [
@@ -114,6 +115,8 @@ def drain(
             }
         }
     ]
+    if skip_inserts:
+        pipeline.append({"$match": {"operationType": {"$ne": "insert"}}})
     try:
         with raw_database(db).watch(
             pipeline,

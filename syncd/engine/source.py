@@ -156,9 +156,18 @@ class MongoSource:
         return changestream.current_token(self.db)
 
     def read_changes(
-        self, token: bytes, names: list[str], route: Router, limit: int | None = None
+        self,
+        token: bytes,
+        names: list[str],
+        route: Router,
+        limit: int | None = None,
+        *,
+        skip_inserts: bool = False,
     ) -> Drained:
-        return changestream.drain(self.db, token, names, route, label=self.label, limit=limit)
+        """`skip_inserts`: the server leaves out insert events (after a first copy)."""
+        return changestream.drain(
+            self.db, token, names, route, label=self.label, limit=limit, skip_inserts=skip_inserts
+        )
 
     def fetch(self, name: str, ids: list[object]) -> list[bytes]:
         def read() -> list[bytes]:

@@ -118,6 +118,7 @@ class DatabaseLease:
         self._last_error: str | None = None
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+        self._tried = False  # a take was sent: the document may be ours from then on
 
     # -- taking it ----------------------------------------------------------------------
 
@@ -144,6 +145,7 @@ class DatabaseLease:
     def _try_take(self) -> Holder | None:
         """None when this run now holds the lease; otherwise who does."""
         started = time.monotonic()
+        self._tried = True
         now = server_now(self.db)
         fields = {
             **self.holder.record(),
@@ -259,6 +261,8 @@ class DatabaseLease:
         _held.discard(self)
         if self._renewer is not None and self._renewer is not threading.current_thread():
             self._renewer.join(timeout=RELEASE_SECONDS)
+        if not self._tried:
+            return
         try:
             with pymongo.timeout(RELEASE_SECONDS):
                 self.coll.delete_one({"_id": LEASE_ID, "token": self.token})
