@@ -204,9 +204,8 @@ def main() -> int:
         verdict = "ok" if value <= TARGETS[key] else "MISS"
         print(f"{label:34} {value:8.3f} {'<=' + str(TARGETS[key]):>8} {verdict}")
     print(f"{'lag max (s)':34} {max(lags):8.3f}")
-    print(
-        f"{'both sides equal at the end':34} {str(equal):>8} {'True':>8} {'ok' if equal else 'MISS'}"
-    )
+    verdict = "ok" if equal else "MISS"
+    print(f"{'both sides equal at the end':34} {str(equal):>8} {'True':>8} {verdict}")
     verdict = "ok" if idle <= TARGETS["idle_cpu"] else "MISS"
     print(f"{'syncd CPU while idle (core)':34} {idle:8.2%} {'<=2%':>8} {verdict}")
     return 0 if equal and not missing else 1
