@@ -24,6 +24,7 @@ from tests.support.servers import MongoServer
 Db = Database[dict[str, Any]]
 StartDaemon = Callable[..., SyncdDaemon]
 MIRROR = "  - {name: mirror, flow: from_production, continuous: true}\n"
+SHORT = "&serverSelectionTimeoutMS=1000&connectTimeoutMS=1000"  # a dead server fails fast
 
 
 def config_text(state_dir: Path, local_uri: str, production_uri: str, extra: str = "") -> str:
@@ -197,7 +198,8 @@ def test_the_source_killed_and_restarted_mid_stream_catches_up(
         production.contracts.insert_many([{"_id": i, "status": "draft"} for i in range(30)])
         path = tmp_path / "syncd.yaml"
         path.write_text(
-            config_text(tmp_path / "state", local_uri, server.uri_for("prod")), encoding="utf-8"
+            config_text(tmp_path / "state", local_uri, server.uri_for("prod") + SHORT),
+            encoding="utf-8",
         )
         daemon = start_daemon(path)
         wait_until(lambda: mirrored(local_db, production), what="the initial sync")
