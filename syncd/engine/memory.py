@@ -13,6 +13,7 @@ another database, an endpoint starts a new pair, as on a first sync.
 from __future__ import annotations
 
 import hashlib
+from functools import cached_property
 import json
 import sqlite3
 import tempfile
@@ -85,7 +86,7 @@ class Pair:
     def names(self) -> str:
         return f"{self.a}|{self.b}"
 
-    @property
+    @cached_property
     def key(self) -> str:
         if not self.identity:
             return self.names
