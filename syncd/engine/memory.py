@@ -13,13 +13,13 @@ another database, an endpoint starts a new pair, as on a first sync.
 from __future__ import annotations
 
 import hashlib
-from functools import cached_property
 import json
 import sqlite3
 import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
