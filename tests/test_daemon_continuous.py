@@ -9,7 +9,7 @@ import json
 import signal
 import subprocess
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,27 +43,6 @@ def config_text(state_dir: Path, local_uri: str, production_uri: str, extra: str
         "metrics: {listen: '127.0.0.1:0'}\n"
         f"{extra}"
     )
-
-
-@pytest.fixture
-def notify() -> Iterator[NotifySocket]:
-    sock = NotifySocket()
-    yield sock
-    sock.close()
-
-
-@pytest.fixture
-def start_daemon(tmp_path: Path, notify: NotifySocket) -> Iterator[StartDaemon]:
-    started: list[SyncdDaemon] = []
-
-    def start(config: Path) -> SyncdDaemon:
-        daemon = SyncdDaemon(config, tmp_path / f"syncd-{len(started)}.log", notify=notify)
-        started.append(daemon.start())
-        return daemon
-
-    yield start
-    for daemon in started:
-        daemon.stop()
 
 
 @pytest.fixture
