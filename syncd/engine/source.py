@@ -163,10 +163,19 @@ class MongoSource:
         limit: int | None = None,
         *,
         skip_inserts: bool = False,
+        lookup: bool = True,
     ) -> Drained:
-        """`skip_inserts`: the server leaves out insert events (after a first copy)."""
+        """`skip_inserts`: the server leaves out insert events (after a first copy);
+        `lookup`: update events carry the document (not needed to count writes)."""
         return changestream.drain(
-            self.db, token, names, route, label=self.label, limit=limit, skip_inserts=skip_inserts
+            self.db,
+            token,
+            names,
+            route,
+            label=self.label,
+            limit=limit,
+            skip_inserts=skip_inserts,
+            lookup=lookup,
         )
 
     def fetch(self, name: str, ids: list[object]) -> list[bytes]:

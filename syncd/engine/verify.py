@@ -134,7 +134,9 @@ def _tally(
     for name in names:  # a retry counts again from the start
         old = tallies.by_name[name]
         tallies.by_name[name] = Tally(old.touched, inserts_are_ours=old.inserts_are_ours)
-    drained = target.read_changes(token, names, tallies.by_name.get, skip_inserts=skip_inserts)
+    drained = target.read_changes(
+        token, names, tallies.by_name.get, skip_inserts=skip_inserts, lookup=False
+    )
     for name, why in drained.fallbacks.items():
         raise VerificationFailed(
             f"{name} on {target.label}: {why} while the sync ran; run the sync again"

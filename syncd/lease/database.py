@@ -36,7 +36,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
-from syncd.engine.retry import UNAUTHORIZED_CODES, _reason, is_transient, with_retries
+from syncd.engine.retry import UNAUTHORIZED_CODES, is_transient, server_reason, with_retries
 from syncd.errors import SyncdError, UsageError
 from syncd.lease.guard import register, unregister
 from syncd.lease.holder import Holder, LeaseBusy, utc_text
@@ -192,7 +192,7 @@ class DatabaseLease:
         )
         return LeaseUnwritable(
             f"cannot take the write lease in '{self.endpoint}' (collection {COLLECTION} of "
-            f"database {self.db.name}): {_reason(exc)}; {fix}, or set `lease: local` on "
+            f"database {self.db.name}): {server_reason(exc)}; {fix}, or set `lease: local` on "
             f"endpoint '{self.endpoint}' to keep the lease in this machine's state directory "
             "only (then only one machine may write it); nothing was written"
         )
@@ -205,7 +205,7 @@ class DatabaseLease:
             try:
                 self._renew()
             except PyMongoError as exc:
-                self._last_error = _reason(exc)
+                self._last_error = server_reason(exc)
                 log.warning(
                     f"could not renew the write lease of '{self.endpoint}': {self._last_error}",
                     extra={"endpoint": self.endpoint},
@@ -268,7 +268,7 @@ class DatabaseLease:
                 self.coll.delete_one({"_id": LEASE_ID, "token": self.token})
         except PyMongoError as exc:
             log.warning(
-                f"could not release the write lease of '{self.endpoint}' ({_reason(exc)}); "
+                f"could not release the write lease of '{self.endpoint}' ({server_reason(exc)}); "
                 f"it expires by itself within {self.seconds:.0f} s",
                 extra={"endpoint": self.endpoint},
             )
