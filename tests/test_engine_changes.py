@@ -68,7 +68,7 @@ def test_the_first_sync_reads_both_sides_whole_and_says_why(pair: Pair, capsys: 
 
     assert first.code == 0, first.err
     assert "contracts: reading both sides whole: first sync" in first.err
-    assert re.search(r"^contracts .* full \(first sync", first.out, re.M), first.out
+    assert re.search(r"^contracts .* full read \(first sync", first.out, re.M), first.out
 
 
 def test_a_sync_after_a_sync_finds_the_changes_by_change_streams(
