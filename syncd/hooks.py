@@ -6,6 +6,7 @@ Their writes are recorded in the sync memory, so the next sync sees no drift fro
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from functools import partial
 from typing import Any
 
@@ -44,10 +45,20 @@ def check_hooks(config: Config, flow: Flow) -> None:
         resolve(hook.password, what=f"hook '{hook.name}' password")
 
 
-def run_hooks(config: Config, flow: Flow, target: Connected, pair: Pair) -> list[str]:
+def run_hooks(
+    config: Config,
+    flow: Flow,
+    target: Connected,
+    pair: Pair,
+    only_for: Collection[str] | None = None,
+) -> list[str]:
+    """The flow's `after` hooks; with `only_for`, only those whose collection is in it
+    (a continuous batch runs the hooks of the collections it wrote)."""
     messages = []
     for name in flow.after:
         hook = config.hooks[name]
+        if only_for is not None and hook.collection not in only_for:
+            continue
         check_writes(target.db)  # still holding the write lease?
         try:
             messages += reset_passwords(config, flow, hook, target, pair)

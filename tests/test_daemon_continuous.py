@@ -189,3 +189,57 @@ def test_the_source_killed_and_restarted_mid_stream_catches_up(
         production.contracts.update_one({"_id": 7}, {"$set": {"status": "after the crash"}})
 
         wait_until(lambda: mirrored(local_db, production), timeout=60, what="catching up")
+
+
+def test_sighup_restarts_a_changed_follower_and_keeps_an_unchanged_one(
+    config: Path, start_daemon: StartDaemon, local_db: Db, production_db: Db
+) -> None:
+    daemon = start_daemon(config)
+    wait_until(lambda: mirrored(local_db, production_db), what="the initial sync")
+
+    mark = daemon.mark()
+    daemon.send(signal.SIGHUP)
+    reloaded = daemon.wait_msg("config reloaded", start=mark)
+    assert reloaded["changed"] == "-"
+    production_db.contracts.update_one({"_id": 2}, {"$set": {"status": "after reload"}})
+    wait_until(lambda: mirrored(local_db, production_db), what="following after the reload")
+    assert not any(e.get("msg") == "continuous sync stopped" for e in daemon.events()[mark:]), (
+        daemon.tail()
+    )
+
+    text = config.read_text(encoding="utf-8").replace(
+        "continuous: true}", "continuous: true, collections: [contracts]}"
+    )
+    config.write_text(text, encoding="utf-8")
+    mark = daemon.mark()
+    daemon.send(signal.SIGHUP)
+    changed = daemon.wait_msg("config reloaded", start=mark)
+    assert changed["changed"] == "mirror"
+    daemon.wait_msg("continuous sync stopped", start=mark)
+    daemon.wait_msg("continuous sync started", start=mark)
+    production_db.contracts.update_one({"_id": 3}, {"$set": {"status": "new follower"}})
+    wait_until(
+        lambda: (local_db.contracts.find_one({"_id": 3}) or {}).get("status") == "new follower",
+        what="the restarted follower applying",
+    )
+
+
+def test_a_source_without_change_streams_is_said_and_synced_every_minute(
+    tmp_path: Path,
+    local_uri: str,
+    local_db: Db,
+    mongo_server_factory: Callable[..., MongoServer],
+    start_daemon: StartDaemon,
+) -> None:
+    server = mongo_server_factory(extra_args=("--standalone",))
+    with MongoClient(server.uri, directConnection=True) as client:
+        client["prod"].contracts.insert_many([{"_id": i} for i in range(10)])
+        path = tmp_path / "syncd.yaml"
+        path.write_text(
+            config_text(tmp_path / "state", local_uri, server.uri_for("prod")), encoding="utf-8"
+        )
+        daemon = start_daemon(path)
+
+        said = daemon.wait_msg("production: a standalone server has no change streams")
+        assert "syncs every minute instead" in said["msg"]
+        wait_until(lambda: local_db.contracts.count_documents({}) == 10, what="the first sync")

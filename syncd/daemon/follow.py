@@ -42,6 +42,7 @@ from syncd.metrics import SyncdMetrics
 log = logging.getLogger("syncd.daemon")
 
 BATCH_CHANGES = 2000  # source changes per batch at most
+BATCH: dict[str, Any] = {"change_limit": BATCH_CHANGES, "hooks_when_written": True}
 WATCH_AWAIT_MS = 1000  # an idle watch asks the server once a second
 RECHECK_SECONDS = 60.0  # a batch at least this often (drift resolved? a missed wake-up?)
 UNSUPPORTED_SECONDS = 60.0  # a source without change streams: every minute
@@ -263,13 +264,11 @@ class Follower:
         if self.blocked and time.monotonic() - self.blocked_checked < RECHECK_SECONDS / 2:
             others = self._others(config, schedule, set(self.blocked))
             if others:
-                rest = run_sync(
-                    config, schedule, self.check, collections=others, change_limit=BATCH_CHANGES
-                )
+                rest = run_sync(config, schedule, self.check, collections=others, **BATCH)
                 rest.drift = {**self.blocked, **rest.drift}
                 return rest
         self.blocked_checked = time.monotonic()
-        outcome = run_sync(config, schedule, self.check, change_limit=BATCH_CHANGES)
+        outcome = run_sync(config, schedule, self.check, **BATCH)
         if outcome.result != "refused" or not outcome.refused:
             self._unblock(outcome)
             return outcome
@@ -285,9 +284,7 @@ class Follower:
         others = self._others(config, schedule, set(blocked))
         if not others:
             return outcome
-        rest = run_sync(
-            config, schedule, self.check, collections=others, change_limit=BATCH_CHANGES
-        )
+        rest = run_sync(config, schedule, self.check, collections=others, **BATCH)
         rest.drift = {**outcome.drift, **rest.drift}
         return rest
 

@@ -106,9 +106,11 @@ def run_sync(
     *,
     collections: Sequence[str] | None = None,
     change_limit: int | None = None,
+    hooks_when_written: bool = False,
 ) -> Outcome:
     """One run of a flow job; `collections` instead of the schedule's (a continuous job
-    leaving out the ones its drift stopped), `change_limit` source changes at most."""
+    leaving out the ones its drift stopped), `change_limit` source changes at most, and
+    hooks only for the collections written (`hooks_when_written`, a continuous batch)."""
     assert schedule.flow is not None  # noqa: S101 - the caller checked the kind
     started = time.monotonic()
     options = SyncOptions(
@@ -118,6 +120,7 @@ def run_sync(
         wait=False,
         job=schedule.name,
         change_limit=change_limit,
+        hooks_when_written=hooks_when_written,
         reporter=DaemonReporter(check),
     )
     try:

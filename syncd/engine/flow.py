@@ -67,6 +67,7 @@ class SyncOptions:
     job: str = "manual"
     full: bool = False  # read both sides whole instead of following change streams
     change_limit: int | None = None  # at most this many source changes (a continuous batch)
+    hooks_when_written: bool = False  # run a hook only when the run wrote its collection
     reporter: Reporter = field(default_factory=Silent)
     # dry run only: called with each collection's plan while its scratch files still exist
     on_plan: Callable[[CollectionPlan], None] | None = None
@@ -129,7 +130,7 @@ def _sync(
                 _record(memory, plan, [], "refused")
                 raise PlanRefused("; ".join(plan.refusals), plan)
             result = SyncResult(plan)
-            if not plan.writes and not flow.after:
+            if not plan.writes and (not flow.after or options.hooks_when_written):
                 remember_plan(plan, sides)
                 _record(memory, plan, [], "success")
                 result.seconds = time.monotonic() - started
@@ -151,7 +152,10 @@ def _sync(
                 options.reporter.clear()
             result.applied = True
             _record(memory, plan, result.collections, "success")
-            result.hook_messages = _run_hooks(config, flow, target, plan)
+            written = {c.name for c in plan.collections if c.writes}
+            result.hook_messages = _run_hooks(
+                config, flow, target, plan, written if options.hooks_when_written else None
+            )
             result.seconds = time.monotonic() - started
             return result
     finally:
@@ -338,10 +342,12 @@ def _check_hooks(config: Config, flow: Flow) -> None:
         check_hooks(config, flow)
 
 
-def _run_hooks(config: Config, flow: Flow, target: Connected, plan: Plan) -> list[str]:
+def _run_hooks(
+    config: Config, flow: Flow, target: Connected, plan: Plan, only_for: set[str] | None
+) -> list[str]:
     if not flow.after:
         return []
     from syncd.hooks import run_hooks
 
     assert plan.pair is not None  # noqa: S101
-    return run_hooks(config, flow, target, plan.pair)
+    return run_hooks(config, flow, target, plan.pair, only_for)
