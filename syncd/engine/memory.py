@@ -249,8 +249,12 @@ class SyncMemory:
             "CREATE TEMP VIEW ours AS SELECT idkey, digest FROM mem.pending "  # noqa: S608
             f"WHERE pair = {key} AND coll = {name} AND side = '{tside}'"
         )
+        indexed = conn.execute(
+            "SELECT 1 FROM mem.sqlite_master WHERE type = 'index' AND name = 'docs_unsettled'"
+        ).fetchone()
+        by = "INDEXED BY docs_unsettled " if indexed else ""  # the planner would walk the PK
         conn.execute(
-            "CREATE TEMP VIEW unsettled AS SELECT idkey FROM mem.docs "  # noqa: S608
+            f"CREATE TEMP VIEW unsettled AS SELECT idkey FROM mem.docs {by}"  # noqa: S608
             f"WHERE pair = {key} AND coll = {name} AND a IS NOT b "
             f"UNION SELECT idkey FROM mem.pending WHERE pair = {key} AND coll = {name}"
         )

@@ -227,7 +227,7 @@ class CollectionScratch:
                 conn.execute(
                     f"INSERT OR IGNORE INTO {schema}.docs (idkey, rid, digest, off, len) "  # noqa: S608
                     f"SELECT c.idkey, COALESCE(c.rid, c.idkey), m.{column}, NULL, NULL "
-                    f"FROM cand c JOIN memo m ON m.idkey = c.idkey "
+                    f"FROM cand c CROSS JOIN memo m ON m.idkey = c.idkey "
                     f"WHERE NOT c.seen_{side} AND NOT c.fetch_{side} AND m.{column} IS NOT NULL"
                 )
             conn.execute("COMMIT")
@@ -255,7 +255,7 @@ class CollectionScratch:
             counts = []
             for base, column, schema in zip(stored, ("bs", "bt"), ("src", "main"), strict=True):
                 (known, now) = conn.execute(
-                    f"SELECT (SELECT COUNT(*) FROM cand c JOIN memo m ON m.idkey = c.idkey "  # noqa: S608
+                    f"SELECT (SELECT COUNT(*) FROM cand c CROSS JOIN memo m ON m.idkey = c.idkey "  # noqa: S608
                     f"WHERE m.{column} IS NOT NULL), (SELECT COUNT(*) FROM {schema}.docs)"
                 ).fetchone()
                 counts.append(base - int(known) + int(now))
