@@ -30,21 +30,25 @@ def batched(items: Iterable[T], size: int = FETCH_IDS) -> Iterator[list[T]]:
         yield batch
 
 
-def fetch_raw(coll: Collection[Any], rids: Sequence[bytes], *, what: str) -> dict[bytes, bytes]:
-    """id_key -> raw document, for the raw `_id`s of `rids` that `coll` holds."""
-    if not rids:
-        return {}
-    ids = [id_value(rid) for rid in rids]
+def find_by_ids(coll: Collection[Any], ids: Sequence[object], *, what: str) -> list[bytes]:
+    """The raw documents of `coll` with these `_id` values (one `$in`, retried)."""
+    if not ids:
+        return []
 
-    def read() -> dict[bytes, bytes]:
-        found: dict[bytes, bytes] = {}
-        with coll.find_raw_batches({"_id": {"$in": ids}}) as cursor:
+    def read() -> list[bytes]:
+        found: list[bytes] = []
+        with coll.find_raw_batches({"_id": {"$in": list(ids)}}) as cursor:
             for batch in cursor:
-                for raw in split_documents(batch):
-                    found[id_key(raw_id(raw))] = raw
+                found.extend(split_documents(batch))
         return found
 
     return with_retries(read, what=what)
+
+
+def fetch_raw(coll: Collection[Any], rids: Sequence[bytes], *, what: str) -> dict[bytes, bytes]:
+    """id_key -> raw document, for the raw `_id`s of `rids` that `coll` holds."""
+    found = find_by_ids(coll, [id_value(rid) for rid in rids], what=what)
+    return {id_key(raw_id(raw)): raw for raw in found}
 
 
 def fetch_batches(

@@ -15,10 +15,9 @@ from pymongo.database import Database
 from syncd.config.model import OWN_PREFIX, own_collection
 from syncd.engine import changestream
 from syncd.engine.changestream import Drained, Router
+from syncd.engine.fetch import batched, find_by_ids
 from syncd.engine.rawbson import split_documents
 from syncd.engine.retry import with_retries
-
-FETCH_IDS = 100  # larger `$in` lists get slower per document on some servers
 
 
 @dataclass(frozen=True)
@@ -179,21 +178,12 @@ class MongoSource:
         )
 
     def fetch(self, name: str, ids: list[object]) -> list[bytes]:
-        def read() -> list[bytes]:
-            found: list[bytes] = []
-            with self.db[name].find_raw_batches({"_id": {"$in": ids}}) as cursor:
-                for batch in cursor:
-                    found.extend(split_documents(batch))
-            return found
-
-        return with_retries(read, what=f"read {name} by _id ({self.label})")
+        return find_by_ids(self.db[name], ids, what=f"read {name} by _id ({self.label})")
 
 
 def read_by_id(
     source: DocumentSource, name: str, wanted: Sequence[tuple[bytes, object]]
 ) -> Iterator[tuple[list[bytes], list[bytes]]]:
-    """(keys asked, documents found) in batches of FETCH_IDS: larger `$in` lists get
-    slower per document on some servers."""
-    for start in range(0, len(wanted), FETCH_IDS):
-        batch = wanted[start : start + FETCH_IDS]
+    """(keys asked, documents found) in batches of FETCH_IDS."""
+    for batch in batched(wanted):
         yield [key for key, _ in batch], source.fetch(name, [value for _, value in batch])
