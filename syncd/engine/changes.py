@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from syncd.engine import changestream
 from syncd.engine.memory import Pair, Point, SyncMemory
+from syncd.engine.policy import Policies, Policy, changed
 from syncd.engine.retry import failing_clearly, with_retries
 from syncd.engine.scan import Progress, scan_collection
 from syncd.engine.scratch import SRC, TGT, ChangeLog, CollectionScratch
@@ -48,6 +49,10 @@ class Sides:
     memory: SyncMemory
     now: dict[str, bytes | None] = field(default_factory=dict)
     unsupported: dict[str, str | None] = field(default_factory=dict)
+    policies: Policies = field(default_factory=Policies)  # what each side is read through
+
+    def policy(self, name: str) -> Policy:
+        return self.policies(name)
 
     def side(self, which: str) -> DocumentSource:
         return self.source if which == SRC else self.target
@@ -167,6 +172,9 @@ def choose(
         return FullRead("--full asked for a full read")
     if not sides.memory.knows(sides.pair, name):
         return FullRead("first sync of this collection")
+    marks = sides.memory.policy_marks(sides.pair, name)
+    if marks != (now := sides.policy(name).marks):
+        return FullRead(changed(marks, now))
     points = {}
     for which in (SRC, TGT):
         endpoint = sides.endpoint(which)

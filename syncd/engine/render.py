@@ -32,7 +32,7 @@ def plan_table(plan: Plan) -> str:
                 c.target_count,
                 c.inserts,
                 c.replaces,
-                c.deletes,
+                deletes_cell(c.deletes, c.kept_deletes),
                 drift,
                 len(c.specs.describe()) or "-",
                 c.found_by,
@@ -50,6 +50,11 @@ def plan_table(plan: Plan) -> str:
         "changes found by",
     ]
     return table(headers, rows)
+
+
+def deletes_cell(deletes: int, kept: int) -> str:
+    """The deletes of a collection, with the source's deletions kept (deletes: false)."""
+    return f"{deletes} ({kept} kept)" if kept else str(deletes)
 
 
 def plan_header(plan: Plan) -> str:

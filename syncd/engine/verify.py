@@ -71,7 +71,8 @@ class Tally:
         self.deleted += 1
         self._saw(id_key(rid))
 
-    def named(self, rid: bytes) -> None:
+    def named(self, rid: bytes, *, inserted: bool = False) -> None:
+        self.inserted += int(inserted)  # an insert into a filtered collection (policy.py)
         self._saw(id_key(rid))
 
     def _saw(self, key: bytes) -> None:
