@@ -88,7 +88,7 @@ def _collection(
         filter=canonical_filter(raw["filter"]) if "filter" in raw else None,
         filter_at=where or str(path),
         deletes=bool(raw.get("deletes", True)),
-        mask=tuple((str(field), rule) for field, rule in raw.get("mask", {}).items()),
+        mask=tuple((str(field), rule or "null") for field, rule in raw.get("mask", {}).items()),
         mask_except=MaskExcept(exempt["field"], tuple(exempt["values"])) if exempt else None,
     )
 

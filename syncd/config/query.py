@@ -30,7 +30,7 @@ def canonical_filter(value: Any) -> str:
     try:
         text = json.dumps(value, default=_yaml_scalar)
         parsed = json_util.loads(text)
-    except (ValueError, TypeError, BSONError) as exc:
+    except (ValueError, TypeError, ArithmeticError, BSONError) as exc:
         raise FilterInvalid(
             f"not valid Extended JSON: {exc} (write BSON types as Extended JSON, e.g. "
             '{$date: "2026-01-01T00:00:00Z"} or {$oid: "<24 hex digits>"})'

@@ -157,7 +157,7 @@ def _message(error: ValidationError, *, hidden: bool = False) -> str:
         wanted = " or ".join(_TYPE_NAMES.get(name, name) for name in names)
         return f"expected {wanted}, got {shown}{_example(error)}"
     if validator == "enum":
-        options = [str(option) for option in _expected(error)]
+        options = [str(option) for option in _expected(error) if option is not None]
         message = f"{shown} is not one of {', '.join(options)}"
         close = difflib.get_close_matches(str(value), options, n=1, cutoff=0.6)
         return message + (f"; did you mean '{close[0]}'?" if close else "")

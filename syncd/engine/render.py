@@ -66,6 +66,16 @@ def plan_header(plan: Plan) -> str:
     )
 
 
+def kept_lines(plan: Plan) -> list[str]:
+    """The source's deletions a sync does not apply (deletes: false), per collection."""
+    return [
+        f"  {c.name}: {c.kept_deletes} document(s) that {plan.source} does not have stay on "
+        f"{plan.target} (deletes: false)"
+        for c in plan.collections
+        if c.kept_deletes
+    ]
+
+
 def drift_details(plan: Plan) -> list[str]:
     lines = []
     for c in plan.collections:

@@ -306,6 +306,12 @@ class CollectionScratch:
                 ).fetchall()
             )
             (drifted,) = conn.execute("SELECT COUNT(*) FROM diff WHERE drifted").fetchone()
+            # Kept by this sync: not those a sync kept already and nobody changed since
+            # (a sync by change streams does not even look at them).
+            (kept_deletes,) = conn.execute(
+                "SELECT COUNT(*) FROM diff WHERE action = 'retain' "
+                "AND (bs IS NOT NULL OR t IS NOT bt)"
+            ).fetchone()
 
             def sample(where: str) -> list[bytes]:
                 return [
@@ -321,7 +327,7 @@ class CollectionScratch:
                 replaces=counts.get("apply:replace", 0),
                 deletes=counts.get("apply:delete", 0),
                 kept=sum(v for k, v in counts.items() if k.startswith("keep:")),
-                kept_deletes=counts.get("retain:delete", 0),
+                kept_deletes=int(kept_deletes),
                 conflicts=sum(v for k, v in counts.items() if k.startswith("conflict:")),
                 drifted=int(drifted),
                 drift_rids=sample("drifted"),
