@@ -165,6 +165,24 @@ def test_the_masking_key_is_never_written_in_the_config(
     ]
 
 
+def test_a_filter_may_not_depend_on_the_time_of_the_sync(
+    write_config: WriteConfig, capsys: Capsys
+) -> None:
+    window = '{$expr: {$gte: ["$at", {$subtract: ["$$NOW", 86400000]}]}}'
+    path = write_config(HEAD + f"  - name: audit_events\n    filter: {window}\n")
+
+    code, lines = validate(path, capsys)
+
+    assert code == 2
+    assert lines == [
+        f"{path}:10:13: collections[0].filter: the filter depends on the time of the sync "
+        "($$NOW): a document would leave it without any change, which a sync by change "
+        'streams cannot see; use a fixed date ({$date: "2026-01-01T00:00:00Z"}) and move it '
+        "forward when needed",
+        "syncd: config has 1 error",
+    ]
+
+
 def test_a_filter_over_every_collection_must_leave_gridfs_out(
     write_config: WriteConfig, capsys: Capsys
 ) -> None:

@@ -36,6 +36,7 @@ def test_each_rule_gives_its_shape() -> None:
     assert EMAIL.match(masked["e"])
     assert re.fullmatch(r"\+\d\d \d \d{4}-\d{4}", masked["d"]) and masked["d"] != doc["d"]
     assert re.fullmatch(r"[A-Z][a-z]+ [A-Z][a-z]+ [A-Z][a-z]{11}", masked["n"]), masked["n"]
+    assert re.fullmatch(r"[A-Z][a-z]+ [A-Z][a-z]{13}", mask({"n": "Ana"}, rules)["n"])
     assert re.fullmatch(r"[0-9a-f]{64}", masked["h"])
     assert masked["r"] == "***"
 

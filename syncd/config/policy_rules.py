@@ -12,6 +12,7 @@ from syncd.config.load import ConfigIssue, LoadedYaml
 from syncd.config.query import FilterInvalid, canonical_filter, overlaps, query_fields, to_query
 
 GRIDFS = ("fs.files", "fs.chunks")
+TIME_VARIABLES = ("$$NOW", "$$CLUSTER_TIME")
 Path = list[str | int]
 
 
@@ -93,6 +94,16 @@ def _filter_issues(
         text = canonical_filter(entry["filter"])
     except FilterInvalid as exc:
         return [loaded.issue(at, str(exc))]
+    clock = [v for v in TIME_VARIABLES if f'"{v}"' in text]
+    if clock:
+        return [
+            loaded.issue(
+                at,
+                f"the filter depends on the time of the sync ({clock[0]}): a document would "
+                "leave it without any change, which a sync by change streams cannot see; use a "
+                'fixed date ({$date: "2026-01-01T00:00:00Z"}) and move it forward when needed',
+            )
+        ]
     fields = query_fields(to_query(text))
     clashes = sorted({m for m in masked for f in fields if overlaps(f, m)})
     if not clashes:

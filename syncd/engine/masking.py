@@ -189,7 +189,7 @@ class Masker:
         if rule == "email":
             return STRING, _string(f"user.{mac[:8].hex()}@example.invalid")
         if rule == "name":
-            return STRING, _string(_name(mac))
+            return STRING, _string(_name(mac, words=len(text.split())))
         if rule == "redact":
             return STRING, _string("***")
         if rule == "digits":
@@ -263,12 +263,16 @@ def _string(text: str) -> bytes:
     return _INT32.pack(len(data)) + data
 
 
-def _name(mac: bytes) -> str:
+def _name(mac: bytes, *, words: int) -> str:
+    """A first name, a surname (for a value of two words or more) and a made-up surname
+    that carries enough of the HMAC to keep distinct names distinct (about 49 bits)."""
     first = FIRST_NAMES[mac[8] % len(FIRST_NAMES)]
     last = LAST_NAMES[mac[9] % len(LAST_NAMES)]
     bits = int.from_bytes(mac[10:18])
     made_up = ""
-    for _ in range(SYLLABLES):
+    for _ in range(SYLLABLES + (words < 2)):  # one more syllable instead of the surname
         bits, pick = divmod(bits, len(CONSONANTS) * len(VOWELS))
         made_up += CONSONANTS[pick // len(VOWELS)] + VOWELS[pick % len(VOWELS)]
-    return f"{first} {last} {made_up.capitalize()}"
+    return (
+        f"{first} {made_up.capitalize()}" if words < 2 else f"{first} {last} {made_up.capitalize()}"
+    )

@@ -176,7 +176,7 @@ def changed(before: dict[str, str], now: dict[str, str]) -> str:
     what = [MARK_WORDS[k] for k in MARK_WORDS if before.get(k) != now.get(k)]
     reason = f"{' and '.join(what)} changed since the last sync"
     if {"mask", "key"} & {k for k in MARK_WORDS if before.get(k) != now.get(k)}:
-        reason += ": every masked document is masked anew (updates, not drift)"
+        reason += " (masked anew, not drift)"
     return reason
 
 
