@@ -187,3 +187,23 @@ def test_a_push_never_applies_the_sources_deletions(pair: Pair, capsys: Capsys) 
     # Production still holds it, so a pull brings it back: the deletion never travelled.
     assert "1 to insert" in pulled.out and "0 drifted" in pulled.out, pulled.out
     assert collection_state(pair.local.contracts) == collection_state(pair.production.contracts)
+
+
+def test_kept_documents_stay_counted_when_later_syncs_write(pair: Pair, capsys: Capsys) -> None:
+    """A sync that writes verifies the target's count: documents kept by earlier syncs
+    (which a sync by change streams does not look at) are part of it."""
+    pair.configure(collections=rules(), hook=False)
+    pair.production.contracts.insert_many([{"_id": i, "n": i} for i in range(10)])
+    run(capsys, pair, *PULL, "-C", "contracts")
+    pair.production.contracts.delete_many({"_id": {"$in": [2, 3]}})
+    run(capsys, pair, *PULL, "-C", "contracts")
+    pair.production.contracts.update_one({"_id": 4}, {"$set": {"n": 40}})
+    pair.production.contracts.insert_one({"_id": 11, "n": 11})
+    pair.production.contracts.delete_one({"_id": 5})
+
+    for args in ((), ("--full",)):
+        result = run(capsys, pair, *PULL, "-C", "contracts", *args)
+        assert "1/1 collections verified" in result.out, result.out
+        pair.production.contracts.update_one({"_id": 4}, {"$inc": {"n": 1}})
+
+    assert sorted(docs(pair.local.contracts)) == [*range(10), 11]

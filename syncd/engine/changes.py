@@ -4,12 +4,15 @@ A `ChangeFinder` fills one collection's scratch with what the plan needs to know
 side. Three implementations:
 
 - `FullRead`: both sides read whole (a first sync, `--full`, a server without change
-  streams, a lost resume point, a dropped or recreated collection);
+  streams, a lost resume point, a dropped or recreated collection, a collection policy
+  other than the last sync's: filter, deletes, mask or masking key, see policy.py);
 - `FirstCopy`: a first sync into an empty target: nothing to read before writing, the
   source is streamed into the target and its scan filled meanwhile (stream.py);
 - `ChangeStreams`: only the documents either side's change stream named since the last
   sync, and those the memory does not hold settled; the memory stands for the rest.
 
+Both sides are read through their collection's policy (`Sides.policies`, applied by
+`MongoSource`): whatever a finder puts in the scratch is already filtered and masked.
 The plan, the writes, the verification and the memory work the same whatever filled the
 scratch; `mode` ("full" or "changes") and `reason` say how, for logs, status and metrics.
 """
