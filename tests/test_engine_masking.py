@@ -293,3 +293,32 @@ def test_masking_a_collection_that_travelled_unmasked_rewrites_it_without_drift(
     assert "backup before sync" in result.out  # the unmasked copy is kept in the backup
     emails = {u["email"] for u in pair.local.users.find()}
     assert emails & originals(pair, [("users", "email")]) == set()
+
+
+def test_a_masked_and_filtered_collection_follows_documents_out_of_the_filter(
+    seeded: Pair, capsys: Capsys
+) -> None:
+    pair = seeded
+    pair.configure(
+        collections=RULES.replace(
+            "- name: hr_employees\n",
+            "- name: hr_employees\n  filter: {contract_type: indefinido}\n",
+        ),
+        hook=False,
+    )
+    with pair.config.open("a", encoding="utf-8") as config:
+        config.write(f"masking:\n  key_env: {KEY_ENV}\n")
+    production = pair.production.hr_employees
+    matching = {e["_id"] for e in production.find({"contract_type": "indefinido"})}
+    pull(capsys, pair, "-C", "hr_employees")
+    leaving = sorted(matching)[0]
+    production.update_one({"_id": leaving}, {"$set": {"contract_type": "honorarios"}})
+    production.update_one({"_id": sorted(matching)[1]}, {"$set": {"email": "otra@valkyria.com"}})
+
+    plan = plan_json(capsys, pair, "-C", "hr_employees")["hr_employees"]
+    pull(capsys, pair, "-C", "hr_employees")
+
+    assert (plan["mode"], plan["updates"], plan["deletes"]) == ("changes", 1, 1)
+    local = {e["_id"]: e for e in pair.local.hr_employees.find()}
+    assert set(local) == matching - {leaving}
+    assert all(e["email"].endswith("@example.invalid") for e in local.values())

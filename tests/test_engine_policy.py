@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.engine_kit import Outcome, Pair, collection_state, syncd
+from tests.engine_kit import Outcome, Pair, backup_contents, collection_state, syncd
 
 Capsys = pytest.CaptureFixture[str]
 PULL = ("sync", "from_production")
@@ -111,6 +111,23 @@ def test_a_filter_holds_in_change_stream_mode_and_a_document_leaving_it_is_gone(
     assert sorted(local) == [3, 5, *range(11, 21), 100]
     assert local[3] == docs(production)[3]
     assert local[100]["action"] == "edited here"
+    (backup,) = backup_contents(pair).values()  # taken before the delete: the whole collection
+    assert len(backup["audit_events"]) == 12  # 10 matching, and 5 and 100, which do not
+
+
+def test_a_filtered_first_copy_copies_only_the_matching_documents(
+    audit: Pair, capsys: Capsys
+) -> None:
+    pair = audit
+    pair.local.audit_events.drop()
+
+    result = run(capsys, pair, *PULL, "-C", "audit_events")
+    again = run(capsys, pair, *PULL, "-C", "audit_events")
+
+    assert re.search(r"^audit_events +10 +0 +10 .* into an empty target", result.out, re.M)
+    assert "1/1 collections verified" in result.out, result.out
+    assert sorted(docs(pair.local.audit_events)) == list(range(10, 20))
+    assert "nothing to do" in again.out
 
 
 def test_a_target_document_that_comes_to_match_the_filter_is_drift(
