@@ -15,7 +15,7 @@ from pymongo.errors import PyMongoError
 from syncd import __version__
 from syncd.config import Config, ConfigInvalid, load_config
 from syncd.config.secrets import redact
-from syncd.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, SyncdError, UsageError
+from syncd.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, SyncdError
 from syncd.log import setup_logging
 
 log = logging.getLogger("syncd")
@@ -25,9 +25,12 @@ ACTIONS = {
     "validate": "syncd.cli:validate_action",
     "status": "syncd.actions.status:run",
     "sync": "syncd.actions.sync:run",
+    "verify": "syncd.actions.verify:run",
+    "diff": "syncd.actions.diff:run",
     "backup.create": "syncd.actions.backup:create",
     "backup.list": "syncd.actions.backup:list_",
     "backup.restore": "syncd.actions.backup:restore",
+    "backup.import": "syncd.actions.backup:import_",
     "run": "syncd.daemon:run",
 }
 
@@ -64,7 +67,31 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--no-wait", action="store_true", help="refuse if the target is busy")
     sync.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    backup = sub.add_parser("backup", help="create, list and restore backups")
+    verify = sub.add_parser(
+        "verify", help="compare both sides of a flow now, document by document; writes nothing"
+    )
+    verify.add_argument("flow")
+    verify.add_argument("-C", "--collection", dest="collections", action="append", metavar="COLL")
+    verify.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    diff = sub.add_parser(
+        "diff", help="what a sync would change and what drifted, field by field; writes nothing"
+    )
+    diff.add_argument("flow")
+    diff.add_argument("-C", "--collection", dest="collections", action="append", metavar="COLL")
+    diff.add_argument(
+        "--id",
+        dest="ids",
+        action="append",
+        metavar="ID",
+        help="an _id: ObjectId hex, number or string",
+    )
+    diff.add_argument(
+        "--limit", type=_positive, default=50, metavar="N", help="documents shown (default 50)"
+    )
+    diff.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    backup = sub.add_parser("backup", help="create, list, restore and import backups")
     backup_sub = _Subparsers(
         backup.add_subparsers(dest="backup_command", required=True, metavar="ACTION"), common
     )
@@ -80,12 +107,29 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("-C", "--collection", dest="collections", action="append", metavar="COLL")
     restore.add_argument("--yes", action="store_true")
     restore.add_argument("--no-wait", action="store_true")
+    imported = backup_sub.add_parser(
+        "import", help="take a mongodump directory (one database) into the backup store"
+    )
+    imported.add_argument("path", type=Path, metavar="PATH")
+    imported.add_argument("--endpoint", required=True, metavar="ENDPOINT")
 
     sub.add_parser("run", help="the daemon: schedules, signals, metrics")
 
     demo = sub.add_parser("demo", help="the whole job on embedded endpoints, no MongoDB needed")
     demo.add_argument("--serve", action="store_true", help="keep the daemon running until Ctrl-C")
     return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of documents (1 or more), got {text!r}"
+        )
+    return value
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -102,7 +146,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--log-format", choices=("text", "json"), default=argparse.SUPPRESS)
     parser.add_argument(
-        "--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), default=argparse.SUPPRESS
+        "--log-level",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        default=argparse.SUPPRESS,
+        help="DEBUG also logs the traceback of an unexpected error",
     )
 
 
@@ -146,12 +194,7 @@ def validate_action(config: Config, args: argparse.Namespace) -> int:
 
 def _action(command: str) -> Callable[[Config, argparse.Namespace], int]:
     module_name, function_name = ACTIONS[command].split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("syncd"):
-            raise UsageError(f"'syncd {command.replace('.', ' ')}' is not built yet") from None
-        raise
+    module = importlib.import_module(module_name)
     action: Callable[[Config, argparse.Namespace], int] = getattr(module, function_name)
     return action
 
@@ -193,6 +236,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("syncd: interrupted", file=sys.stderr)
         return EXIT_FAILED
+    except Exception as exc:  # not one of syncd's own errors: a bug; its traceback helps
+        log.debug("unexpected error", exc_info=exc)
+        print(f"syncd: {unexpected_error_message(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def unexpected_error_message(exc: BaseException) -> str:
+    """An error syncd did not expect, with its type and message (redacted); the traceback
+    goes to the log at DEBUG."""
+    text = redact(str(exc)).strip() or "(no message)"
+    return (
+        f"unexpected error: {type(exc).__name__}: {text}; this is a bug in syncd: "
+        "run again with --log-level debug to see where it happened, and report it"
+    )
 
 
 def mongo_error_message(exc: PyMongoError) -> str:

@@ -47,6 +47,7 @@ class HealthState:
     config_loaded: bool
     scheduler_running: bool
     jobs: Mapping[str, JobHealth] = field(default_factory=dict)
+    continuous: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # job -> state
 
     @property
     def healthy(self) -> bool:
@@ -61,6 +62,7 @@ class HealthState:
                 name: {"last_result": job.last_result, "last_run": _iso(job.last_run)}
                 for name, job in sorted(self.jobs.items())
             },
+            "continuous": {name: dict(state) for name, state in sorted(self.continuous.items())},
         }
 
 
@@ -128,7 +130,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             state = self.server.health()
         except Exception as exc:  # the probe must answer; the cause goes to the log only
-            log.error("health state unavailable: %s", type(exc).__name__)
+            log.error("health state unavailable", exc_info=exc)
             return 503, json.dumps({"healthy": False, "error": "health state unavailable"}).encode()
         return (200 if state.healthy else 503), json.dumps(state.to_json()).encode()
 

@@ -19,6 +19,7 @@ from syncd.engine.memory import Pair, SyncMemory
 from syncd.engine.rawbson import digest, id_key, raw_id
 from syncd.engine.retry import with_retries
 from syncd.errors import SyncdError
+from syncd.lease.guard import check_writes
 
 log = logging.getLogger("syncd.hooks")
 
@@ -47,6 +48,7 @@ def run_hooks(config: Config, flow: Flow, target: Connected, pair: Pair) -> list
     messages = []
     for name in flow.after:
         hook = config.hooks[name]
+        check_writes(target.db)  # still holding the write lease?
         try:
             messages += reset_passwords(config, flow, hook, target, pair)
         except SyncdError:

@@ -40,6 +40,7 @@ class JsonFormatter(logging.Formatter):
         event.update(_extras(record))
         if record.exc_info and record.exc_info[0] is not None:
             event["error"] = redact(f"{record.exc_info[0].__name__}: {record.exc_info[1]}")
+            event["traceback"] = redact(self.formatException(record.exc_info))
         return json.dumps(event, default=str, sort_keys=False)
 
 
@@ -60,8 +61,12 @@ class TextFormatter(logging.Formatter):
             line = f"{stamp} {line}"
         if record.exc_info and record.exc_info[0] is not None:
             line += redact(f" error={record.exc_info[0].__name__}: {record.exc_info[1]}")
-        if not self.timestamps:
-            line = f"<{_syslog_priority(record.levelno)}>{line}"
+            # The event stays on its first line; the traceback follows, indented.
+            trace = redact(self.formatException(record.exc_info)).splitlines()
+            line += "".join(f"\n  {text}" for text in trace)
+        if not self.timestamps:  # journald takes each line as an entry: each gets a priority
+            prefix = f"<{_syslog_priority(record.levelno)}>"
+            line = "\n".join(prefix + text for text in line.split("\n"))
         return line
 
 

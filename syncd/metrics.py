@@ -33,6 +33,8 @@ from syncd.config.model import GRIDFS_PAIRS, Config, Schedule
 Result = Literal["success", "failure", "refused", "skipped"]
 DocOp = Literal["insert", "update", "delete"]
 RESULTS: tuple[Result, ...] = ("success", "failure", "refused", "skipped")
+VerifyResult = Literal["equal", "different", "failure"]
+VERIFY_RESULTS: tuple[VerifyResult, ...] = ("equal", "different", "failure")
 DOC_OPS: tuple[DocOp, ...] = ("insert", "update", "delete")
 FIND_MODES = ("changes", "full")  # how a collection's changes were found
 
@@ -121,6 +123,13 @@ class SyncdMetrics:
             ["flow", "mode"],
             registry=reg,
         )
+        self.sync_lag = Gauge(
+            "syncd_sync_lag_seconds",
+            "Age of the oldest source change a continuous job has not applied yet; 0 when "
+            "caught up (and for flows without a continuous job).",
+            ["flow"],
+            registry=reg,
+        )
         self.drift_documents = Gauge(
             "syncd_drift_documents",
             "Target documents changed outside syncd that blocked the flow's last run "
@@ -132,6 +141,20 @@ class SyncdMetrics:
             "syncd_sync_schedule_interval_seconds",
             "Longest time the flow's schedules leave between two runs; 0 = not scheduled.",
             ["flow"],
+            registry=reg,
+        )
+        self.verify_runs = Counter(
+            "syncd_verify_runs",
+            "Scheduled verifications of a flow's two sides, by result (equal, different, "
+            "failure: could not compare).",
+            ["flow", "result"],
+            registry=reg,
+        )
+        self.verify_mismatched = Gauge(
+            "syncd_verify_mismatched_documents",
+            "Documents missing, extra or different on the target at the flow's last "
+            "verification of the collection.",
+            ["flow", "collection"],
             registry=reg,
         )
         self.backup_runs = Counter(
@@ -207,9 +230,12 @@ class SyncdMetrics:
         for flow in flows:
             for result in RESULTS:
                 self.sync_runs.labels(flow, result)
+            for outcome in VERIFY_RESULTS:
+                self.verify_runs.labels(flow, outcome)
             self.sync_duration.labels(flow)
             for mode in FIND_MODES:
                 self.sync_collections.labels(flow, mode)
+            self.sync_lag.labels(flow)
             self.sync_last_success.labels(flow)
             self.sync_schedule_interval.labels(flow)
         for endpoint in endpoints:
@@ -227,6 +253,7 @@ class SyncdMetrics:
             for op in DOC_OPS:
                 self.sync_documents.labels(flow, coll, op)
             self.drift_documents.labels(flow, coll)
+            self.verify_mismatched.labels(flow, coll)
 
     def prime_from_config(self, config: Config) -> None:
         """`prime` with the config's names, then the schedule intervals the stale alerts use."""
@@ -300,6 +327,27 @@ class SyncdMetrics:
                 self.sync_collections.labels(flow, mode).inc(count)
         for coll, count in blocked.items():
             self.drift_documents.labels(flow, coll).set(count)
+
+    def set_lag(self, flow: str, seconds: float) -> None:
+        self.sync_lag.labels(_name("flow", flow)).set(max(0.0, seconds))
+
+    def record_verify(
+        self, flow: str, result: VerifyResult, mismatched: Mapping[str, int] | None = None
+    ) -> None:
+        """One finished verification; `mismatched`: documents per compared collection."""
+        if result not in VERIFY_RESULTS:
+            raise UnsafeLabelValue(f"result must be one of {', '.join(VERIFY_RESULTS)}")
+        self.set_verify_mismatched(flow, mismatched or {})
+        self.verify_runs.labels(_name("flow", flow), result).inc()
+
+    def set_verify_mismatched(self, flow: str, mismatched: Mapping[str, int]) -> None:
+        """Mismatched documents per collection (also at start, from the last recorded run)."""
+        flow = _name("flow", flow)
+        counts = {_collection(c): int(n) for c, n in mismatched.items()}
+        if any(n < 0 for n in counts.values()):
+            raise ValueError("document counts must not be negative")
+        for coll, count in counts.items():
+            self.verify_mismatched.labels(flow, coll).set(count)
 
     def set_sync_last_success(self, flow: str, timestamp: float) -> None:
         """At start: restore the last success the engine's state remembers (0 = never)."""

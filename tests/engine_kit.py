@@ -28,6 +28,7 @@ from pymongo.database import Database
 
 from syncd.backup import BackupSource, list_backups
 from syncd.cli import main
+from syncd.config.model import own_collection
 from syncd.engine.rawbson import id_document, raw_id
 
 RESET_PASSWORD = "Admin123"  # the seed's "default password after sync"
@@ -162,9 +163,17 @@ def collection_state(coll: Collection[Any]) -> dict[bytes, bytes]:
     return {raw_id_bytes(d): bytes(d.raw) for d in raw_collection(coll).find()}
 
 
+def user_collections(db: Database[Any]) -> list[str]:
+    """The collections of the application's data: not syncd's own (`_syncd_leases`)."""
+    return sorted(name for name in db.list_collection_names() if not own_collection(name))
+
+
 def snapshot(db: Database[Any], names: Iterable[str] | None = None) -> Snapshot:
-    """Every document of every (or the named) collection, byte for byte."""
-    selected = sorted(names) if names is not None else sorted(db.list_collection_names())
+    """Every document of every (or the named) collection, byte for byte.
+
+    Not syncd's own collections (the `_syncd_leases` a sync leaves in its target): they are
+    not the user's data and never travel; name them to see them."""
+    selected = sorted(names) if names is not None else user_collections(db)
     return {name: collection_state(db[name]) for name in selected}
 
 

@@ -19,6 +19,8 @@ from typing import Any
 import yaml
 from pymongo.database import Database
 
+from syncd.config.model import own_collection
+
 SYNCD = Path(sys.executable).with_name("syncd")
 TIMEOUT = 120.0
 PROD_URI_ENV = "SYNCD_TEST_PROD_URI"
@@ -159,10 +161,10 @@ def basic_config(
 
 
 def snapshot(db: Database[Any]) -> dict[str, list[dict[str, Any]]]:
-    """Every document of every collection, sorted by _id: compare before and after."""
-    return {
-        name: list(db[name].find().sort("_id", 1)) for name in sorted(db.list_collection_names())
-    }
+    """Every document of every collection (not syncd's own lease collection), sorted by _id:
+    compare before and after."""
+    names = sorted(n for n in db.list_collection_names() if not own_collection(n))
+    return {name: list(db[name].find().sort("_id", 1)) for name in names}
 
 
 def backup_names(state_dir: Path) -> list[str]:

@@ -26,6 +26,7 @@ ALERTS = {
     "SyncFailing",
     "SyncStale",
     "DriftBlockingFlow",
+    "VerifyMismatch",
     "BackupStale",
     "BackupFailing",
     "ConfigReloadFailed",

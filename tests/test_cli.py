@@ -11,7 +11,8 @@ from textwrap import dedent
 import pytest
 
 from syncd import __version__
-from syncd.cli import main
+from syncd.cli import ACTIONS, main
+from tests.engine_kit import syncd
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = Path(sys.executable).parent / "syncd"
@@ -32,10 +33,13 @@ COMMANDS = [
     ["validate"],
     ["status"],
     ["sync"],
+    ["verify"],
+    ["diff"],
     ["backup"],
     ["backup", "create"],
     ["backup", "list"],
     ["backup", "restore"],
+    ["backup", "import"],
     ["run"],
     ["demo"],
 ]
@@ -61,7 +65,7 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(["--help"], capsys)
     assert (code, err) == (0, "")
     assert out.startswith("usage: syncd ")
-    for command in ("validate", "status", "sync", "backup", "run", "demo"):
+    for command in ("validate", "status", "sync", "verify", "diff", "backup", "run", "demo"):
         assert f"\n    {command} " in out
 
 
@@ -195,7 +199,7 @@ def test_console_script_validates_the_example_config() -> None:
     )
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout == (
-        "config/syncd.example.yaml: OK (2 endpoints, 2 flows, 21 collection rules, 3 schedules)\n"
+        "config/syncd.example.yaml: OK (2 endpoints, 2 flows, 21 collection rules, 4 schedules)\n"
     )
 
 
@@ -214,3 +218,36 @@ def test_console_script_reports_a_broken_config_without_traceback(tmp_path: Path
         f"{path}:6:49: flows.from_production.target: unknown endpoint 'locl'; "
         "did you mean 'local'?\nsyncd: config has 1 error\n"
     )
+
+
+def _explode(config: object, args: object) -> int:
+    raise KeyError("no such key in the plan")
+
+
+def test_unexpected_error_says_what_and_shows_the_traceback_at_debug(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(ACTIONS, "validate", "tests.test_cli:_explode")
+    config = write(tmp_path / "syncd.yaml")
+
+    quiet = syncd(capsys, config, "validate")
+    debug = syncd(capsys, config, "validate", "--log-level", "debug")
+
+    for outcome in (quiet, debug):
+        assert outcome.code == 1
+        assert "syncd: unexpected error: KeyError: 'no such key in the plan'" in outcome.err
+        assert "--log-level debug" in outcome.err
+    assert "Traceback" not in quiet.err
+    assert "Traceback (most recent call last)" in debug.err
+    assert "in _explode" in debug.err
+
+
+def test_a_missing_action_module_is_a_failure_with_its_name_not_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(ACTIONS, "validate", "syncd.actions.nowhere:run")
+
+    outcome = syncd(capsys, write(tmp_path / "syncd.yaml"), "validate")
+
+    assert outcome.code == 1
+    assert "ModuleNotFoundError: No module named 'syncd.actions.nowhere'" in outcome.err

@@ -438,7 +438,8 @@ CASES: dict[str, Broken] = {
               - name: pull
                 flow: from_production
             """),
-        "11:5: schedules[0]: a schedule needs a trigger: cron, interval or on_signal: true",
+        "11:5: schedules[0]: schedule 'pull' needs a trigger: cron, interval, on_signal: true "
+        "or continuous: true",
     ),
     "schedule_with_cron_and_interval": broken(
         plus("""\
@@ -462,7 +463,22 @@ CASES: dict[str, Broken] = {
     ),
     "schedule_without_job": broken(
         plus("schedules: [{name: pull, interval: 1h}]\n"),
-        "10:13: schedules[0]: a schedule needs a job: flow: FLOW or backup: ENDPOINT",
+        "10:13: schedules[0]: schedule 'pull' needs a job: "
+        "flow: FLOW, backup: ENDPOINT or verify: FLOW",
+    ),
+    "schedule_with_flow_and_verify": broken(
+        plus("""\
+            schedules:
+              - name: weekly-verify
+                flow: from_production
+                verify: from_production
+                cron: "0 4 * * 0"
+            """),
+        "13:5: schedules[0].verify: give flow or verify, not both (one job per schedule)",
+    ),
+    "verify_of_an_unknown_flow": broken(
+        plus("schedules: [{name: weekly-verify, verify: to_prod, interval: 7d}]\n"),
+        "10:43: schedules[0].verify: unknown flow 'to_prod'; did you mean 'to_production'?",
     ),
     "collections_on_a_backup_job": broken(
         plus("""\
@@ -472,7 +488,7 @@ CASES: dict[str, Broken] = {
                 collections: [users]
                 interval: 1h
             """),
-        "13:5: schedules[0].collections: collections only applies to flow jobs",
+        "13:5: schedules[0].collections: collections only applies to flow and verify jobs",
     ),
     "scheduled_collection_outside_flow_policy": broken(
         BASE
@@ -551,7 +567,7 @@ CASES: dict[str, Broken] = {
 def test_example_config_validates(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_validate(EXAMPLE, capsys)
     assert (code, err) == (0, "")
-    assert out == f"{EXAMPLE}: OK (2 endpoints, 2 flows, 21 collection rules, 3 schedules)\n"
+    assert out == f"{EXAMPLE}: OK (2 endpoints, 2 flows, 21 collection rules, 4 schedules)\n"
 
 
 @pytest.mark.parametrize("case", [pytest.param(case, id=name) for name, case in CASES.items()])
@@ -697,7 +713,8 @@ def test_every_error_of_a_file_is_reported_at_once_sorted_by_line(
         f"{path}:12:22: backups.keep_last: 0 is too small (minimum 1)",
         f"{path}:14:47: schedules[0].cron: invalid cron expression '0 3 * *': "
         "needs 5 fields (minute hour day-of-month month day-of-week), got 4",
-        f"{path}:15:5: schedules[1]: a schedule needs a trigger: cron, interval or on_signal: true",
+        f"{path}:15:5: schedules[1]: schedule 'pull' needs a trigger: "
+        "cron, interval, on_signal: true or continuous: true",
         f"{path}:15:12: schedules[1].name: schedule name 'pull' is already used by schedules[0]",
         f"{path}:16:19: metrics.listen: invalid listen address '127.0.0.1:70000': "
         "the port must be a number from 0 to 65535",
@@ -727,7 +744,8 @@ def test_load_config_returns_typed_config_of_the_example() -> None:
     assert config.endpoints["production"].protected
     assert config.flows["to_production"].after == ("reset_passwords",)
     assert config.backups.keep_last == 5
-    assert [s.interval_seconds for s in config.schedules] == [None, None, 3600.0]
+    assert [s.interval_seconds for s in config.schedules] == [None, None, 3600.0, None]
+    assert config.schedules[3].verify == "to_production"
     assert config.allows("from_production", "audit_events")
     assert not config.allows("to_production", "audit_events")
 

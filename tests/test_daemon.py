@@ -434,7 +434,8 @@ def test_busy_target_skips_the_scheduled_run_and_refuses_a_no_wait_sync(
     with target_lease(state_dir, "local", job="test holder"):
         daemon = start_daemon(config)
         skipped = daemon.wait_msg("sync skipped", job="pull")
-        assert f"pid {os.getpid()} (test holder)" in skipped["msg"]
+        assert f"pid {os.getpid()} on this machine" in skipped["msg"]
+        assert "job 'test holder'" in skipped["msg"]
         assert skipped["level"] == "warning"
         manual = subprocess.run(
             syncd_command("-c", str(config), "sync", "from_production", "--no-wait"),
@@ -554,3 +555,43 @@ def test_watchdog_pings_when_systemd_asks(
     index = notify.wait_for(is_ready)
     for _ in range(3):
         index = notify.wait_for(lambda m: m.get("WATCHDOG") == "1", start=index + 1)
+
+
+def test_verify_schedule_counts_its_result_and_writes_nothing(
+    write_config: Callable[..., Path],
+    start_daemon: StartDaemon,
+    state_dir: Path,
+    local_uri: str,
+    production_uri: str,
+    local_db: Db,
+    production_db: Db,
+) -> None:
+    add_users(local_db, "admin", "legal", "hector")
+    add_users(production_db, "admin")
+    schedules = "  - {name: weekly-verify, verify: to_production, interval: 1s}\n"
+    config = write_config(daemon_config(state_dir, local_uri, production_uri, schedules))
+    daemon = start_daemon(config)
+    before = emails(local_db), emails(production_db)
+
+    found = daemon.wait_msg("verify found differences", job="weekly-verify")
+
+    assert found["flow"] == "to_production" and found["result"] == "different"
+    assert found["mismatched"] == 4  # 3 local users missing, 1 production user extra (own _id)
+    assert "users: 3 missing, 1 extra, 0 different" in found["msg"]
+    different = daemon.metric("syncd_verify_runs_total", flow="to_production", result="different")
+    assert different is not None and different >= 1
+    mismatched = "syncd_verify_mismatched_documents"
+    assert daemon.metric(mismatched, flow="to_production", collection="users") == 4
+    assert (emails(local_db), emails(production_db)) == before
+
+    production_db.users.delete_many({})
+    production_db.users.insert_many(list(local_db.users.find()))
+    mark = daemon.mark()
+    done = daemon.wait_msg("verify done", start=mark, job="weekly-verify")
+
+    assert done["result"] == "equal" and done["mismatched"] == 0
+    wait_until(
+        lambda: daemon.metric(mismatched, flow="to_production", collection="users") == 0,
+        what="mismatched documents back to 0",
+    )
+    assert daemon.metric("syncd_verify_runs_total", flow="to_production", result="failure") == 0

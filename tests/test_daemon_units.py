@@ -3,10 +3,12 @@ the notify protocol, signal queueing and the stop check between batches."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,12 +17,14 @@ import pytest
 
 from syncd.config.cron import cron_weekdays
 from syncd.config.model import Config, Endpoint, Flow, Schedule, SecretRef
+from syncd.daemon import jobs
 from syncd.daemon.jobs import Abandoned, DaemonReporter, StopCheck
 from syncd.daemon.notify import Notifier
 from syncd.daemon.ping import Pinger
 from syncd.daemon.runner import JobRunner
 from syncd.daemon.scheduler import Scheduler, grace_seconds, trigger_for
 from syncd.daemon.signals import Inbox
+from syncd.log import TextFormatter
 from syncd.metrics import SyncdMetrics
 
 # -- triggers -------------------------------------------------------------------------------
@@ -175,13 +179,48 @@ def test_notify_reaches_an_abstract_socket_and_reloading_carries_the_monotonic_t
     assert message["RELOADING"] == "1" and int(message["MONOTONIC_USEC"]) > 0
 
 
-def test_notify_is_silent_without_a_socket_and_never_blocks(tmp_path: Path) -> None:
+def test_notify_is_silent_without_a_socket_and_waits_once_for_a_receiver_that_stopped(
+    tmp_path: Path,
+) -> None:
     Notifier({}).ready("nobody listens")  # no socket: nothing happens, nothing raised
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(str(tmp_path / "full"))
-        notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "full")})
-        for _ in range(100):  # far past the socket's queue: dropped, not blocked
+        notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "full")}, timeout=0.2)
+        started = time.monotonic()
+        for _ in range(100):  # far past the socket's queue: one bounded wait, then dropped
             notifier.status("busy")
+        assert time.monotonic() - started < 5  # not 90 waits of 0.2 s
+
+
+def test_notify_stopping_reaches_a_receiver_that_reads_slower_than_syncd_sends(
+    tmp_path: Path,
+) -> None:
+    """Linux queues about 10 datagrams; a send into a full queue waits for room (as systemd's
+    sd_notify does) instead of dropping, so STOPPING=1 after a burst of STATUS arrives."""
+    path = str(tmp_path / "slow")
+    received: list[dict[str, str]] = []
+    done = threading.Event()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+
+        def read_slowly() -> None:
+            while not done.is_set():
+                message = receive(sock)
+                received.append(message)
+                if "STOPPING" in message:
+                    done.set()
+                done.wait(0.02)  # the slow reader: 50 messages a second at most
+
+        reader = threading.Thread(target=read_slowly, daemon=True)
+        reader.start()
+        notifier = Notifier({"NOTIFY_SOCKET": path})
+        for n in range(40):
+            notifier.status(f"batch {n}")
+        notifier.stopping("stopping; running: nightly")
+        assert done.wait(30), f"STOPPING=1 never arrived; got {len(received)} messages"
+        reader.join(timeout=30)
+    assert [m["STATUS"] for m in received[:40]] == [f"batch {n}" for n in range(40)]
+    assert received[40] == {"STOPPING": "1", "STATUS": "stopping; running: nightly"}
 
 
 def test_watchdog_interval_is_half_of_watchdog_usec_for_this_process_only() -> None:
@@ -222,3 +261,33 @@ def test_stop_check_abandons_between_batches_but_not_inside_a_gridfs_pair() -> N
     chunks(1000)  # fs.chunks then fs.files are written as a pair
     with pytest.raises(Abandoned):
         scan(2000)
+
+
+# -- unexpected errors ----------------------------------------------------------------------
+
+
+def test_a_job_that_fails_unexpectedly_is_logged_with_its_traceback(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken_engine(*args: object) -> None:
+        raise ZeroDivisionError("division by zero in the planner")
+
+    monkeypatch.setattr(jobs, "sync_flow", broken_engine)
+    schedule = Schedule("nightly", flow="f", interval_seconds=60)
+    config = config_with(schedule)
+    metrics = SyncdMetrics()
+    runner = JobRunner(
+        config=lambda: config, metrics=metrics, notifier=Notifier({}), on_done=lambda: None
+    )
+
+    with caplog.at_level(logging.INFO, logger="syncd.daemon"):
+        runner("nightly", "interval")
+
+    (failed,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert failed.getMessage() == (
+        "sync failed: unexpected error: ZeroDivisionError: division by zero in the planner"
+    )
+    text = TextFormatter(timestamps=True).format(failed)
+    assert "Traceback (most recent call last)" in text
+    assert "in broken_engine" in text
+    assert runner.last_runs()["nightly"].last_result == "failure"

@@ -16,7 +16,15 @@ import bson
 import pytest
 from pymongo.errors import DuplicateKeyError
 
-from tests.engine_kit import Outcome, Pair, collection_state, index_specs, raw_collection, syncd
+from tests.engine_kit import (
+    Outcome,
+    Pair,
+    collection_state,
+    index_specs,
+    raw_collection,
+    syncd,
+    user_collections,
+)
 from tests.support.dataset import COLLECTIONS, load_seed_dataset
 
 Capsys = pytest.CaptureFixture[str]
@@ -242,7 +250,7 @@ def test_the_masking_key_is_read_only_when_needed_and_never_shown(
     pair = seeded
     monkeypatch.delenv(KEY_ENV)
     missing = syncd(capsys, pair.config, *PULL)
-    nothing_written = pair.local.list_collection_names() == []
+    nothing_written = user_collections(pair.local) == []
     monkeypatch.setenv(KEY_ENV, KEY)
     pushed = syncd(capsys, pair.config, "sync", "to_production", "--dry-run")  # nothing masked
     pulled = pull(capsys, pair)
@@ -322,3 +330,27 @@ def test_a_masked_and_filtered_collection_follows_documents_out_of_the_filter(
     local = {e["_id"]: e for e in pair.local.hr_employees.find()}
     assert set(local) == matching - {leaving}
     assert all(e["email"].endswith("@example.invalid") for e in local.values())
+
+
+def test_verify_and_diff_compare_the_masked_result(seeded: Pair, capsys: Capsys) -> None:
+    """`syncd verify` and `syncd diff` read both sides as the sync does: a masked pull
+    verifies equal, and a pending change shows the masked value, never the original."""
+    pair = seeded
+    pull(capsys, pair)
+    user = pair.production.users.find_one({"email": {"$ne": ADMIN}})
+    assert user is not None
+    new = "cambiada@valkyria.com"
+
+    equal = syncd(capsys, pair.config, "verify", "from_production")
+    pair.production.users.update_one({"_id": user["_id"]}, {"$set": {"email": new}})
+    different = syncd(capsys, pair.config, "verify", "from_production", "--json")
+    diff = syncd(capsys, pair.config, "diff", "from_production", "-C", "users", "--json")
+
+    assert equal.code == 0, equal.text
+    assert different.code == 1, different.text
+    report = {c["name"]: c for c in json.loads(different.out)["collections"]}
+    assert (report["users"]["different"], report["hr_employees"]["equal"]) == (1, True)
+    assert new not in diff.text and diff.code == 0, diff.text
+    (document,) = json.loads(diff.out)["collections"][0]["documents"]
+    (changed,) = document["fields"]
+    assert changed["path"] == "email" and "@example.invalid" in changed["source"]

@@ -224,3 +224,12 @@ def test_kept_documents_stay_counted_when_later_syncs_write(pair: Pair, capsys: 
         pair.production.contracts.update_one({"_id": 4}, {"$inc": {"n": 1}})
 
     assert sorted(docs(pair.local.contracts)) == [*range(10), 11]
+
+
+def test_verify_compares_through_the_filter(audit: Pair, capsys: Capsys) -> None:
+    pair = audit
+    run(capsys, pair, *PULL, "-C", "audit_events")
+
+    result = syncd(capsys, pair.config, "verify", "from_production", "-C", "audit_events")
+
+    assert result.code == 0, result.text  # local's own events 5 and 100 are not "extra"

@@ -44,6 +44,8 @@ SPEC_METRICS = {
     "syncd_config_last_reload_successful": "gauge",
     "syncd_config_last_reload_success_timestamp_seconds": "gauge",
     "syncd_build_info": "gauge",
+    "syncd_verify_runs_total": "counter",
+    "syncd_verify_mismatched_documents": "gauge",
 }
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -144,6 +146,11 @@ def test_configured_flows_and_endpoints_start_at_zero(listener: Listener) -> Non
             labels = {"flow": flow, "collection": collection, "op": op}
             assert value(samples, "syncd_sync_documents_total", **labels) == 0
         assert value(samples, "syncd_drift_documents", flow=flow, collection=collection) == 0
+        labels = {"flow": flow, "collection": collection}
+        assert value(samples, "syncd_verify_mismatched_documents", **labels) == 0
+    for flow in ("to_production", "from_production"):
+        for outcome in ("equal", "different", "failure"):
+            assert value(samples, "syncd_verify_runs_total", flow=flow, result=outcome) == 0
     pull_only = {"flow": "to_production", "collection": "audit_events"}
     assert ("syncd_drift_documents", frozenset(pull_only.items())) not in samples
     assert value(samples, "syncd_build_info", version=__version__) == 1
@@ -157,6 +164,21 @@ def test_schedules_of_the_example_become_stale_thresholds(listener: Listener) ->
     assert value(samples, "syncd_sync_schedule_interval_seconds", flow="to_production") == 0
     assert value(samples, "syncd_backup_schedule_interval_seconds", endpoint="production") == 3600
     assert value(samples, "syncd_backup_schedule_interval_seconds", endpoint="local") == 0
+
+
+def test_a_verify_shows_up_in_the_next_scrape(metrics: SyncdMetrics, listener: Listener) -> None:
+    metrics.record_verify("to_production", "different", {"users": 3, "fs.files": 0})
+    metrics.record_verify("to_production", "failure")
+
+    _, samples = scrape(listener)
+
+    runs = "syncd_verify_runs_total"
+    assert value(samples, runs, flow="to_production", result="different") == 1
+    assert value(samples, runs, flow="to_production", result="failure") == 1
+    assert value(samples, runs, flow="to_production", result="equal") == 0
+    mismatched = "syncd_verify_mismatched_documents"
+    assert value(samples, mismatched, flow="to_production", collection="users") == 3
+    assert value(samples, mismatched, flow="to_production", collection="fs.files") == 0
 
 
 def test_a_run_shows_up_in_the_next_scrape(metrics: SyncdMetrics, listener: Listener) -> None:

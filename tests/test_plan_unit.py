@@ -57,7 +57,9 @@ class MemorySource:
     def current_token(self) -> bytes:
         raise NotImplementedError
 
-    def read_changes(self, token: bytes, names: list[str], route: object) -> object:
+    def read_changes(
+        self, token: bytes, names: list[str], route: object, limit: int | None = None
+    ) -> object:
         raise NotImplementedError
 
     def fetch(self, name: str, ids: list[object]) -> list[bytes]:

@@ -1,4 +1,4 @@
-"""`syncd backup create|list|restore`."""
+"""`syncd backup create|list|restore|import`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from syncd.backup import BackupInfo, apply_retention, create_backup, find_backup, list_backups
+from syncd.backup.mongodump import import_dump
 from syncd.backup.reader import verify_backup
 from syncd.cli import forced
 from syncd.config.model import Config
@@ -90,7 +91,31 @@ def restore(config: Config, args: argparse.Namespace) -> int:
     print(f"backed up {result.target} first: {result.safety_backup}")
     rows = [[c.name, c.inserted, c.replaced, c.deleted] for c in result.collections]
     print(table(["collection", "inserted", "replaced", "deleted"], rows))
-    print(f"restored {info.name} into {result.target} in {result.seconds:.1f} s")
+    verified = sum(1 for c in result.collections if c.verified)
+    print(
+        f"restored {info.name} into {result.target} in {result.seconds:.1f} s; "
+        f"{verified}/{len(result.collections)} collections read back and verified"
+    )
+    return EXIT_OK
+
+
+def import_(config: Config, args: argparse.Namespace) -> int:
+    """`syncd backup import PATH --endpoint E`: PATH is only read."""
+    if args.endpoint not in config.endpoints:
+        known = ", ".join(sorted(config.endpoints))
+        raise UsageError(f"unknown endpoint '{args.endpoint}' (endpoints: {known})")
+    info, dump = import_dump(
+        args.path, args.endpoint, backups_dir(config), compress=config.backups.compress
+    )
+    kind = "mongodump --gzip" if dump.compressed else "mongodump"
+    print(
+        f"{info.name}: imported {dump.folder} ({kind}, database {dump.database}): "
+        f"{len(info.collections)} collections, {info.documents} documents, "
+        f"{_size(info.size_bytes)}, verified"
+    )
+    for name, why in sorted(dump.skipped.items()):
+        print(f"  not imported: {name}: {why}")
+    print(f"restore it with: syncd backup restore {info.name} --to ENDPOINT")
     return EXIT_OK
 
 

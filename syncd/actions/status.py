@@ -8,12 +8,14 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from syncd.compare import last_verify
 from syncd.config.model import Config
 from syncd.endpoints import open_endpoint
 from syncd.engine.flow import SyncOptions, get_flow, sync_flow
 from syncd.engine.memory import SyncMemory
 from syncd.engine.render import deletes_cell, table
 from syncd.errors import EXIT_FAILED, EXIT_OK, SyncdError
+from syncd.lease.status import lease_state
 
 
 def run(config: Config, args: argparse.Namespace) -> int:
@@ -42,6 +44,7 @@ def _endpoints(config: Config) -> dict[str, dict[str, Any]]:
                 entry.update(
                     reachable=True, version=connected.server_version(), database=connected.database
                 )
+                entry["lease"] = lease_state(config.state_dir, connected).as_json()
             finally:
                 connected.close()
         result[name] = entry
@@ -51,6 +54,7 @@ def _endpoints(config: Config) -> dict[str, dict[str, Any]]:
 def _flow_status(config: Config, flow_name: str) -> dict[str, Any]:
     flow = config.flows[flow_name]
     status: dict[str, Any] = {"source": flow.source, "target": flow.target}
+    status["last_verify"] = _last_verify(config, flow_name)
     try:
         result = sync_flow(config, flow_name, SyncOptions(dry_run=True))
     except SyncdError as exc:
@@ -83,6 +87,25 @@ def _flow_status(config: Config, flow_name: str) -> dict[str, Any]:
     return status
 
 
+def _last_verify(config: Config, flow: str) -> dict[str, Any] | None:
+    """When `syncd verify FLOW` last ran and what it found (recorded by syncd.compare)."""
+    last = last_verify(config.state_dir, flow)
+    if last is None:
+        return None
+    try:
+        collections = last["collections"]
+        return {
+            "when": datetime.fromtimestamp(float(last["finished"]), UTC).isoformat(
+                timespec="seconds"
+            ),
+            "result": str(last["result"]),
+            "mismatched": sum(c["missing"] + c["extra"] + c["different"] for c in collections),
+            "collections_differ": [c["name"] for c in collections if not c["equal"]],
+        }
+    except (KeyError, TypeError, ValueError):  # a record written by hand or another version
+        return None
+
+
 def _print(report: dict[str, Any]) -> None:
     rows = []
     for name, e in report["endpoints"].items():
@@ -92,8 +115,17 @@ def _print(report: dict[str, Any]) -> None:
     for name, e in report["endpoints"].items():
         if not e["reachable"]:
             print(f"  {name}: {e.get('error', 'unreachable')}")
+        elif e["lease"]["summary"]:
+            print(f"  {name}: {e['lease']['summary']}")
     for flow, status in report["flows"].items():
         print(f"\n{flow}: {status['source']} -> {status['target']}")
+        verified = status["last_verify"]
+        print(
+            "  last verify: never (`syncd verify " + flow + "` compares both sides)"
+            if verified is None
+            else f"  last verify: {verified['when']} {verified['result']}"
+            + (f" ({verified['mismatched']} document(s))" if verified["mismatched"] else "")
+        )
         if "error" in status:
             print(f"  cannot plan: {status['error']}", file=sys.stderr)
             continue

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from syncd.advice import refusal_advice
 from syncd.cli import forced
 from syncd.config.model import Config
 from syncd.engine.flow import ConfirmationNeeded, PlanRefused, SyncOptions, sync_flow
@@ -13,11 +14,6 @@ from syncd.engine.plan import Plan
 from syncd.engine.progress import Reporter
 from syncd.engine.render import drift_details, kept_lines, plan_header, plan_table
 from syncd.errors import EXIT_OK, EXIT_REFUSED
-
-DRIFT_ADVICE = (
-    "Nothing was written. Pull the target's changes first (Workflow C), or rerun with "
-    "--drift merge to keep them, or --drift overwrite to replace them (after a backup)."
-)
 
 
 def confirm_on_terminal(plan: Plan) -> bool:
@@ -48,9 +44,8 @@ def run(config: Config, args: argparse.Namespace) -> int:
         print(plan_table(exc.plan), file=sys.stderr)
         print(f"syncd: refused: {exc}", file=sys.stderr)
         if not isinstance(exc, ConfirmationNeeded):
-            for line in drift_details(exc.plan):
+            for line in drift_details(exc.plan) + refusal_advice(config, exc.plan):
                 print(line, file=sys.stderr)
-            print(DRIFT_ADVICE, file=sys.stderr)
         return EXIT_REFUSED
     plan = result.plan
     if args.json:

@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
+from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 from syncd.backup.fsio import FileStream
 from syncd.backup.layout import BackupInfo, uuid_bytes
 from syncd.backup.writer import BackupWriter, Progress
+from syncd.config.model import own_collection
+from syncd.engine.retry import with_retries
 from syncd.engine.source import CollectionSpec
 
 log = logging.getLogger(__name__)
@@ -30,6 +34,8 @@ def skip_reason(info: Mapping[str, Any]) -> str | None:
     name = str(info.get("name", ""))
     if name.startswith("system."):
         return "system collection"
+    if own_collection(name):
+        return "syncd's own collection (the write lease)"
     kind = info.get("type", "collection")
     if kind == "view":
         return "view (its source collection is backed up)"
@@ -101,7 +107,10 @@ def create_backup(
     `scanned` names files of documents just read from `db` (a sync's scan of its target,
     raw BSON back to back): those collections are written from them, not read again.
     """
-    listing = {str(info["name"]): info for info in db.list_collections()}
+    listing = with_retries(
+        lambda: {str(info["name"]): info for info in db.list_collections()},
+        what=f"back up {endpoint}",
+    )
     wanted = sorted(listing if collections is None else set(collections), key=read_order)
     with BackupWriter(
         backups_dir, endpoint, db.name, kind="full", compress=compress, reason=reason
@@ -119,12 +128,25 @@ def create_backup(
             if why is not None:
                 log.info("backup %s: skipping %s: %s", endpoint, name, why)
                 continue
-            spec = collection_spec(db, info)
-            avg = sizes.get(name, (0, 0.0))[1]
+            what = f"back up {name} ({endpoint})"
+            spec = with_retries(partial(collection_spec, db, info), what=what)
             if scanned is not None and name in scanned:
                 documents = FileStream(scanned[name], gzip=False).documents()
                 writer.write_collection(spec, documents, on_progress=on_progress)
                 continue
-            with db[name].find_raw_batches(batch_size=batch_docs(avg)) as batches:
-                writer.write_collection(spec, batches, on_progress=on_progress)
+            read = partial(_write_read, writer, db[name], spec, sizes.get(name, (0, 0.0))[1])
+            with_retries(partial(read, on_progress), what=what)
         return writer.commit()
+
+
+def _write_read(
+    writer: BackupWriter,
+    coll: Collection[Any],
+    spec: CollectionSpec,
+    avg_size: float,
+    on_progress: Progress | None,
+) -> None:
+    """One read of a collection into the backup; a transient error leaves it out, so a
+    retry reads it again from the start (see `BackupWriter.write_collection`)."""
+    with coll.find_raw_batches(batch_size=batch_docs(avg_size)) as batches:
+        writer.write_collection(spec, batches, on_progress=on_progress)

@@ -250,7 +250,9 @@ class BackupSource:
     def current_token(self) -> bytes:
         raise BackupError(f"{self.label} has no change stream")
 
-    def read_changes(self, token: bytes, names: list[str], route: Router) -> Drained:
+    def read_changes(
+        self, token: bytes, names: list[str], route: Router, limit: int | None = None
+    ) -> Drained:
         raise BackupError(f"{self.label} has no change stream")
 
     def fetch(self, name: str, ids: list[object]) -> list[bytes]:

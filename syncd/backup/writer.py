@@ -49,6 +49,7 @@ from syncd.backup.layout import (
 )
 from syncd.backup.reader import backup_problems, read_info
 from syncd.backup.retention import clean_leftovers
+from syncd.engine.retry import is_transient
 from syncd.engine.source import CollectionSpec
 
 log = logging.getLogger(__name__)
@@ -150,12 +151,15 @@ class BackupWriter:
         """Stream a collection's documents and write its metadata.
 
         Each item of `raw_docs` holds one or more whole raw BSON documents back to back
-        (one document, or a whole batch from `find_raw_batches`).
+        (one document, or a whole batch from `find_raw_batches`). A transient server error
+        from `raw_docs` (see `is_transient`) leaves the backup open without this
+        collection, so the caller may read it again from the start; any other error
+        aborts the backup.
         """
         self._check_open()
         if spec.name in self._manifest.collections:
             raise ValueError(f"collection {spec.name} is already in this backup")
-        with self._guard():
+        with self._guard(retryable=True):
             db = self._manifest.database
             rel = bson_file(db, spec.name, self._manifest.compress)
             count, size, sha = self._write_stream(rel, spec.name, raw_docs, on_progress)
@@ -288,17 +292,30 @@ class BackupWriter:
             raise ValueError(f"this backup is already {self._state}")
 
     @contextlib.contextmanager
-    def _guard(self) -> Iterator[None]:
-        """Abort on any error; turn file-system errors into a `BackupError` that says why."""
+    def _guard(self, *, retryable: bool = False) -> Iterator[None]:
+        """Abort on any error; turn file-system errors into a `BackupError` that says why.
+
+        With `retryable`, a transient server error only drops the partial stream."""
         try:
             yield
-        except OSError as exc:
-            written = self._written()
-            self.abort()
-            raise self._os_error(exc, written) from None
-        except BaseException:
+        except BaseException as exc:
+            if retryable and isinstance(exc, Exception) and is_transient(exc):
+                self._drop_partial()
+                raise
+            if isinstance(exc, OSError):
+                written = self._written()
+                self.abort()
+                raise self._os_error(exc, written) from None
             self.abort()
             raise
+
+    def _drop_partial(self) -> None:
+        """Remove the streams being written (one collection's, cut short)."""
+        for stream in self._streams:
+            stream.discard()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(stream.path)
+        self._streams.clear()
 
     def _written(self) -> int:
         done = sum(e.bytes + e.inserted_ids_bytes for e in self._manifest.collections.values())

@@ -111,7 +111,13 @@ def _endpoint(name: str, raw: dict[str, Any]) -> Endpoint:
         ref = SecretRef("file", raw["uri_file"])
     else:
         ref = SecretRef("command", raw["uri_command"], timeout)
-    return Endpoint(name, ref, raw.get("database"), bool(raw.get("protected", False)))
+    return Endpoint(
+        name,
+        ref,
+        raw.get("database"),
+        bool(raw.get("protected", False)),
+        raw.get("lease", "database"),
+    )
 
 
 def _hook(name: str, raw: dict[str, Any]) -> ResetPasswordsHook:
@@ -137,9 +143,11 @@ def _schedule(raw: dict[str, Any]) -> Schedule:
         name=raw["name"],
         flow=raw.get("flow"),
         backup=raw.get("backup"),
+        verify=raw.get("verify"),
         collections=tuple(raw["collections"]) if "collections" in raw else None,
         cron=raw.get("cron"),
         interval_seconds=parse_interval(interval) if interval else None,
         on_signal=bool(raw.get("on_signal", False)),
         unattended=bool(raw.get("unattended", False)),
+        continuous=bool(raw.get("continuous", False)),
     )

@@ -25,8 +25,11 @@ class ConfigIssue:
     message: str
 
     def __str__(self) -> str:
+        """Located; any credentials a misplaced URI carried into the message are redacted."""
+        from syncd.config.secrets import redact
+
         dotted = dotted_path(self.path) or "(top)"
-        return f"{self.file}:{self.line}:{self.column}: {dotted}: {self.message}"
+        return f"{self.file}:{self.line}:{self.column}: {dotted}: {redact(self.message)}"
 
 
 class ConfigInvalid(SyncdError):

@@ -16,10 +16,16 @@ BeforeSync = Literal["full", "changes", "none"]
 Compress = Literal["gzip", "none"]
 SecretKind = Literal["literal", "env", "file", "command"]
 MaskRule = Literal["email", "digits", "name", "hash", "redact", "null"]
+LeaseKind = Literal["database", "local"]
 
 DEFAULT_STATE_DIR = Path("/var/lib/syncd")
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9647"
 GRIDFS_PAIRS = {"fs.files": "fs.chunks", "fs.chunks": "fs.files"}
+OWN_PREFIX = "_syncd"  # syncd's own collections (`_syncd_leases`): never synced nor backed up
+
+
+def own_collection(name: str) -> bool:
+    return name.startswith(OWN_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,7 @@ class Endpoint:
     uri: SecretRef
     database: str | None = None
     protected: bool = False
+    lease: LeaseKind = "database"  # database: one writer across machines; local: this one
 
 
 @dataclass(frozen=True)
@@ -113,11 +120,13 @@ class Schedule:
     name: str
     flow: str | None = None
     backup: str | None = None
+    verify: str | None = None  # a flow whose sides this job compares (writes nothing)
     collections: tuple[str, ...] | None = None
     cron: str | None = None
     interval_seconds: float | None = None
     on_signal: bool = False
     unattended: bool = False
+    continuous: bool = False
 
 
 @dataclass(frozen=True)

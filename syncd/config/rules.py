@@ -14,10 +14,12 @@ from typing import Any
 
 from syncd.config.cron import crontab_trigger
 from syncd.config.load import ConfigIssue, LoadedYaml
+from syncd.config.model import own_collection
 from syncd.config.policy_rules import policy_issues
 from syncd.config.secrets import uri_database, uri_has_credentials
 
 URI_KEYS = ("uri", "uri_env", "uri_file", "uri_command")
+JOB_KEYS = ("flow", "backup", "verify")  # what a schedule runs: exactly one
 INTERVAL = re.compile(r"^\s*(?P<amount>\d+(?:\.\d+)?)\s*(?P<unit>[smhd])\s*$")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_INTERVAL_SECONDS = 366 * 86400
@@ -158,6 +160,14 @@ def _collection_issues(
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             continue
         name = entry["name"]
+        if own_collection(name):
+            issues.append(
+                loaded.issue(
+                    ["collections", index, "name"],
+                    f"'{name}': collections named _syncd* are syncd's own (the write lease) "
+                    "and never travel; remove this entry",
+                )
+            )
         if name in seen:
             issues.append(
                 loaded.issue(
@@ -217,6 +227,12 @@ def _schedule_issues(
     return issues
 
 
+def _schedule_named(job: dict[str, Any]) -> str:
+    """How a message names a schedule: by its `name` where it has a usable one."""
+    name = job.get("name")
+    return f"schedule '{name}'" if isinstance(name, str) and name.strip() else "a schedule"
+
+
 def _schedule_target_issues(
     loaded: LoadedYaml,
     path: list[str | int],
@@ -225,26 +241,36 @@ def _schedule_target_issues(
     endpoints: dict[str, Any] | None,
 ) -> list[ConfigIssue]:
     issues = []
-    has_flow, has_backup = "flow" in job, "backup" in job
-    if not has_flow and not has_backup:
-        issues.append(loaded.issue(path, "a schedule needs a job: flow: FLOW or backup: ENDPOINT"))
-    elif has_flow and has_backup:
+    kinds = [key for key in JOB_KEYS if key in job]
+    if not kinds:
         issues.append(
             loaded.issue(
-                [*path, "backup"], "give flow or backup, not both (one job per schedule)", key=True
+                path,
+                f"{_schedule_named(job)} needs a job: flow: FLOW, backup: ENDPOINT or verify: FLOW",
             )
         )
-    flow = job.get("flow")
-    if _is_unknown(flow, flows):
-        issues.append(loaded.issue([*path, "flow"], _unknown("flow", flow, flows or {})))
+    elif len(kinds) > 1:
+        issues.append(
+            loaded.issue(
+                [*path, kinds[1]],
+                f"give {' or '.join(kinds)}, not both (one job per schedule)",
+                key=True,
+            )
+        )
+    for key in ("flow", "verify"):
+        flow = job.get(key)
+        if _is_unknown(flow, flows):
+            issues.append(loaded.issue([*path, key], _unknown("flow", flow, flows or {})))
     backup = job.get("backup")
     if _is_unknown(backup, endpoints):
         issues.append(
             loaded.issue([*path, "backup"], _unknown("endpoint", backup, endpoints or {}))
         )
-    if has_backup and "collections" in job:
+    if "backup" in job and "collections" in job:
         issues.append(
-            loaded.issue([*path, "collections"], "collections only applies to flow jobs", key=True)
+            loaded.issue(
+                [*path, "collections"], "collections only applies to flow and verify jobs", key=True
+            )
         )
     return issues
 
@@ -254,9 +280,28 @@ def _trigger_issues(
 ) -> list[ConfigIssue]:
     issues = []
     cron, interval = job.get("cron"), job.get("interval")
-    if cron is None and interval is None and job.get("on_signal") is not True:
+    continuous = job.get("continuous") is True
+    if cron is None and interval is None and job.get("on_signal") is not True and not continuous:
         issues.append(
-            loaded.issue(path, "a schedule needs a trigger: cron, interval or on_signal: true")
+            loaded.issue(
+                path,
+                f"{_schedule_named(job)} needs a trigger: cron, interval, on_signal: true "
+                "or continuous: true",
+            )
+        )
+    if continuous and (cron is not None or interval is not None or job.get("on_signal") is True):
+        issues.append(
+            loaded.issue(
+                [*path, "continuous"],
+                "continuous is a trigger of its own: drop cron, interval and on_signal here",
+                key=True,
+            )
+        )
+    if continuous and "flow" not in job:
+        issues.append(
+            loaded.issue(
+                [*path, "continuous"], "continuous only applies to flow jobs (flow: FLOW)", key=True
+            )
         )
     if cron is not None and interval is not None:
         issues.append(
@@ -303,7 +348,7 @@ def _schedule_collection_issues(
     loaded: LoadedYaml, path: list[str | int], job: dict[str, Any], doc: dict[str, Any]
 ) -> list[ConfigIssue]:
     """A scheduled collection must be one the flow's policy lets travel, or every run fails."""
-    flow = job.get("flow")
+    flow = job.get("flow", job.get("verify"))
     policies = [p for p in _sequence(doc.get("collections")) if isinstance(p, dict)]
     if not isinstance(flow, str) or not policies:
         return []

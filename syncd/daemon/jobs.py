@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, Protocol
 
+from syncd.advice import refusal_advice
 from syncd.backup import BackupError, apply_retention, create_backup, list_backups
+from syncd.compare import verify_flow
 from syncd.config.model import GRIDFS_PAIRS, Config, Schedule
 from syncd.endpoints import open_endpoint
 from syncd.engine.flow import ConfirmationNeeded, PlanRefused, SyncOptions, sync_flow
@@ -45,12 +46,22 @@ class Outcome:
     presync: tuple[str, Result] | None = None  # a flow's backup before writing: endpoint, result
     abandoned: bool = False  # stopped by a shutdown (counted as a failure)
     modes: dict[str, int] = field(default_factory=dict)  # how changes were found -> collections
+    refused: list[str] = field(default_factory=list)  # collections whose plan refused the run
+    more: bool = False  # the source had more changes than the run's batch took
+    wrote: bool = False  # the run wrote to the target
+    unexpected: BaseException | None = None  # not a SyncdError: logged with its traceback
+    verify: Literal["equal", "different"] | None = None  # a verify job that ran
+    mismatched: dict[str, int] = field(default_factory=dict)  # verify: collection -> documents
+
+
+class Flag(Protocol):
+    def is_set(self) -> bool: ...
 
 
 class StopCheck:
     """Raises Abandoned once the daemon is stopping; called between batches."""
 
-    def __init__(self, stopping: threading.Event) -> None:
+    def __init__(self, stopping: Flag) -> None:
         self.stopping = stopping
 
     def __call__(self) -> None:
@@ -88,15 +99,25 @@ class DaemonReporter(Reporter):
             super().planned(plan)
 
 
-def run_sync(config: Config, schedule: Schedule, check: StopCheck) -> Outcome:
+def run_sync(
+    config: Config,
+    schedule: Schedule,
+    check: StopCheck,
+    *,
+    collections: Sequence[str] | None = None,
+    change_limit: int | None = None,
+) -> Outcome:
+    """One run of a flow job; `collections` instead of the schedule's (a continuous job
+    leaving out the ones its drift stopped), `change_limit` source changes at most."""
     assert schedule.flow is not None  # noqa: S101 - the caller checked the kind
     started = time.monotonic()
     options = SyncOptions(
-        collections=schedule.collections,
+        collections=collections if collections is not None else schedule.collections,
         allow_protected=schedule.unattended,
         confirm=None,
         wait=False,
         job=schedule.name,
+        change_limit=change_limit,
         reporter=DaemonReporter(check),
     )
     try:
@@ -108,8 +129,10 @@ def run_sync(config: Config, schedule: Schedule, check: StopCheck) -> Outcome:
         return Outcome("refused", _protected_hint(str(exc), schedule), time.monotonic() - started)
     except PlanRefused as exc:
         drift = {c.name: _blocking(c) for c in exc.plan.collections}
-        outcome = Outcome("refused", str(exc), time.monotonic() - started, drift=drift)
+        reason = " ".join([f"{exc}.", *refusal_advice(config, exc.plan)])
+        outcome = Outcome("refused", reason, time.monotonic() - started, drift=drift)
         outcome.fields = {"drift": sum(drift.values())}
+        outcome.refused = [c.name for c in exc.plan.collections if c.refusal is not None]
         return outcome
     except Refused as exc:
         return Outcome("refused", _protected_hint(str(exc), schedule), time.monotonic() - started)
@@ -121,15 +144,20 @@ def run_sync(config: Config, schedule: Schedule, check: StopCheck) -> Outcome:
         return outcome
     except SyncdError as exc:
         return Outcome("failure", str(exc), time.monotonic() - started)
-    except Exception as exc:  # a job never kills the daemon; the type names the cause
-        log.debug("job %s failed", schedule.name, exc_info=True)
-        return Outcome("failure", f"{type(exc).__name__}: {exc}", time.monotonic() - started)
+    except Exception as exc:  # a job never kills the daemon; the traceback shows the cause
+        return unexpected(exc, started)
     outcome = _sync_outcome(result, time.monotonic() - started)
     if result.backup:
         target = config.flows[schedule.flow].target
         outcome.presync = (target, "success")
         outcome.backups = _inventory(config, target)
     return outcome
+
+
+def unexpected(exc: Exception, started: float) -> Outcome:
+    """A failure that is not one of syncd's own errors: the runner logs its traceback."""
+    reason = f"unexpected error: {type(exc).__name__}: {exc}"
+    return Outcome("failure", reason, time.monotonic() - started, unexpected=exc)
 
 
 def _blocking(plan: CollectionPlan) -> int:
@@ -167,7 +195,41 @@ def _sync_outcome(result: SyncResult, seconds: float) -> Outcome:
         fields["backup"] = result.backup
     if result.hook_messages:
         fields["hooks"] = len(result.hook_messages)
-    return Outcome("success", "", seconds, fields=fields, docs=docs, modes=result.modes())
+    outcome = Outcome("success", "", seconds, fields=fields, docs=docs, modes=result.modes())
+    outcome.more, outcome.wrote = result.plan.more, result.applied
+    return outcome
+
+
+def run_verify(config: Config, schedule: Schedule, check: StopCheck) -> Outcome:
+    """`syncd verify FLOW` on a schedule: a success that found differences still says so
+    (`verify` "different"), and each compared collection's mismatched documents."""
+    assert schedule.verify is not None  # noqa: S101
+    started = time.monotonic()
+    try:
+        check()
+        report = verify_flow(
+            config, schedule.verify, schedule.collections, reporter=DaemonReporter(check)
+        )
+    except Abandoned as exc:
+        return Outcome("failure", str(exc), time.monotonic() - started, abandoned=True)
+    except SyncdError as exc:
+        return Outcome("failure", str(exc), time.monotonic() - started)
+    except Exception as exc:
+        return unexpected(exc, started)
+    differ = [c for c in report.collections if not c.equal]
+    outcome = Outcome("success", "", time.monotonic() - started, verify=report.result)
+    outcome.mismatched = {c.name: c.mismatched for c in report.collections}
+    outcome.fields = {
+        "collections": len(report.collections),
+        "mismatched": sum(c.mismatched for c in report.collections),
+    }
+    if differ:
+        outcome.reason = "; ".join(
+            f"{c.name}: {c.missing} missing, {c.extra} extra, {c.different} different"
+            + (f", {'; '.join(c.specs)}" if c.specs else "")
+            for c in differ
+        )
+    return outcome
 
 
 def run_backup(config: Config, schedule: Schedule, check: StopCheck) -> Outcome:
@@ -195,8 +257,7 @@ def run_backup(config: Config, schedule: Schedule, check: StopCheck) -> Outcome:
     except SyncdError as exc:
         return Outcome("failure", str(exc), time.monotonic() - started)
     except Exception as exc:
-        log.debug("job %s failed", schedule.name, exc_info=True)
-        return Outcome("failure", f"{type(exc).__name__}: {exc}", time.monotonic() - started)
+        return unexpected(exc, started)
     fields = {
         "backup": info.name,
         "collections": len(info.collections),

@@ -15,14 +15,25 @@ from collections.abc import Mapping
 log = logging.getLogger("syncd.daemon")
 
 
+# systemd's sd_notify blocks on a full queue; we wait this long at most, then drop.
+SEND_TIMEOUT_SECONDS = 1.0
+# Messages that change what systemd thinks of the service: each waits its full time even
+# when the receiver was found stalled (STATUS and WATCHDOG then give up at once).
+STATE_FIELDS = ("READY=1", "RELOADING=1", "STOPPING=1")
+
+
 class Notifier:
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, environ: Mapping[str, str] | None = None, *, timeout: float = SEND_TIMEOUT_SECONDS
+    ) -> None:
         env = os.environ if environ is None else environ
         address = env.get("NOTIFY_SOCKET", "")
         if address.startswith("@"):
             address = "\0" + address[1:]
         self.address = address
         self.watchdog_seconds = _watchdog_seconds(env)
+        self.timeout = timeout
+        self._stalled = False  # the last send timed out: the receiver stopped reading
         self._warned = False
 
     @property
@@ -30,18 +41,34 @@ class Notifier:
         return bool(self.address)
 
     def send(self, *fields: str) -> None:
-        """Send `KEY=VALUE` fields as one message; a failure is logged once, never raised."""
+        """Send `KEY=VALUE` fields as one message; a failure is logged once, never raised.
+
+        A receiver that reads slower than we send (the kernel queues about 10 datagrams)
+        makes the send wait for room, at most `timeout` seconds, as systemd's own
+        sd_notify waits: dropping would lose STOPPING=1 or READY=1. Once a wait ran out,
+        STATUS and WATCHDOG messages give up at once until a send succeeds again, so a
+        receiver that stopped reading costs a job or a stop one bounded wait, not one each.
+        """
         if not self.address:
             return
         message = "\n".join(field.replace("\n", " ") for field in fields).encode()
+        wait = self.timeout if not self._stalled or set(fields) & set(STATE_FIELDS) else 0.0
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-                # Never block: a receiver that stopped reading must not stall a job or a stop.
-                sock.sendto(message, socket.MSG_DONTWAIT, self.address)
+                sock.settimeout(wait)  # 0: non-blocking
+                sock.sendto(message, self.address)
+        except (TimeoutError, BlockingIOError):
+            self._stalled = True
+            self._warn(f"the receiver is not reading; dropped {fields[0].split('=')[0]}")
         except OSError as exc:
-            if not self._warned:
-                self._warned = True
-                log.warning("sd_notify failed: %s", exc.strerror or type(exc).__name__)
+            self._warn(exc.strerror or str(exc))
+        else:
+            self._stalled = False
+
+    def _warn(self, why: str) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning("sd_notify failed: %s", why)
 
     def ready(self, status: str) -> None:
         self.send("READY=1", f"STATUS={status}")

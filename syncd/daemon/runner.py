@@ -6,9 +6,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from syncd.config.model import Config, Schedule
-from syncd.daemon.jobs import Outcome, StopCheck, run_backup, run_sync
+from syncd.daemon.jobs import Outcome, StopCheck, run_backup, run_sync, run_verify
 from syncd.daemon.notify import Notifier
 from syncd.health import JobHealth
 from syncd.metrics import COLLECTION_PATTERN, Result, SyncdMetrics, UnsafeLabelValue
@@ -81,6 +82,33 @@ class JobRunner:
         finally:
             self.on_done()
 
+    def cycle(
+        self, name: str, work: Callable[[Config, Schedule], Outcome]
+    ) -> tuple[Schedule, Outcome] | None:
+        """One batch of a continuous job: tracked as running (a stop waits for it), counted
+        in the metrics, logged only when it wrote, failed or was refused (a quiet follower
+        would otherwise log twice a second). None when the schedule is gone or stopping."""
+        if self.stopping.is_set():
+            return None
+        config = self.config()
+        schedule = next((s for s in config.schedules if s.name == name), None)
+        if schedule is None:
+            return None
+        with self._lock:
+            self._active[name] = time.monotonic()
+        try:
+            outcome = work(config, schedule)
+        finally:
+            with self._lock:
+                self._active.pop(name, None)
+        if outcome.result != "success" or outcome.wrote:
+            self._report(schedule, "continuous", outcome)
+        else:
+            self._record(schedule, outcome)
+            with self._lock:
+                self.last[schedule.name] = JobHealth(outcome.result, time.time())
+        return schedule, outcome
+
     def overlap(self, schedule: Schedule) -> None:
         """A run due while the previous run of the same schedule is still going: skipped."""
         outcome = Outcome("skipped", "the previous run of this schedule is still running")
@@ -91,23 +119,32 @@ class JobRunner:
         self.notifier.status(f"running {schedule.name}")
         if schedule.flow is not None:
             return run_sync(config, schedule, self.check)
+        if schedule.verify is not None:
+            return run_verify(config, schedule, self.check)
         return run_backup(config, schedule, self.check)
 
     def _report(self, schedule: Schedule, trigger: str, outcome: Outcome) -> None:
         verb = "abandoned" if outcome.abandoned else VERBS[outcome.result]
         level = logging.WARNING if outcome.abandoned else LEVELS[outcome.result]
+        if outcome.verify == "different":  # the job ran; what it found needs a person
+            verb, level = "found differences", logging.WARNING
         message = f"{_kind(schedule)} {verb}"
         if outcome.reason:
             message += f": {outcome.reason}"
-        extra = {**_labels(schedule, trigger), "result": outcome.result, **outcome.fields}
+        extra: dict[str, Any] = {**_labels(schedule, trigger)}
+        extra["result"] = outcome.verify or outcome.result
+        extra.update(outcome.fields)
         extra["seconds"] = round(outcome.seconds, 3)
-        log.log(level, message, extra=extra)
+        log.log(level, message, extra=extra, exc_info=outcome.unexpected)
         self._record(schedule, outcome)
         with self._lock:
             self.last[schedule.name] = JobHealth(outcome.result, time.time())
-        target = schedule.flow or f"backup {schedule.backup}"
+        target = schedule.flow or (
+            f"verify {schedule.verify}" if schedule.verify else f"backup {schedule.backup}"
+        )
+        result = outcome.verify or outcome.result
         self.notifier.status(
-            f"last job {schedule.name}: {outcome.result} ({target}, {outcome.seconds:.1f} s)"
+            f"last job {schedule.name}: {result} ({target}, {outcome.seconds:.1f} s)"
         )
 
     def _record(self, schedule: Schedule, outcome: Outcome) -> None:
@@ -129,6 +166,11 @@ class JobRunner:
                 )
                 if outcome.presync is not None:
                     self._record_backup(*outcome.presync, outcome)
+            elif schedule.verify is not None and outcome.result != "skipped":
+                mismatched = {
+                    c: n for c, n in outcome.mismatched.items() if COLLECTION_PATTERN.fullmatch(c)
+                }
+                self.metrics.record_verify(schedule.verify, outcome.verify or "failure", mismatched)
             elif schedule.backup is not None:
                 self._record_backup(schedule.backup, outcome.result, outcome)
         except (UnsafeLabelValue, ValueError) as exc:
@@ -143,13 +185,17 @@ class JobRunner:
 
 
 def _kind(schedule: Schedule) -> str:
-    return "sync" if schedule.flow is not None else "backup"
+    if schedule.flow is not None:
+        return "sync"
+    return "verify" if schedule.verify is not None else "backup"
 
 
 def _labels(schedule: Schedule, trigger: str) -> dict[str, str]:
     labels = {"job": schedule.name, "trigger": trigger}
     if schedule.flow is not None:
         labels["flow"] = schedule.flow
+    if schedule.verify is not None:
+        labels["flow"] = schedule.verify
     if schedule.backup is not None:
         labels["endpoint"] = schedule.backup
     return labels

@@ -118,7 +118,9 @@ class Scheduler:
                 replace_existing=True,
             )
             self._timed[name] = key
-        signal_only = {s.name for s in config.schedules if trigger_for(s) is None}
+        signal_only = {
+            s.name for s in config.schedules if trigger_for(s) is None and not s.continuous
+        }
         changes.added += sorted(signal_only - set(self._signal_only))
         changes.removed += sorted(set(self._signal_only) - signal_only)
         self._signal_only = signal_only
@@ -159,8 +161,8 @@ class Scheduler:
             return
         try:
             self.pinger(self.config())
-        except Exception as exc:  # the ping must never stop; say why once per run
-            log.warning("endpoint ping failed: %s", type(exc).__name__)
+        except Exception as exc:  # the ping must never stop; the traceback says why
+            log.error("endpoint ping failed unexpectedly", exc_info=exc)
 
     def _on_event(self, event: JobEvent) -> None:
         name = str(event.job_id).removesuffix(SIGNAL_SUFFIX)

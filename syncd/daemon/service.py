@@ -15,6 +15,7 @@ import time
 from syncd import __version__
 from syncd.config import ConfigInvalid, load_config
 from syncd.config.model import Config
+from syncd.daemon.follow import Follower
 from syncd.daemon.notify import Notifier
 from syncd.daemon.ping import Pinger
 from syncd.daemon.runner import JobRunner
@@ -23,6 +24,7 @@ from syncd.daemon.signals import JOB_DONE, Event, Inbox
 from syncd.daemon.state import restore_metrics
 from syncd.errors import EXIT_OK, SyncdError
 from syncd.health import HealthState, ListenAddressError, Listener, start_listener
+from syncd.lease import release_all
 from syncd.metrics import SyncdMetrics
 
 log = logging.getLogger("syncd.daemon")
@@ -47,6 +49,7 @@ class Daemon:
         self.pinger = Pinger(self.metrics)
         self.scheduler = Scheduler(self.runner, self.pinger, lambda: self.config)
         self.listener: Listener | None = None
+        self.followers: dict[str, Follower] = {}
         self._next_watchdog = 0.0
         self._stopping = signal.SIGTERM
 
@@ -67,7 +70,10 @@ class Daemon:
     def health(self) -> HealthState:
         running = self.scheduler.running and not self.runner.stopping.is_set()
         return HealthState(
-            config_loaded=True, scheduler_running=running, jobs=self.runner.last_runs()
+            config_loaded=True,
+            scheduler_running=running,
+            jobs=self.runner.last_runs(),
+            continuous={name: f.state.as_dict() for name, f in self.followers.items()},
         )
 
     # -- start ----------------------------------------------------------------------------
@@ -86,6 +92,7 @@ class Daemon:
             ) from None
         log.info("metrics listening on %s", self.listener.url, extra={"port": self.listener.port})
         self.scheduler.start(config)
+        self._follow(config)
         log.info(
             "syncd started",
             extra={
@@ -100,7 +107,34 @@ class Daemon:
     def _idle_status(self) -> str:
         timed = sum(1 for s in self.config.schedules if s.cron or s.interval_seconds)
         on_signal = sum(1 for s in self.config.schedules if s.on_signal)
-        return f"ready: {timed} timed schedule(s), {on_signal} on SIGUSR1"
+        status = f"ready: {timed} timed schedule(s), {on_signal} on SIGUSR1"
+        if self.followers:
+            status += f", {len(self.followers)} continuous"
+        return status
+
+    def _follow(self, config: Config) -> tuple[list[str], list[str], list[str]]:
+        """Make the continuous followers match `config`: a changed schedule restarts its
+        follower, an unchanged one keeps going. Returns (added, changed, removed)."""
+        wanted = {s.name: s for s in config.schedules if s.continuous}
+        added: list[str] = []
+        changed: list[str] = []
+        removed: list[str] = []
+        for name, follower in list(self.followers.items()):
+            if wanted.get(name) != follower.schedule:
+                follower.request_stop()
+                follower.join(STOP_GRACE_SECONDS)
+                del self.followers[name]
+                (changed if name in wanted else removed).append(name)
+        for name, schedule in wanted.items():
+            if name not in self.followers:
+                if name not in changed:
+                    added.append(name)
+                follower = Follower(
+                    schedule, self.runner, self.metrics, lambda: self.config, self.notifier.status
+                )
+                self.followers[name] = follower
+                follower.start()
+        return added, changed, removed
 
     # -- main loop --------------------------------------------------------------------------
 
@@ -145,6 +179,10 @@ class Daemon:
             return
         old, self.config = self.config, new
         changes = self.scheduler.apply(new)
+        added, changed, removed = self._follow(new)
+        changes.added += added
+        changes.changed += changed
+        changes.removed += removed
         self.pinger.forget(new)
         self.metrics.prime_from_config(new)
         self.metrics.record_reload(True)
@@ -180,6 +218,8 @@ class Daemon:
         name = self._stopping.name
         running = self.runner.active()
         self.runner.stopping.set()
+        for follower in self.followers.values():
+            follower.request_stop()
         self.scheduler.shutdown()
         self.notifier.stopping(f"stopping; running: {', '.join(running) or 'none'}")
         log.info(
@@ -209,7 +249,9 @@ class Daemon:
 
 
 def _exit_now() -> None:
-    """Leave without waiting for job threads. Leases are flocks: the kernel frees them, and
-    a sync cut short converges on its next run."""
+    """Leave without waiting for job threads. Lease files are flocks: the kernel frees them;
+    database leases are given back here (or expire), and a sync cut short converges on its
+    next run."""
+    release_all()
     logging.shutdown()
     os._exit(EXIT_OK)

@@ -1,12 +1,13 @@
 """Metrics at start: series primed, and what the state directory already knows restored
-(last successful run per flow, backups kept per endpoint), so a restart does not look like
-a flow that never succeeded."""
+(last successful run per flow, mismatched documents of its last verify, backups kept per
+endpoint), so a restart does not look like a flow that never succeeded or was verified."""
 
 from __future__ import annotations
 
 import logging
 import sqlite3
 
+from syncd.compare import last_verify
 from syncd.config.model import Config
 from syncd.daemon.jobs import backup_inventory
 from syncd.engine.memory import SyncMemory, memory_path
@@ -20,6 +21,19 @@ def restore_metrics(config: Config, metrics: SyncdMetrics) -> None:
     for flow, finished in last_successes(config).items():
         if flow in config.flows:
             metrics.set_sync_last_success(flow, finished)
+    for flow in config.flows:
+        last = last_verify(config.state_dir, flow)
+        try:
+            if last is not None:
+                metrics.set_verify_mismatched(
+                    flow,
+                    {
+                        c["name"]: c["missing"] + c["extra"] + c["different"]
+                        for c in last["collections"]
+                    },
+                )
+        except (KeyError, TypeError, ValueError) as exc:  # incl. a refused label value
+            log.warning("last verify of %s not restored: %s", flow, exc)
     for endpoint in config.endpoints:
         try:
             kept, size, newest = backup_inventory(config, endpoint)

@@ -19,6 +19,7 @@ from syncd.engine.rawbson import id_value
 from syncd.engine.retry import with_retries
 from syncd.engine.specs import index_model_args
 from syncd.errors import SyncdError
+from syncd.lease.guard import check_writes
 
 log = logging.getLogger("syncd.engine")
 
@@ -103,6 +104,7 @@ def _delete(coll: Collection[Any], ids: list[Any]) -> int:
     # One delete per _id, not one `$in`: SecantusDB's `$in` costs grow with the square of
     # the list (1000 ids: ~4 s); by _id either way, so a retried batch does the same.
     ops = [DeleteOne({"_id": _id}) for _id in ids]
+    check_writes(coll.database)  # a lost write lease stops the run before this batch
     with_retries(lambda: coll.bulk_write(ops, ordered=False), what=f"delete {coll.name}")
     return len(ids)
 
@@ -166,6 +168,7 @@ def _bulk(coll: Collection[Any], ops: list[WriteOp], applied: Applied) -> list[W
     An insert refused on `_id` (the document arrived since the scan, or a re-run after a
     cut-short sync) becomes a replace, so re-runs never fail on duplicate keys.
     """
+    check_writes(coll.database)  # a lost write lease stops the run before this batch
     try:
         result = with_retries(
             lambda: coll.bulk_write(ops, ordered=False, bypass_document_validation=True),

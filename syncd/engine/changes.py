@@ -50,6 +50,7 @@ class Sides:
     target_name: str
     pair: Pair
     memory: SyncMemory
+    limit: int | None = None  # at most this many source changes per stream (a batch)
     now: dict[str, bytes | None] = field(default_factory=dict)
     unsupported: dict[str, str | None] = field(default_factory=dict)
     policies: Policies = field(default_factory=Policies)  # what each side is read through
@@ -126,6 +127,7 @@ class ChangeStreams:
     points: dict[str, Point]
     mode: str = CHANGES
     reason: str = ""
+    more: bool = False  # the source's stream has more changes than this batch took
 
     def fill(self, scratch: CollectionScratch, sides: Sides, progress: Progress) -> None:
         kw: dict[str, Any] = {"source": sides.source_name, "target": sides.target_name}
@@ -234,8 +236,9 @@ def _read_stream(
     def attempt() -> changestream.Drained:
         for name in names:  # a retry reads the stream again from the start
             scratches[name].restart_side(which)
+        limit = sides.limit if which == SRC else None
         with _logs(scratches, names, which) as logs:
-            return side.read_changes(token, names, logs.get)
+            return side.read_changes(token, names, logs.get, limit)
 
     try:
         with failing_clearly("reading changes of", ", ".join(names), side.label):
@@ -251,6 +254,7 @@ def _read_stream(
         finder = finders[name]
         assert isinstance(finder, ChangeStreams)  # noqa: S101
         finder.points[which] = Point(drained.token, finder.points[which].uuid)
+        finder.more = finder.more or drained.more
     log.debug(
         "change stream read",
         extra={"endpoint": endpoint, "events": drained.events, "collections": len(names)},

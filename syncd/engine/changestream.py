@@ -32,7 +32,7 @@ from pymongo.errors import OperationFailure
 from syncd.engine.rawbson import raw_id
 
 HISTORY_LOST = {286, 280}  # ChangeStreamHistoryLost, ChangeStreamFatalError
-AWAIT_MS = 50  # how long one read waits for more: the stream is read to its end, not tailed
+AWAIT_MS = 20  # how long one read waits for more: the stream is read to its end, not tailed
 DRAIN_SECONDS = 120.0
 BATCH = 5000
 DOCUMENT_EVENTS = {"insert", "replace", "update", "delete"}
@@ -62,6 +62,7 @@ class Drained:
     token: bytes | None
     fallbacks: dict[str, str] = field(default_factory=dict)
     events: int = 0
+    more: bool = False  # stopped at `limit` events: more are waiting
 
 
 def raw_database(db: Database[Any]) -> Database[Any]:
@@ -87,9 +88,16 @@ def current_token(db: Database[Any]) -> bytes:
 
 
 def drain(
-    db: Database[Any], token: bytes, names: Iterable[str], route: Router, *, label: str
+    db: Database[Any],
+    token: bytes,
+    names: Iterable[str],
+    route: Router,
+    *,
+    label: str,
+    limit: int | None = None,
 ) -> Drained:
-    """Read `db`'s changes after `token` for `names` until the server has no more.
+    """Read `db`'s changes after `token` for `names` until the server has no more, or
+    `limit` events (a continuous job's batch): the token then stands after the last one.
 
     Raises HistoryLost when the resume point has left the server's history."""
     wanted = sorted(set(names))
@@ -116,6 +124,9 @@ def drain(
             for event in _to_the_end(stream, fence):
                 found.events += 1
                 _route(event, wanted, route, found, label)
+                if limit is not None and found.events >= limit:
+                    found.more = True
+                    break
             if stream.resume_token is not None:
                 found.token = _token_bytes(stream.resume_token)
     except OperationFailure as exc:

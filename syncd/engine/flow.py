@@ -19,11 +19,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from syncd.config.model import Config, DriftPolicy, Flow
+from syncd.config.model import Config, DriftPolicy, Flow, own_collection
 from syncd.endpoints import Connected, opened, refuse_same_database
 from syncd.engine.changes import Sides
 from syncd.engine.memory import Pair, SyncMemory
-from syncd.engine.plan import Plan, plan_collections
+from syncd.engine.plan import CollectionPlan, Plan, plan_collections
 from syncd.engine.policy import Policies
 from syncd.engine.progress import Reporter, Silent
 from syncd.engine.scratch import SRC, TGT, Workspace
@@ -38,7 +38,7 @@ from syncd.engine.write import (
     write_plan,
 )
 from syncd.errors import Refused, SyncdError, UsageError
-from syncd.lease import target_lease
+from syncd.lease import write_lease
 
 log = logging.getLogger("syncd.engine")
 
@@ -67,7 +67,10 @@ class SyncOptions:
     wait: bool = True
     job: str = "manual"
     full: bool = False  # read both sides whole instead of following change streams
+    change_limit: int | None = None  # at most this many source changes (a continuous batch)
     reporter: Reporter = field(default_factory=Silent)
+    # dry run only: called with each collection's plan while its scratch files still exist
+    on_plan: Callable[[CollectionPlan], None] | None = None
 
 
 def get_flow(config: Config, name: str) -> Flow:
@@ -85,7 +88,7 @@ def sync_flow(config: Config, flow_name: str, options: SyncOptions) -> SyncResul
         refuse_same_database(source, target)
         if options.dry_run:
             return _plan_only(config, flow, source, target, options)
-        with target_lease(config.state_dir, flow.target, job=options.job, wait=options.wait):
+        with write_lease(config, target, job=options.job, flow=flow.name, wait=options.wait):
             return _sync(config, flow, source, target, options)
 
 
@@ -96,8 +99,12 @@ def _plan_only(
     workspace = Workspace(Path(tempfile.gettempdir()))
     try:
         with SyncMemory.of(config.state_dir, readonly=True) as memory:
-            sides = _sides(config, source, target, memory)
-            return SyncResult(_plan(config, flow, sides, options, workspace))
+            sides = _sides(config, source, target, memory, options)
+            plan = _plan(config, flow, sides, options, workspace)
+            if options.on_plan is not None:
+                for collection in plan.collections:
+                    options.on_plan(collection)
+            return SyncResult(plan)
     finally:
         workspace.close()
 
@@ -109,7 +116,7 @@ def _sync(
     workspace = Workspace(config.state_dir / "tmp", reap=True)
     try:
         with SyncMemory.of(config.state_dir) as memory:
-            sides = _sides(config, source, target, memory)
+            sides = _sides(config, source, target, memory, options)
             with _space_checked(config, flow):
                 plan = _plan(
                     config,
@@ -152,7 +159,9 @@ def _sync(
         workspace.close()
 
 
-def _sides(config: Config, source: Connected, target: Connected, memory: SyncMemory) -> Sides:
+def _sides(
+    config: Config, source: Connected, target: Connected, memory: SyncMemory, options: SyncOptions
+) -> Sides:
     """The run's two sides, built once; the pair is bound to the two databases. Each side
     is read through the collections' policies (filter; the source also masks)."""
     identities = {c.name: "/".join((*c.hosts, c.database)) for c in (source, target)}
@@ -168,6 +177,7 @@ def _sides(config: Config, source: Connected, target: Connected, memory: SyncMem
         pair,
         memory,
         policies=policies,
+        limit=options.change_limit,
     )
 
 
@@ -235,7 +245,7 @@ def skip_unsyncable(
             + "; views and system collections are never synced (a view's source collection"
             " is); leave them out of -C"
         )
-    for name in sorted(reasons):
+    for name in sorted(n for n in reasons if not own_collection(n)):  # in every target: quiet
         log.info(
             f"skipping {name}: {reasons[name]}; it is never synced", extra={"collection": name}
         )

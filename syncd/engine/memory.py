@@ -40,8 +40,10 @@ CREATE TABLE IF NOT EXISTS pending (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS points (
     pair TEXT NOT NULL, coll TEXT NOT NULL, side TEXT NOT NULL, token BLOB, uuid BLOB,
+    count INTEGER,
     PRIMARY KEY (pair, coll, side)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS docs_unsettled ON docs (pair, coll, idkey) WHERE a IS NOT b;
 CREATE TABLE IF NOT EXISTS pairs (
     pair TEXT PRIMARY KEY, names TEXT NOT NULL, identity TEXT NOT NULL, first_seen REAL NOT NULL
 );
@@ -56,7 +58,10 @@ CREATE TABLE IF NOT EXISTS policies (
 # A `pending` row with digest KEPT marks a document a merge kept: its target holds an edit
 # the memory does not record, so it is read on every sync until it travels.
 # `points`: per side, where that side's change stream was read up to (a resume token) and
-# the uuid the collection had; both advance only with a successful sync of the collection.
+# the uuid the collection had, and how many documents of it the memory holds for that side
+# (so a sync by change streams counts without walking the memory); they advance only with a
+# successful sync of the collection. `docs_unsettled` finds the documents whose two sides
+# differ (a merge kept them, a hook rewrote them) without walking the others.
 # `policies`: the marks of the collection policy (filter, deletes, mask; policy.py) the
 # digests were made under, as JSON; no row for a collection without one. Never a secret:
 # the masking key is marked by an HMAC of a constant.
@@ -119,6 +124,7 @@ class Point:
 
     token: bytes | None
     uuid: bytes | None
+    count: int | None = None  # documents the memory holds for this side (set by `remember`)
 
 
 def memory_path(state_dir: Path) -> Path:
@@ -146,6 +152,13 @@ class SyncMemory:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")  # must not be older than the target
         self.conn.executescript(SCHEMA)
+        self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Columns added since a memory file was made."""
+        columns = {row[1] for row in self.conn.execute("PRAGMA table_info(points)")}
+        if "count" not in columns:
+            self.conn.execute("ALTER TABLE points ADD COLUMN count INTEGER")
 
     @property
     def _read_uri(self) -> str:
@@ -245,8 +258,8 @@ class SyncMemory:
         # A document only the target holds (bs NULL) is settled: retained under `deletes:
         # false`; one kept under merge is unsettled by its `pending` row.
         conn.execute(
-            "CREATE TEMP VIEW unsettled AS SELECT idkey FROM memo "  # noqa: S608
-            "WHERE bs IS NOT bt AND bs IS NOT NULL "
+            "CREATE TEMP VIEW unsettled AS SELECT idkey FROM mem.docs "  # noqa: S608
+            f"WHERE pair = {key} AND coll = {name} AND a IS NOT b AND {sside} IS NOT NULL "
             f"UNION SELECT idkey FROM mem.pending WHERE pair = {key} AND coll = {name}"
         )
 
@@ -285,18 +298,34 @@ class SyncMemory:
         sside, tside = pair.column(source), pair.column(target)
         conn = self.conn
         conn.execute("BEGIN")
+        before = {side: self._stored_count(pair, coll, side) for side in ("a", "b")}
         if whole:
             conn.execute("DELETE FROM docs WHERE pair = ? AND coll = ?", (pair.key, coll))
-        conn.executemany(
-            f"INSERT INTO docs (pair, coll, idkey, {sside}, {tside}) VALUES (?, ?, ?, ?, ?) "  # noqa: S608
-            f"ON CONFLICT (pair, coll, idkey) DO UPDATE SET {sside} = excluded.{sside}, "
-            f"{tside} = excluded.{tside}",
-            ((pair.key, coll, key, s, t) for key, s, t in rows),
-        )
-        conn.execute(
-            "DELETE FROM docs WHERE pair = ? AND coll = ? AND a IS NULL AND b IS NULL",
-            (pair.key, coll),
-        )
+            before = {"a": 0, "b": 0}
+        delta = {"a": 0, "b": 0}
+        for key, s, t in rows:
+            if not whole:
+                old = conn.execute(
+                    "SELECT a, b FROM docs WHERE pair = ? AND coll = ? AND idkey = ?",
+                    (pair.key, coll, key),
+                ).fetchone() or (None, None)
+                delta["a"] -= old[0] is not None
+                delta["b"] -= old[1] is not None
+            new = {sside: s, tside: t}
+            delta["a"] += new["a"] is not None
+            delta["b"] += new["b"] is not None
+            if s is None and t is None:
+                conn.execute(
+                    "DELETE FROM docs WHERE pair = ? AND coll = ? AND idkey = ?",
+                    (pair.key, coll, key),
+                )
+                continue
+            conn.execute(
+                f"INSERT INTO docs (pair, coll, idkey, {sside}, {tside}) VALUES (?, ?, ?, ?, ?) "  # noqa: S608
+                f"ON CONFLICT (pair, coll, idkey) DO UPDATE SET {sside} = excluded.{sside}, "
+                f"{tside} = excluded.{tside}",
+                (pair.key, coll, key, s, t),
+            )
         conn.execute(
             "DELETE FROM pending WHERE pair = ? AND coll = ? AND (side = ? OR digest = ?)",
             (pair.key, coll, tside, KEPT),
@@ -306,9 +335,10 @@ class SyncMemory:
             ((pair.key, coll, tside, key, KEPT) for key in kept),
         )
         for endpoint, point in (points or {}).items():
+            side = pair.column(endpoint)
             conn.execute(
-                "INSERT OR REPLACE INTO points VALUES (?, ?, ?, ?, ?)",
-                (pair.key, coll, pair.column(endpoint), point.token, point.uuid),
+                "INSERT OR REPLACE INTO points VALUES (?, ?, ?, ?, ?, ?)",
+                (pair.key, coll, side, point.token, point.uuid, before[side] + delta[side]),
             )
         conn.execute("DELETE FROM policies WHERE pair = ? AND coll = ?", (pair.key, coll))
         if policy:
@@ -334,11 +364,40 @@ class SyncMemory:
         ).fetchone()
         return row is not None
 
+    def count(self, pair: Pair, coll: str, endpoint: str) -> int:
+        """How many documents of `coll` the memory holds for `endpoint`."""
+        return self._stored_count(pair, coll, pair.column(endpoint))
+
+    def _stored_count(self, pair: Pair, coll: str, side: str) -> int:
+        """The side's document count as the last sync left it (walked once where a memory
+        from before counts were kept has none)."""
+        row = self.conn.execute(
+            "SELECT count FROM points WHERE pair = ? AND coll = ? AND side = ?",
+            (pair.key, coll, side),
+        ).fetchone()
+        if row is not None and row[0] is not None:
+            return int(row[0])
+        (count,) = self.conn.execute(
+            f"SELECT COUNT(*) FROM docs WHERE pair = ? AND coll = ? AND {side} IS NOT NULL",  # noqa: S608
+            (pair.key, coll),
+        ).fetchone()
+        return int(count)
+
     def update_side(
         self, pair: Pair, coll: str, endpoint: str, idkey: bytes, digest: bytes | None
     ) -> None:
         """Record that `endpoint` now holds `digest` for one document (after hooks write)."""
         column = pair.column(endpoint)
+        old = self.conn.execute(
+            f"SELECT {column} FROM docs WHERE pair = ? AND coll = ? AND idkey = ?",  # noqa: S608
+            (pair.key, coll, idkey),
+        ).fetchone()
+        change = int(digest is not None) - int(old is not None and old[0] is not None)
+        if change:
+            self.conn.execute(
+                "UPDATE points SET count = count + ? WHERE pair = ? AND coll = ? AND side = ?",
+                (change, pair.key, coll, column),
+            )
         self.conn.execute(
             f"INSERT INTO docs (pair, coll, idkey, {column}) VALUES (?, ?, ?, ?) "  # noqa: S608
             f"ON CONFLICT (pair, coll, idkey) DO UPDATE SET {column} = excluded.{column}",
@@ -349,10 +408,10 @@ class SyncMemory:
 
     def point(self, pair: Pair, coll: str, endpoint: str) -> Point | None:
         row = self.conn.execute(
-            "SELECT token, uuid FROM points WHERE pair = ? AND coll = ? AND side = ?",
+            "SELECT token, uuid, count FROM points WHERE pair = ? AND coll = ? AND side = ?",
             (pair.key, coll, pair.column(endpoint)),
         ).fetchone()
-        return None if row is None else Point(row[0], row[1])
+        return None if row is None else Point(row[0], row[1], row[2])
 
     # -- run history ---------------------------------------------------------------------
 

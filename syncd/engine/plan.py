@@ -51,6 +51,7 @@ class CollectionPlan:
     mode: str = changes.FULL  # how the changes were found: "full" or "changes"
     reason: str = ""  # why both sides were read whole
     points: dict[str, Point] = field(default_factory=dict)  # endpoint -> where read up to
+    more: bool = False  # the source has more changes than this batch took (continuous)
 
     @property
     def changes(self) -> int:
@@ -123,6 +124,10 @@ class Plan:
         return any(c.destructive for c in self.collections)
 
     @property
+    def more(self) -> bool:
+        return any(c.more for c in self.collections)
+
+    @property
     def refusals(self) -> list[str]:
         return [r for c in self.collections if (r := c.refusal) is not None]
 
@@ -186,6 +191,7 @@ def plan_collections(
 def _found_by(plan: CollectionPlan, finder: ChangeFinder, sides: Sides) -> None:
     plan.mode, plan.reason = finder.mode, finder.reason
     if isinstance(finder, changes.ChangeStreams):
+        plan.more = finder.more
         plan.points = {sides.endpoint(w): point for w, point in finder.points.items()}
     else:
         log.info(

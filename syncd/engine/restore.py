@@ -17,22 +17,26 @@ from typing import Any
 
 from bson.raw_bson import RawBSONDocument
 from pymongo import DeleteOne, ReplaceOne
+from pymongo.collection import Collection
 
 from syncd.backup import BackupInfo, BackupSource, apply_retention, create_backup, restore_lock
 from syncd.config.model import Config
 from syncd.endpoints import Connected, open_endpoint
 from syncd.engine.changes import Sides
+from syncd.engine.fetch import batched, fetch_batches, fetch_raw
 from syncd.engine.memory import Pair, SyncMemory
 from syncd.engine.plan import Plan, plan_collections
 from syncd.engine.progress import Reporter, Silent
-from syncd.engine.rawbson import id_value, raw_id
+from syncd.engine.rawbson import id_key, id_value, raw_id
 from syncd.engine.render import plan_header, plan_table
 from syncd.engine.retry import failing_clearly, with_retries
 from syncd.engine.scratch import Workspace
 from syncd.engine.source import MongoSource
+from syncd.engine.verify import VerificationFailed
 from syncd.engine.write import CollectionResult, verify_plan, write_plan
 from syncd.errors import Refused, UsageError
-from syncd.lease import target_lease
+from syncd.lease import write_lease
+from syncd.lease.guard import check_writes
 
 log = logging.getLogger("syncd.restore")
 BATCH = 1000
@@ -76,7 +80,7 @@ def restore_backup(
     started = time.monotonic()
     target = open_endpoint(endpoint)
     try:
-        with target_lease(config.state_dir, target_name, job=f"restore {info.name}", wait=wait):
+        with write_lease(config, target, job=f"restore {info.name}", wait=wait):
             with restore_lock(info), _Restore(config, info, target, names, reporter) as restore:
                 summary = restore.prepare()
                 question = (
@@ -205,6 +209,13 @@ def _undo_changes(info: BackupInfo, target: Connected, names: list[str]) -> list
                 result.deleted += 1
                 ops = _flush(coll, ops)
             _flush(coll, ops, force=True)
+            mismatches = _undo_mismatches(source, coll)
+        if mismatches:
+            raise VerificationFailed(
+                f"{name} on {target.label}: after restoring {info.name}, {mismatches} "
+                "document(s) do not read back as the backup holds them (was it written to "
+                "during the restore?); run the restore again"
+            )
         result.verified = True
         results.append(result)
         log.info(
@@ -214,9 +225,27 @@ def _undo_changes(info: BackupInfo, target: Connected, names: list[str]) -> list
     return results
 
 
+def _undo_mismatches(source: BackupSource, coll: Collection[Any]) -> int:
+    """Read back what an undo wrote: each before-image by `_id`, byte for byte, and each
+    document the sync had inserted must be gone. How many are not so."""
+    what = f"verify {coll.name}"
+    mismatches = 0
+    for batch in batched(source.iter_raw(coll.name)):
+        found = fetch_raw(coll, [raw_id(raw) for raw in batch], what=what)
+        for raw in batch:
+            if found.get(id_key(raw_id(raw))) != raw:
+                mismatches += 1
+    for rids, found in fetch_batches(
+        coll, (raw_id(doc) for doc in source.inserted_ids(coll.name)), what=what
+    ):
+        mismatches += sum(1 for rid in rids if id_key(rid) in found)
+    return mismatches
+
+
 def _flush(coll: Any, ops: list[Any], *, force: bool = False) -> list[Any]:
     if ops and (force or len(ops) >= BATCH):
         batch = list(ops)  # replaces and deletes by _id: a retried batch does the same
+        check_writes(coll.database)
         with_retries(
             lambda: coll.bulk_write(batch, ordered=False, bypass_document_validation=True),
             what=f"restore {coll.name}",

@@ -74,12 +74,11 @@ def failing_clearly(step: str, collection: str, endpoint: str) -> Iterator[None]
         yield
     except PyMongoError as exc:
         raise ServerFailed(
-            f"{step} {collection} on {redact(endpoint)}: {server_reason(exc)}; {_hint(exc)}"
+            f"{step} {collection} on {redact(endpoint)}: {_reason(exc)}; {_hint(exc)}"
         ) from None
 
 
-def server_reason(exc: PyMongoError) -> str:
-    """The first line of a server's error, redacted and short, with its type and code."""
+def _reason(exc: PyMongoError) -> str:
     text = (redact(str(exc)).splitlines() or [""])[0].split(", full error:")[0][:300]
     code = getattr(exc, "code", None)
     return f"{text} ({type(exc).__name__}{f', code {code}' if code is not None else ''})"

@@ -7,12 +7,12 @@ the snapshot that was planned and verified, with one read of the source.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from syncd.engine.rawbson import digest, id_key, raw_id
-from syncd.engine.source import DocumentSource
 
 BATCH_ROWS = 5000
 Progress = Callable[[int], None]
@@ -51,8 +51,17 @@ def create_scan(path: Path) -> sqlite3.Connection:
     return conn
 
 
+class RawReader(Protocol):
+    """What a scan reads: any collection of raw BSON documents (a DocumentSource, or a
+    view of one)."""
+
+    label: str
+
+    def iter_raw(self, name: str) -> Iterator[bytes]: ...
+
+
 def scan_collection(
-    source: DocumentSource,
+    source: RawReader,
     name: str,
     path: Path,
     *,

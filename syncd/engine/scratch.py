@@ -257,16 +257,17 @@ class CollectionScratch:
     def partial_counts(
         self, memory: SyncMemory, pair: Pair, *, source: str, target: str
     ) -> tuple[int, int]:
-        """Each side's document count: the memory's for documents no change named, the
-        candidates' own for the others."""
+        """Each side's document count: the memory's count, less what it holds of the
+        candidates, plus the candidates found there now."""
+        stored = memory.count(pair, self.name, source), memory.count(pair, self.name, target)
         with self._joined(memory, pair, source=source, target=target) as conn:
             counts = []
-            for column, schema in (("bs", "src"), ("bt", "main")):
-                (n,) = conn.execute(
-                    f"SELECT (SELECT COUNT(*) FROM memo WHERE {column} IS NOT NULL AND "  # noqa: S608
-                    f"idkey NOT IN (SELECT idkey FROM cand)) + (SELECT COUNT(*) FROM {schema}.docs)"
+            for base, column, schema in zip(stored, ("bs", "bt"), ("src", "main"), strict=True):
+                (known, now) = conn.execute(
+                    f"SELECT (SELECT COUNT(*) FROM cand c JOIN memo m ON m.idkey = c.idkey "  # noqa: S608
+                    f"WHERE m.{column} IS NOT NULL), (SELECT COUNT(*) FROM {schema}.docs)"
                 ).fetchone()
-                counts.append(int(n))
+                counts.append(base - int(known) + int(now))
         return counts[0], counts[1]
 
     def touched_keys(self) -> set[bytes]:
@@ -344,14 +345,12 @@ class CollectionScratch:
             conn.close()
         return row is not None
 
-    def rows(self, where: str = "1") -> Iterator[tuple[bytes, bytes, str, bool, str]]:
-        """(idkey, rid, op, drifted, action) of the plan's documents, `where` a fixed
-        condition of this module's callers' choosing (e.g. "drifted")."""
+    def rows(self) -> Iterator[tuple[bytes, bytes, str, bool, str]]:
+        """(idkey, rid, op, drifted, action) of the plan's documents, drifted ones first."""
         conn = self._diff()
         try:
             yield from conn.execute(
-                f"SELECT idkey, rid, op, drifted, action FROM diff WHERE {where} "  # noqa: S608
-                "ORDER BY idkey"
+                "SELECT idkey, rid, op, drifted, action FROM diff ORDER BY drifted DESC, idkey"
             )
         finally:
             conn.close()

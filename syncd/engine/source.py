@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from pymongo.database import Database
 
+from syncd.config.model import OWN_PREFIX, own_collection
 from syncd.engine import changestream
 from syncd.engine.changestream import ChangeSink, Drained, Router
 from syncd.engine.policy import PLAIN, View
@@ -65,8 +66,10 @@ class DocumentSource(Protocol):
         """A resume point at the present end of the change stream."""
         ...
 
-    def read_changes(self, token: bytes, names: list[str], route: Router) -> Drained:
-        """The changes to `names` after `token`, each into `route(name)`."""
+    def read_changes(
+        self, token: bytes, names: list[str], route: Router, limit: int | None = None
+    ) -> Drained:
+        """The changes to `names` after `token`, each into `route(name)`; at most `limit`."""
         ...
 
     def fetch(self, name: str, ids: list[object]) -> list[bytes]:
@@ -74,7 +77,7 @@ class DocumentSource(Protocol):
         ...
 
 
-SKIPPED_PREFIXES = ("system.",)
+SKIPPED_PREFIXES = ("system.", OWN_PREFIX)
 
 
 class MongoSource:
@@ -110,11 +113,13 @@ class MongoSource:
         return sorted(names)
 
     def skipped_collections(self) -> dict[str, str]:
-        """Name -> why it is not synced, for views, system and time-series collections."""
+        """Name -> why it is not synced: views, system, time-series and syncd's own collections."""
         skipped = {}
         for info in self.db.list_collections():
             name, kind = str(info["name"]), info.get("type", "collection")
-            if name.startswith(SKIPPED_PREFIXES):
+            if own_collection(name):
+                skipped[name] = "syncd's own collection"
+            elif name.startswith(SKIPPED_PREFIXES):
                 skipped[name] = "a system collection"
             elif kind != "collection" or "timeseries" in info.get("options", {}):
                 skipped[name] = (
@@ -178,12 +183,14 @@ class MongoSource:
     def current_token(self) -> bytes:
         return changestream.current_token(self.db)
 
-    def read_changes(self, token: bytes, names: list[str], route: Router) -> Drained:
+    def read_changes(
+        self, token: bytes, names: list[str], route: Router, limit: int | None = None
+    ) -> Drained:
         def viewed(name: str) -> ChangeSink | None:
             sink = route(name)
             return None if sink is None else self.view(name).events(sink)
 
-        return changestream.drain(self.db, token, names, viewed, label=self.label)
+        return changestream.drain(self.db, token, names, viewed, label=self.label, limit=limit)
 
     def fetch(self, name: str, ids: list[object]) -> list[bytes]:
         view = self.view(name)

@@ -87,15 +87,18 @@ class Tallies:
 
 
 def tally_own_writes(plans: list[CollectionPlan], sides: Sides) -> Tallies:
-    """One read of the target's change stream per resume point, for every collection the
-    sync wrote and found by changes."""
+    """One read of the target's change stream per resume point where the sync wrote, for
+    every collection found by changes at that point: those written count their own writes,
+    the others must show none (then their resume point moves on with the group's)."""
     tallies = Tallies()
     groups: dict[bytes, list[CollectionPlan]] = {}
     for c in plans:
         point = c.points.get(sides.target_name)
-        if c.mode == CHANGES and c.writes and point is not None and point.token is not None:
+        if c.mode == CHANGES and point is not None and point.token is not None:
             groups.setdefault(point.token, []).append(c)
     for token, group in groups.items():
+        if not any(c.writes for c in group):
+            continue
         for c in group:
             assert c.scratch is not None  # noqa: S101
             tallies.by_name[c.name] = Tally(c.scratch.touched_keys())
@@ -125,8 +128,8 @@ def verify_collection(plan: CollectionPlan, sides: Sides, tallies: Tallies) -> b
     """Every document the sync wrote or deleted reads back as planned and the target holds
     the planned number of documents (the module's docstring says why that proves the
     collection equal); indexes and options too. A collection the sync did not write was
-    proven equal by what the plan read. Advances the target's resume point past the
-    sync's own writes when nobody else wrote meanwhile."""
+    proven equal by what the plan read. Records the collection's uuid as the sync leaves
+    it (the sync may have created it)."""
     scratch, target = plan.scratch, sides.target
     assert scratch is not None  # noqa: S101
     if not plan.writes:
@@ -160,7 +163,10 @@ def verify_collection(plan: CollectionPlan, sides: Sides, tallies: Tallies) -> b
             f"{plan.name} on {target.label}: indexes or options still differ after the sync: "
             f"{'; '.join(remaining.describe())}"
         )
-    _advance_target(plan, sides, tallies, None if target_spec is None else target_spec.uuid)
+    before = plan.points.get(sides.target_name, Point(None, None))
+    plan.points[sides.target_name] = Point(
+        before.token, None if target_spec is None else target_spec.uuid
+    )
     return True
 
 
@@ -173,17 +179,13 @@ def _count(plan: CollectionPlan, sides: Sides, tallies: Tallies) -> int:
     return plan.target_count + tally.inserted - tally.deleted
 
 
-def _advance_target(
-    plan: CollectionPlan, sides: Sides, tallies: Tallies, uuid: bytes | None
-) -> None:
-    """The collection's uuid as the sync leaves it (it may have created it); the resume
-    point past the sync's own writes when the stream showed nobody else's."""
+def advance_target(plan: CollectionPlan, sides: Sides, tallies: Tallies) -> None:
+    """The resume point past the sync's own writes when the stream showed nobody else's
+    (else the next sync reads them again, as drift candidates)."""
     before = plan.points.get(sides.target_name, Point(None, None))
     tally = tallies.by_name.get(plan.name)
-    token = before.token
-    if tally is not None and not tally.foreign:
-        token = tallies.token.get(plan.name) or token
-    plan.points[sides.target_name] = Point(token, uuid)
+    if tally is not None and not tally.foreign and tallies.token.get(plan.name):
+        plan.points[sides.target_name] = Point(tallies.token[plan.name], before.uuid)
 
 
 def _touched_mismatches(plan: CollectionPlan, target: MongoSource) -> int:

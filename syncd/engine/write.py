@@ -19,7 +19,7 @@ from syncd.engine.progress import Reporter
 from syncd.engine.retry import failing_clearly
 from syncd.engine.scratch import CollectionScratch
 from syncd.engine.source import MongoSource
-from syncd.engine.verify import tally_own_writes, verify_collection
+from syncd.engine.verify import advance_target, tally_own_writes, verify_collection
 
 
 @dataclass
@@ -127,6 +127,7 @@ def verify_plan(plan: Plan, sides: Sides, results: list[CollectionResult], start
     for c in plan.collections:
         with failing_clearly("verifying", c.name, sides.target.label):
             by_name[c.name].verified = verify_collection(c, sides, tallies)
+        advance_target(c, sides, tallies)
         by_name[c.name].seconds = time.monotonic() - started
 
 

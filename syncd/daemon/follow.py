@@ -1,0 +1,348 @@
+"""Continuous schedules: keep a target within seconds of its source.
+
+A `Follower` is one thread per `continuous: true` schedule. It syncs (an ordinary
+incremental sync: the flow's policy, drift, backups, hooks, verification, memory), then
+waits for either side's change stream to show activity and syncs again, in batches of at
+most `BATCH_CHANGES` source changes. Every rule of a sync therefore holds in continuous
+mode too, and a restart resumes where the last batch stopped: the resume points are the
+sync memory's, advanced only by a batch that was applied, verified and remembered.
+
+- Drift under `abort` stops only the collections it is found in: the batch runs again
+  without them, and they are retried (and reported) until someone resolves the drift.
+- A manual sync or restore of the same target holds the target's lease; the follower
+  waits for it between batches ("paused") and goes on from its resume points after.
+- Faults (a side down, a batch failing) are logged, counted and retried with backoff.
+- A source without change streams is said once, and synced every minute instead.
+
+The activity watch only wakes the follower; what is applied always comes from the
+resume points, so a missed wake-up costs latency, never data.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
+from pymongo import MongoClient
+
+from syncd.config.model import OWN_PREFIX, Config, Schedule
+from syncd.daemon.jobs import Outcome, StopCheck, run_sync
+from syncd.daemon.runner import JobRunner
+from syncd.endpoints import client_options, resolve_uri
+from syncd.engine.changestream import unsupported_reason
+from syncd.errors import SyncdError
+from syncd.metrics import SyncdMetrics
+
+log = logging.getLogger("syncd.daemon")
+
+BATCH_CHANGES = 2000  # source changes per batch at most
+WATCH_AWAIT_MS = 1000  # an idle watch asks the server once a second
+RECHECK_SECONDS = 60.0  # a batch at least this often (drift resolved? a missed wake-up?)
+UNSUPPORTED_SECONDS = 60.0  # a source without change streams: every minute
+BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
+PAUSE_SECONDS = 0.5
+
+
+@dataclass
+class FollowState:
+    """What `status`/healthz/STATUS= say of a continuous job."""
+
+    state: str = "starting"  # starting | following | paused | retrying | stopped
+    lag_seconds: float = 0.0
+    blocked: tuple[str, ...] = ()
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "lag_seconds": round(self.lag_seconds, 3),
+            "stopped_by_drift": list(self.blocked),
+            "detail": self.detail,
+        }
+
+    def describe(self) -> str:
+        text = f"{self.state}, lag {self.lag_seconds:.1f} s"
+        if self.blocked:
+            text += f", stopped by drift: {', '.join(self.blocked)}"
+        return text + (f" ({self.detail})" if self.detail else "")
+
+
+class Activity:
+    """Watches one endpoint's database from now on and wakes the follower on any change.
+
+    `since` is when the oldest change not yet taken by a batch was seen (for the lag)."""
+
+    def __init__(self, uri: str, database: str, wake: threading.Event, *, source: bool) -> None:
+        self.uri, self.database, self.wake, self.source = uri, database, wake, source
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.since: float | None = None
+        self.thread = threading.Thread(target=self._run, name="watch", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def take(self) -> float | None:
+        """The oldest pending change's arrival, handed to a batch about to start."""
+        with self.lock:
+            since, self.since = self.since, None
+        return since
+
+    def _run(self) -> None:
+        attempt = 0
+        while not self.stop.is_set():
+            try:
+                self._watch()
+                attempt = 0
+            except Exception as exc:  # noqa: BLE001 - a watch must never stop the follower
+                log.debug("change watch interrupted: %s", type(exc).__name__)
+                self.wake.set()  # let a batch run and report what is wrong
+                self.stop.wait(BACKOFF[min(attempt, len(BACKOFF) - 1)])
+                attempt += 1
+
+    def _watch(self) -> None:
+        options = client_options(self.uri) | {"serverSelectionTimeoutMS": 5000}
+        with MongoClient(self.uri, **options) as client:
+            db = client[self.database].with_options(
+                codec_options=CodecOptions(document_class=RawBSONDocument)
+            )
+            pipeline: list[dict[str, Any]] = [
+                {"$match": {"ns.coll": {"$not": {"$regex": f"^{OWN_PREFIX}"}}}},
+                {"$project": {"_id": 1, "operationType": 1}},
+            ]
+            with db.watch(pipeline, max_await_time_ms=WATCH_AWAIT_MS) as stream:
+                while not self.stop.is_set():
+                    if stream.try_next() is not None:
+                        with self.lock:
+                            if self.source and self.since is None:
+                                self.since = time.monotonic()
+                        self.wake.set()
+
+
+class Follower:
+    """The thread of one continuous schedule (see the module docstring)."""
+
+    def __init__(
+        self,
+        schedule: Schedule,
+        runner: JobRunner,
+        metrics: SyncdMetrics,
+        config: Callable[[], Config],
+        status: Callable[[str], None],
+    ) -> None:
+        self.schedule, self.runner, self.metrics = schedule, runner, metrics
+        self.config, self.status = config, status
+        self.stop = threading.Event()
+        self.wake = threading.Event()
+        self.check = StopCheck(_Either(runner.stopping, self.stop))
+        self.state = FollowState()
+        self.blocked: dict[str, int] = {}
+        self.watches: list[Activity] = []
+        self.pending_since: float | None = None
+        self.thread = threading.Thread(
+            target=self._run, name=f"follow-{schedule.name}", daemon=True
+        )
+
+    @property
+    def name(self) -> str:
+        return self.schedule.name
+
+    def start(self) -> None:
+        log.info("continuous sync started", extra={"job": self.name, "flow": self.schedule.flow})
+        self.thread.start()
+
+    def request_stop(self) -> None:
+        self.stop.set()
+        self.wake.set()
+        for watch in self.watches:
+            watch.stop.set()
+
+    def join(self, timeout: float) -> None:
+        self.thread.join(timeout)
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop.is_set() or self.runner.stopping.is_set()
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            every = self._start_watches()
+            failures = 0
+            while not self.stopping:
+                self.wake.clear()
+                outcome = self._batch()
+                if outcome is None:
+                    break
+                if outcome.result == "failure":
+                    delay = BACKOFF[min(failures, len(BACKOFF) - 1)]
+                    failures += 1
+                    self._set("retrying", f"next try in {delay:.0f} s: {outcome.reason[:200]}")
+                    self.stop.wait(delay)
+                    continue
+                failures = 0
+                if outcome.result == "skipped":  # a manual sync holds the target: wait for it
+                    self._set("paused", "another run writes the target")
+                    self.stop.wait(PAUSE_SECONDS)
+                    continue
+                self._set("following")
+                if not outcome.more:
+                    self._wait(every)
+        finally:
+            for watch in self.watches:
+                watch.stop.set()
+            self.state.state = "stopped"
+            self.metrics.set_lag(self._flow, 0.0)
+            log.info("continuous sync stopped", extra={"job": self.name})
+
+    @property
+    def _flow(self) -> str:
+        assert self.schedule.flow is not None  # noqa: S101 - validated: continuous has a flow
+        return self.schedule.flow
+
+    def _start_watches(self) -> float:
+        """Watch both sides; the interval of batches when nothing wakes us."""
+        config = self.config()
+        flow = config.flows[self._flow]
+        for endpoint, source in ((flow.source, True), (flow.target, False)):
+            ep = config.endpoints[endpoint]
+            try:
+                uri = resolve_uri(ep)
+                database = ep.database or _database_of(uri)
+                if source and (why := _no_streams(uri)) is not None:
+                    log.warning(
+                        f"{endpoint}: {why}; continuous job {self.name} syncs every minute instead",
+                        extra={"job": self.name},
+                    )
+                    return UNSUPPORTED_SECONDS
+            except (SyncdError, Exception) as exc:  # noqa: BLE001 - a batch reports it
+                log.debug("no change watch on %s: %s", endpoint, type(exc).__name__)
+                continue
+            watch = Activity(uri, database, self.wake, source=source)
+            self.watches.append(watch)
+            watch.start()
+        return RECHECK_SECONDS
+
+    def _wait(self, every: float) -> None:
+        deadline = time.monotonic() + every
+        while not self.stopping and not self.wake.is_set():
+            self.wake.wait(min(1.0, max(0.0, deadline - time.monotonic())))
+            self._update_lag()
+            if time.monotonic() >= deadline:
+                return
+
+    def _batch(self) -> Outcome | None:
+        """One incremental sync; drift stops only the collections it is found in."""
+        since = self._take_pending()
+        done = self.runner.cycle(self.name, self._sync)
+        if done is None:
+            return None
+        _, outcome = done
+        if outcome.result != "failure" and outcome.result != "skipped":
+            self.pending_since = None
+        self._update_lag()
+        if outcome.result == "failure" and since is not None:
+            self.pending_since = since
+        return outcome
+
+    def _take_pending(self) -> float | None:
+        oldest = [t for t in (w.take() for w in self.watches if w.source) if t is not None]
+        if oldest and (self.pending_since is None or min(oldest) < self.pending_since):
+            self.pending_since = min(oldest)
+        return self.pending_since
+
+    def _sync(self, config: Config, schedule: Schedule) -> Outcome:
+        outcome = run_sync(config, schedule, self.check, change_limit=BATCH_CHANGES)
+        if outcome.result != "refused" or not outcome.refused:
+            self._unblock(outcome)
+            return outcome
+        blocked = {name: outcome.drift.get(name, 0) for name in outcome.refused}
+        if blocked != self.blocked:
+            log.warning(
+                f"continuous job {self.name}: {', '.join(sorted(blocked))} stopped applying: "
+                f"{outcome.reason}; the other collections go on",
+                extra={"job": self.name, "flow": schedule.flow},
+            )
+        self.blocked = blocked
+        self.state.blocked = tuple(sorted(blocked))
+        others = self._others(config, schedule, set(blocked))
+        if not others:
+            return outcome
+        rest = run_sync(
+            config, schedule, self.check, collections=others, change_limit=BATCH_CHANGES
+        )
+        rest.drift = {**outcome.drift, **rest.drift}
+        return rest
+
+    def _others(self, config: Config, schedule: Schedule, blocked: set[str]) -> list[str]:
+        from syncd.config.model import GRIDFS_PAIRS
+
+        wanted = schedule.collections or _flow_collections(config, schedule)
+        partners = {GRIDFS_PAIRS.get(name) for name in blocked}
+        return [n for n in wanted if n not in blocked and n not in partners]
+
+    def _unblock(self, outcome: Outcome) -> None:
+        if self.blocked and outcome.result == "success":
+            log.info(
+                f"continuous job {self.name}: {', '.join(sorted(self.blocked))} applying again",
+                extra={"job": self.name},
+            )
+            self.blocked = {}
+            self.state.blocked = ()
+
+    def _update_lag(self) -> None:
+        pending = [t for t in (w.since for w in self.watches if w.source) if t is not None]
+        if self.pending_since is not None:
+            pending.append(self.pending_since)
+        lag = time.monotonic() - min(pending) if pending else 0.0
+        self.state.lag_seconds = lag
+        self.metrics.set_lag(self._flow, lag)
+
+    def _set(self, state: str, detail: str = "") -> None:
+        changed = (state, detail) != (self.state.state, self.state.detail)
+        self.state.state, self.state.detail = state, detail
+        if changed:
+            self.status(f"{self.name}: {self.state.describe()}")
+
+
+def _flow_collections(config: Config, schedule: Schedule) -> list[str]:
+    """The flow's collections as the sources list them now (for leaving some out)."""
+    from syncd.endpoints import opened
+    from syncd.engine.source import MongoSource
+
+    assert schedule.flow is not None  # noqa: S101
+    flow = config.flows[schedule.flow]
+    with opened(config.endpoints[flow.source], config.endpoints[flow.target]) as sides:
+        names: set[str] = set()
+        for side in sides:
+            names |= set(MongoSource(side.db, side.label).list_collections())
+    return sorted(n for n in names if config.allows(flow.name, n))
+
+
+def _database_of(uri: str) -> str:
+    from syncd.config.secrets import uri_database
+
+    return uri_database(uri) or ""
+
+
+def _no_streams(uri: str) -> str | None:
+    options = client_options(uri) | {"serverSelectionTimeoutMS": 5000}
+    with MongoClient(uri, **options) as client:
+        return unsupported_reason(client.get_database("admin"))
+
+
+class _Either:
+    """Set when either event is (the daemon stops, or this follower is stopped)."""
+
+    def __init__(self, first: threading.Event, second: threading.Event) -> None:
+        self.first, self.second = first, second
+
+    def is_set(self) -> bool:
+        return self.first.is_set() or self.second.is_set()

@@ -1,0 +1,55 @@
+"""Read documents by `_id`, in `$in` batches, retrying transient errors like scans do.
+
+Every read here is idempotent (a query by `_id`), so a batch cut short by a lost
+connection is simply read again. Documents stay raw BSON; results are keyed by `id_key`
+(MongoDB's identity of an `_id`: 1, 1L and 1.0 are one document).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from pymongo.collection import Collection
+
+from syncd.engine.rawbson import id_key, id_value, raw_id, split_documents
+from syncd.engine.retry import with_retries
+
+T = TypeVar("T")
+FETCH_IDS = 100  # larger `$in` lists get slower per document on some servers
+
+
+def batched(items: Iterable[T], size: int = FETCH_IDS) -> Iterator[list[T]]:
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def fetch_raw(coll: Collection[Any], rids: Sequence[bytes], *, what: str) -> dict[bytes, bytes]:
+    """id_key -> raw document, for the raw `_id`s of `rids` that `coll` holds."""
+    if not rids:
+        return {}
+    ids = [id_value(rid) for rid in rids]
+
+    def read() -> dict[bytes, bytes]:
+        found: dict[bytes, bytes] = {}
+        with coll.find_raw_batches({"_id": {"$in": ids}}) as cursor:
+            for batch in cursor:
+                for raw in split_documents(batch):
+                    found[id_key(raw_id(raw))] = raw
+        return found
+
+    return with_retries(read, what=what)
+
+
+def fetch_batches(
+    coll: Collection[Any], rids: Iterable[bytes], *, what: str
+) -> Iterator[tuple[list[bytes], dict[bytes, bytes]]]:
+    """(raw `_id`s of a batch, what `fetch_raw` found for them), batch after batch."""
+    for batch in batched(rids):
+        yield batch, fetch_raw(coll, batch, what=what)

@@ -1,0 +1,210 @@
+"""`continuous: true` with a real `syncd run` on two SecantusDB servers (SPEC §6): edits on
+the source reach the target within seconds; drift under abort stops only its collection;
+SIGTERM, writes while stopped, restart: all arrive; the source killed and restarted
+mid-stream; a manual sync while the job runs."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo import MongoClient
+from pymongo.database import Database
+
+from tests.engine_kit import snapshot
+from tests.support.daemon import NotifySocket, SyncdDaemon, syncd_command, wait_until
+from tests.support.servers import MongoServer
+
+Db = Database[dict[str, Any]]
+StartDaemon = Callable[..., SyncdDaemon]
+MIRROR = "  - {name: mirror, flow: from_production, continuous: true}\n"
+
+
+def config_text(state_dir: Path, local_uri: str, production_uri: str, extra: str = "") -> str:
+    return (
+        "version: 1\n"
+        f"state_dir: {state_dir}\n"
+        "endpoints:\n"
+        f"  local: {{uri: '{local_uri}'}}\n"
+        f"  production: {{uri: '{production_uri}'}}\n"
+        "flows:\n"
+        "  to_production: {source: local, target: production}\n"
+        "  from_production: {source: production, target: local}\n"
+        "collections:\n  - name: contracts\n  - name: users\n"
+        "backups: {before_sync: changes}\n"
+        f"schedules:\n{MIRROR}"
+        "metrics: {listen: '127.0.0.1:0'}\n"
+        f"{extra}"
+    )
+
+
+@pytest.fixture
+def notify() -> Iterator[NotifySocket]:
+    sock = NotifySocket()
+    yield sock
+    sock.close()
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path, notify: NotifySocket) -> Iterator[StartDaemon]:
+    started: list[SyncdDaemon] = []
+
+    def start(config: Path) -> SyncdDaemon:
+        daemon = SyncdDaemon(config, tmp_path / f"syncd-{len(started)}.log", notify=notify)
+        started.append(daemon.start())
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.stop()
+
+
+@pytest.fixture
+def config(tmp_path: Path, local_uri: str, production_uri: str, production_db: Db) -> Path:
+    production_db.contracts.insert_many([{"_id": i, "status": "draft"} for i in range(30)])
+    production_db.users.insert_many([{"_id": i, "email": f"u{i}@x"} for i in range(5)])
+    path = tmp_path / "syncd.yaml"
+    path.write_text(config_text(tmp_path / "state", local_uri, production_uri), encoding="utf-8")
+    return path
+
+
+def mirrored(local: Db, production: Db) -> bool:
+    return snapshot(local) == snapshot(production)
+
+
+def test_source_edits_reach_the_target_within_seconds(
+    config: Path,
+    start_daemon: StartDaemon,
+    local_db: Db,
+    production_db: Db,
+    notify: NotifySocket,
+) -> None:
+    daemon = start_daemon(config)
+    wait_until(lambda: mirrored(local_db, production_db), what="the initial sync")
+
+    production_db.contracts.update_one({"_id": 3}, {"$set": {"status": "signed"}})
+    production_db.contracts.insert_one({"_id": 100, "status": "new"})
+    production_db.contracts.delete_one({"_id": 4})
+    production_db.users.update_one({"_id": 1}, {"$set": {"email": "changed@x"}})
+
+    wait_until(lambda: mirrored(local_db, production_db), timeout=15, what="the edits")
+    assert daemon.metric("syncd_sync_lag_seconds", flow="from_production") is not None
+    wait_until(
+        lambda: daemon.metric("syncd_sync_lag_seconds", flow="from_production") == 0,
+        what="lag back to 0",
+    )
+    changes = daemon.metric("syncd_sync_collections_total", flow="from_production", mode="changes")
+    assert changes is not None and changes >= 2  # batches found their changes by streams
+    notify.wait_for(lambda m: "mirror: following" in m.get("STATUS", ""))
+    state = json.loads(fetch_text(f"{daemon.metrics_url()}/healthz"))["continuous"]["mirror"]
+    assert state["state"] == "following"
+
+
+def fetch_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310
+        return str(response.read().decode())
+
+
+def test_drift_under_abort_stops_only_that_collection(
+    config: Path, start_daemon: StartDaemon, local_db: Db, production_db: Db
+) -> None:
+    daemon = start_daemon(config)
+    wait_until(lambda: mirrored(local_db, production_db), what="the initial sync")
+
+    local_db.users.update_one({"_id": 2}, {"$set": {"email": "edited-locally@x"}})
+    production_db.users.update_one({"_id": 2}, {"$set": {"email": "edited-in-production@x"}})
+    stopped = daemon.wait_msg("continuous job mirror: users stopped applying")
+    production_db.contracts.update_one({"_id": 5}, {"$set": {"status": "still flowing"}})
+
+    wait_until(
+        lambda: (local_db.contracts.find_one({"_id": 5}) or {}).get("status") == "still flowing",
+        what="contracts still applied",
+    )
+    assert "users" in stopped["msg"]
+    assert local_db.users.find_one({"_id": 2})["email"] == "edited-locally@x"
+    wait_until(
+        lambda: (
+            daemon.metric("syncd_drift_documents", flow="from_production", collection="users") == 1
+        ),
+        what="drift of users in the metrics",
+    )
+
+
+def test_sigterm_then_writes_while_stopped_then_restart_miss_nothing(
+    config: Path, start_daemon: StartDaemon, local_db: Db, production_db: Db
+) -> None:
+    first = start_daemon(config)
+    wait_until(lambda: mirrored(local_db, production_db), what="the initial sync")
+    production_db.contracts.update_one({"_id": 1}, {"$set": {"status": "before stop"}})
+    wait_until(lambda: mirrored(local_db, production_db), what="an edit before the stop")
+    first.send(signal.SIGTERM)
+    assert first.wait_exit() == 0
+
+    production_db.contracts.update_many({"_id": {"$lt": 10}}, {"$set": {"status": "while down"}})
+    production_db.contracts.insert_one({"_id": 200, "status": "while down"})
+    production_db.users.delete_one({"_id": 0})
+
+    second = start_daemon(config)
+    wait_until(lambda: mirrored(local_db, production_db), what="the writes made while down")
+    resumed = second.wait_msg("sync done", job="mirror")
+    assert resumed["updated"] + resumed["inserted"] + resumed["deleted"] >= 12
+    assert not any("reading both sides whole" in str(e.get("msg", "")) for e in second.events()), (
+        second.tail()
+    )
+
+
+def test_a_manual_sync_runs_while_the_job_follows(
+    config: Path, start_daemon: StartDaemon, local_db: Db, production_db: Db
+) -> None:
+    daemon = start_daemon(config)
+    wait_until(lambda: mirrored(local_db, production_db), what="the initial sync")
+    local_db.contracts.insert_one({"_id": 500, "status": "made locally"})
+
+    push = subprocess.run(
+        [*syncd_command("-c", str(config), "sync", "to_production", "--yes")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert push.returncode == 0, push.stderr
+    assert production_db.contracts.find_one({"_id": 500}) is not None
+    production_db.contracts.update_one({"_id": 500}, {"$set": {"status": "back again"}})
+    wait_until(
+        lambda: (local_db.contracts.find_one({"_id": 500}) or {}).get("status") == "back again",
+        what="the job going on after the manual push",
+    )
+    assert daemon.proc is not None and daemon.proc.poll() is None
+
+
+def test_the_source_killed_and_restarted_mid_stream_catches_up(
+    tmp_path: Path,
+    local_uri: str,
+    local_db: Db,
+    mongo_server_factory: Callable[..., MongoServer],
+    start_daemon: StartDaemon,
+) -> None:
+    server = mongo_server_factory()
+    with MongoClient(server.uri, directConnection=True) as client:
+        production = client["prod"]
+        production.contracts.insert_many([{"_id": i, "status": "draft"} for i in range(30)])
+        path = tmp_path / "syncd.yaml"
+        path.write_text(
+            config_text(tmp_path / "state", local_uri, server.uri_for("prod")), encoding="utf-8"
+        )
+        daemon = start_daemon(path)
+        wait_until(lambda: mirrored(local_db, production), what="the initial sync")
+
+        server.kill()
+        daemon.wait_msg("sync failed", job="mirror", timeout=60)
+        server.restart()
+        production.contracts.update_one({"_id": 7}, {"$set": {"status": "after the crash"}})
+
+        wait_until(lambda: mirrored(local_db, production), timeout=60, what="catching up")

@@ -1,0 +1,243 @@
+"""Results syncd reports are ones it checked: undoing a sync from a `changes` backup reads
+the restored documents back, and the reads behind backups (a scheduled or manual backup,
+the before-images of a `changes` backup, the safety backup before a restore) survive a
+connection cut the way scans do (a TCP fault proxy between syncd and production)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import bson
+import pytest
+from pymongo.database import Database
+
+from syncd.backup import BackupWriter, list_backups
+from syncd.engine import retry
+from syncd.engine.source import CollectionSpec
+from tests.engine_kit import (
+    DEADLINE,
+    Outcome,
+    Pair,
+    backup_contents,
+    make_pair,
+    snapshot,
+    syncd,
+    when,
+)
+from tests.support.faultproxy import FaultProxy
+from tests.support.servers import Server
+
+Capsys = pytest.CaptureFixture[str]
+PUSH = ("sync", "to_production", "--yes")
+SHORT = {"serverSelectionTimeoutMS": "2000", "connectTimeoutMS": "2000", "socketTimeoutMS": "5000"}
+
+
+def contracts(n: int, pad: int = 0) -> list[dict[str, Any]]:
+    """`pad` random bytes per document: backups of them do not compress."""
+    return [
+        {"_id": i, "number": f"CTR-{i:05d}", "status": "draft", "scan": os.urandom(pad)}
+        for i in range(n)
+    ]
+
+
+# -- undoing a sync reads back what it restored ---------------------------------------------
+
+
+def test_undoing_a_sync_reads_back_every_restored_document(pair: Pair, capsys: Capsys) -> None:
+    pair.configure(hook=False, before_sync="changes")
+    pair.local.contracts.insert_many(contracts(30))
+    assert syncd(capsys, pair.config, *PUSH).code == 0
+    before = snapshot(pair.production)
+    pair.local.contracts.update_many({"_id": {"$lt": 10}}, {"$set": {"status": "signed"}})
+    pair.local.contracts.delete_many({"_id": {"$gte": 25}})
+    pair.local.contracts.insert_one({"_id": 100, "number": "new"})
+    pushed = syncd(capsys, pair.config, *PUSH)
+    assert pushed.code == 0, pushed.err
+    (changes,) = [b.name for b in list_backups(pair.backups) if b.kind == "changes"]
+
+    restored = syncd(capsys, pair.config, "backup", "restore", changes, "--yes")
+
+    assert restored.code == 0, restored.err
+    assert "1/1 collections read back and verified" in restored.out
+    assert snapshot(pair.production) == before
+
+
+def test_an_undo_that_does_not_read_back_as_the_backup_holds_fails(
+    pair: Pair, capsys: Capsys
+) -> None:
+    """A `changes` backup whose before-image is also listed as inserted by the sync: the
+    undo puts it back, then deletes it. The read-back sees it missing and says so."""
+    pair.configure(hook=False)
+    pair.production.contracts.insert_many(contracts(3))
+    with BackupWriter(
+        pair.backups, "production", pair.production.name, kind="changes", compress="gzip"
+    ) as writer:
+        image = bson.encode({"_id": 1, "number": "CTR-00001", "status": "before"})
+        writer.write_collection(CollectionSpec("contracts"), [image])
+        writer.write_inserted_ids("contracts", [bson.encode({"_id": 1})])
+        name = writer.commit().name
+
+    result = syncd(capsys, pair.config, "backup", "restore", name, "--yes")
+
+    assert result.code == 1
+    assert "contracts on 'production'" in result.err
+    assert "1 document(s) do not read back as the backup holds them" in result.err
+    assert "run the restore again" in result.err
+
+
+# -- reads behind backups are retried --------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(retry, "FIRST_DELAY", 0.01)
+
+
+@pytest.fixture
+def proxy(server_production: Server) -> Iterator[FaultProxy]:
+    with FaultProxy(server_production.host, server_production.port) as running:
+        yield running
+
+
+@pytest.fixture
+def proxied(
+    local_db: Database[Any],
+    production_db: Database[Any],
+    local_uri: str,
+    proxy: FaultProxy,
+    tmp_path: Path,
+) -> Pair:
+    uri = proxy.uri_for(production_db.name, **SHORT)
+    return make_pair(local_db, production_db, local_uri, uri, tmp_path, hook=False)
+
+
+def backup_in_progress(pair: Pair) -> Callable[[], bool]:
+    """True once a backup of production has begun writing a collection's documents."""
+
+    def writing() -> bool:
+        return pair.backups.is_dir() and any(pair.backups.glob(".tmp-production_*/*/*.bson.gz"))
+
+    return writing
+
+
+class Retried(logging.Handler):
+    """Set once syncd logs that it retries a step after a transient error."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == "transient error, retrying":
+            self.seen.set()
+
+
+@pytest.fixture
+def retried() -> Iterator[Retried]:
+    handler = Retried()
+    logger = logging.getLogger("syncd.engine")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+def outage_when(
+    proxy: FaultProxy, condition: Callable[[], bool], retried: Retried
+) -> threading.Thread:
+    """Once `condition`: every connection cut and new ones refused (longer than the
+    driver's own single retry) until syncd says it retries; then the link is back."""
+
+    def outage() -> None:
+        proxy.refuse(True)
+        proxy.drop_connections()
+        proxy.set_delay(0)
+        when(retried.seen.is_set, lambda: proxy.refuse(False))
+
+    return when(condition, outage)
+
+
+def run_with(thread: threading.Thread, capsys: Capsys, pair: Pair, *args: str) -> Outcome:
+    try:
+        return syncd(capsys, pair.config, *args)
+    finally:
+        thread.join(timeout=DEADLINE)
+
+
+def test_a_backup_cut_while_reading_reads_the_collection_again(
+    proxied: Pair, proxy: FaultProxy, retried: Retried, capsys: Capsys
+) -> None:
+    pair = proxied
+    pair.production.contracts.insert_many(contracts(6_000, pad=1000))
+    proxy.set_delay(0.01)  # a slow link: the cut lands while the collection is read
+
+    result = run_with(
+        outage_when(proxy, backup_in_progress(pair), retried),
+        capsys,
+        pair,
+        "backup",
+        "create",
+        "production",
+    )
+
+    assert result.code == 0, result.err
+    assert "transient error, retrying" in result.err
+    assert 'step="back up contracts (production)"' in result.err
+    (saved,) = backup_contents(pair).values()
+    assert saved == snapshot(pair.production)
+
+
+def test_before_images_cut_while_reading_are_read_again(
+    proxied: Pair, proxy: FaultProxy, retried: Retried, capsys: Capsys
+) -> None:
+    pair = proxied
+    pair.configure(hook=False, before_sync="changes")
+    pair.local.contracts.insert_many(contracts(3_000, pad=1000))
+    assert syncd(capsys, pair.config, *PUSH).code == 0
+    before = snapshot(pair.production)
+    pair.local.contracts.update_many({}, {"$set": {"status": "signed"}})
+    proxy.set_delay(0.01)
+
+    result = run_with(outage_when(proxy, backup_in_progress(pair), retried), capsys, pair, *PUSH)
+
+    assert result.code == 0, result.err
+    assert 'step="back up contracts before-images"' in result.err
+    (changes,) = [b for b in list_backups(pair.backups) if b.kind == "changes"]
+    assert backup_contents(pair)[changes.name] == before
+    assert snapshot(pair.production) == snapshot(pair.local)
+
+
+def test_the_safety_backup_before_a_restore_survives_a_cut(
+    proxied: Pair, proxy: FaultProxy, retried: Retried, capsys: Capsys
+) -> None:
+    pair = proxied
+    pair.production.contracts.insert_many(contracts(3_000, pad=1000))
+    made = syncd(capsys, pair.config, "backup", "create", "production")
+    assert made.code == 0, made.err
+    (first,) = [b.name for b in list_backups(pair.backups)]
+    original = snapshot(pair.production)
+    pair.production.contracts.update_many({}, {"$set": {"status": "edited"}})
+    edited = snapshot(pair.production)
+    proxy.set_delay(0.01)
+
+    result = run_with(
+        outage_when(proxy, backup_in_progress(pair), retried),
+        capsys,
+        pair,
+        "backup",
+        "restore",
+        first,
+        "--yes",
+    )
+
+    assert result.code == 0, result.err
+    assert 'step="back up contracts (production)"' in result.err, result.err
+    assert snapshot(pair.production) == original
+    safety = next(b.name for b in list_backups(pair.backups) if b.name != first)
+    assert backup_contents(pair)[safety] == edited
