@@ -255,9 +255,10 @@ def unexpected_error_message(exc: BaseException) -> str:
 def mongo_error_message(exc: PyMongoError) -> str:
     """One line for a server error that got past the endpoint checks (e.g. a user without the
     right roles: `ping` needs no authentication, `listCollections` does). No traceback."""
-    first = (str(exc).splitlines() or [""])[0].split(", full error:")[0][:300]
+    from syncd.engine.retry import first_line
+
     return (
-        f"MongoDB error: {redact(first)} ({type(exc).__name__}); "
+        f"MongoDB error: {first_line(exc)} ({type(exc).__name__}); "
         "check the endpoint's credentials and the user's roles"
     )
 

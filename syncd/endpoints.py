@@ -16,6 +16,7 @@ from pymongo.errors import ConfigurationError, InvalidURI, PyMongoError
 
 from syncd.config.model import Endpoint
 from syncd.config.secrets import redact, resolve, uri_database, uri_hosts
+from syncd.engine.retry import first_line
 from syncd.errors import EndpointUnreachable, Refused, SecretError
 
 log = logging.getLogger("syncd.endpoints")
@@ -96,7 +97,7 @@ def open_endpoint(endpoint: Endpoint, *, check: bool = True) -> Connected:
             client.close()
             raise EndpointUnreachable(
                 f"endpoint '{endpoint.name}' ({redact(uri)}) is unreachable: "
-                f"{_first_line(exc)}; check the server is up and the URI"
+                f"{first_line(exc)}; check the server is up and the URI"
             ) from None
     return connected
 
@@ -107,12 +108,6 @@ def client_options(uri: str, defaults: Mapping[str, Any] = DEFAULTS) -> dict[str
     query = uri.partition("?")[2]
     given = {key.lower() for key, _ in parse_qsl(query, keep_blank_values=True)}
     return {key: value for key, value in defaults.items() if key.lower() not in given}
-
-
-def _first_line(exc: PyMongoError) -> str:
-    """The server's message without pymongo's ", full error: {...}" reply dump."""
-    text = (redact(str(exc)).splitlines() or [""])[0]
-    return text.split(", full error:")[0][:300]
 
 
 @contextmanager

@@ -11,6 +11,7 @@ Fixtures (see tests/support for the helpers):
   mongo_server_factory               dedicated SecantusDB servers a test may kill or restart
   auth_server, tls_server            session SecantusDB servers with --auth / TLS
   write_config                       write_config(yaml_text, name="syncd.yaml") -> Path
+  notify, start_daemon               a systemd notify socket; real `syncd run` processes
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from tests.engine_kit import RESET_PASSWORD, Pair, make_pair
+from tests.support.daemon import NotifySocket, SyncdDaemon
 from tests.support.external import ENV_URI, ENV_URI_2, ExternalServer, external_uris
 from tests.support.servers import (
     AuthUsers,
@@ -40,6 +42,7 @@ from tests.support.servers import (
 )
 
 Client = MongoClient[dict[str, Any]]
+StartDaemon = Callable[..., SyncdDaemon]
 
 
 @dataclass(frozen=True)
@@ -223,3 +226,27 @@ def pair(
     if hook:
         monkeypatch.setenv("SYNCD_RESET_PASSWORD", RESET_PASSWORD)
     return make_pair(local_db, production_db, local_uri, production_uri, tmp_path, hook=hook)
+
+
+@pytest.fixture
+def notify() -> Iterator[NotifySocket]:
+    sock = NotifySocket()
+    yield sock
+    sock.close()
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path, notify: NotifySocket) -> Iterator[StartDaemon]:
+    """start_daemon(config, **SyncdDaemon options) -> a running daemon, stopped at the end."""
+    started: list[SyncdDaemon] = []
+
+    def start(config: Path, **options: Any) -> SyncdDaemon:
+        options.setdefault("notify", notify)
+        log = tmp_path / f"syncd-{len(started)}.log"
+        daemon = SyncdDaemon(config, log, **options)
+        started.append(daemon.start())
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.stop()

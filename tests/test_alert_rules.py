@@ -27,6 +27,7 @@ ALERTS = {
     "SyncStale",
     "DriftBlockingFlow",
     "VerifyMismatch",
+    "SyncLagging",
     "BackupStale",
     "BackupFailing",
     "ConfigReloadFailed",

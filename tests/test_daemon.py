@@ -79,30 +79,6 @@ def silent_uri() -> Iterator[str]:
         yield f"mongodb://127.0.0.1:{sock.getsockname()[1]}/prod?directConnection=true"
 
 
-@pytest.fixture
-def notify() -> Iterator[NotifySocket]:
-    sock = NotifySocket()
-    yield sock
-    sock.close()
-
-
-@pytest.fixture
-def start_daemon(tmp_path: Path, notify: NotifySocket) -> Iterator[StartDaemon]:
-    """start_daemon(config, **SyncdDaemon options) -> a running daemon, stopped at the end."""
-    started: list[SyncdDaemon] = []
-
-    def start(config: Path, **options: Any) -> SyncdDaemon:
-        options.setdefault("notify", notify)
-        log = tmp_path / f"syncd-{len(started)}.log"
-        daemon = SyncdDaemon(config, log, **options)
-        started.append(daemon.start())
-        return daemon
-
-    yield start
-    for daemon in started:
-        daemon.stop()
-
-
 def is_ready(message: dict[str, str]) -> bool:
     return message.get("READY") == "1"
 

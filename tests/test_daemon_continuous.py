@@ -9,7 +9,7 @@ import json
 import signal
 import subprocess
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from tests.support.servers import MongoServer
 Db = Database[dict[str, Any]]
 StartDaemon = Callable[..., SyncdDaemon]
 MIRROR = "  - {name: mirror, flow: from_production, continuous: true}\n"
+SHORT = "&serverSelectionTimeoutMS=1000&connectTimeoutMS=1000"  # a dead server fails fast
 
 
 def config_text(state_dir: Path, local_uri: str, production_uri: str, extra: str = "") -> str:
@@ -42,27 +43,6 @@ def config_text(state_dir: Path, local_uri: str, production_uri: str, extra: str
         "metrics: {listen: '127.0.0.1:0'}\n"
         f"{extra}"
     )
-
-
-@pytest.fixture
-def notify() -> Iterator[NotifySocket]:
-    sock = NotifySocket()
-    yield sock
-    sock.close()
-
-
-@pytest.fixture
-def start_daemon(tmp_path: Path, notify: NotifySocket) -> Iterator[StartDaemon]:
-    started: list[SyncdDaemon] = []
-
-    def start(config: Path) -> SyncdDaemon:
-        daemon = SyncdDaemon(config, tmp_path / f"syncd-{len(started)}.log", notify=notify)
-        started.append(daemon.start())
-        return daemon
-
-    yield start
-    for daemon in started:
-        daemon.stop()
 
 
 @pytest.fixture
@@ -197,7 +177,8 @@ def test_the_source_killed_and_restarted_mid_stream_catches_up(
         production.contracts.insert_many([{"_id": i, "status": "draft"} for i in range(30)])
         path = tmp_path / "syncd.yaml"
         path.write_text(
-            config_text(tmp_path / "state", local_uri, server.uri_for("prod")), encoding="utf-8"
+            config_text(tmp_path / "state", local_uri, server.uri_for("prod") + SHORT),
+            encoding="utf-8",
         )
         daemon = start_daemon(path)
         wait_until(lambda: mirrored(local_db, production), what="the initial sync")

@@ -68,7 +68,7 @@ def test_the_first_sync_reads_both_sides_whole_and_says_why(pair: Pair, capsys: 
 
     assert first.code == 0, first.err
     assert "contracts: reading both sides whole: first sync" in first.err
-    assert re.search(r"^contracts .* full \(first sync", first.out, re.M), first.out
+    assert re.search(r"^contracts .* full read \(first sync", first.out, re.M), first.out
 
 
 def test_a_sync_after_a_sync_finds_the_changes_by_change_streams(
@@ -266,3 +266,27 @@ def test_a_resume_point_gone_from_the_history_falls_back_to_a_full_read(
     again = syncd(capsys, pair.config, *PUSH)
     assert "reading both sides whole" not in again.err
     assert server.is_running
+
+
+def test_an_endpoint_pointed_at_another_database_starts_the_pair_afresh(
+    pushed: Pair, capsys: Capsys
+) -> None:
+    """The memory belongs to the two databases: local repointed at a new, empty database
+    is not taken for 60 deleted documents (drift), and syncd says the pair starts afresh."""
+    pair = pushed
+    fresh = pair.local.client[pair.local.name + "_fresh"]
+    fresh_uri = pair.local_uri.replace(f"/{pair.local.name}", f"/{fresh.name}")
+    assert fresh_uri != pair.local_uri
+    moved = Pair(fresh, pair.production, fresh_uri, pair.production_uri, pair.root)
+    moved.configure(collections=RULES, hook=False, before_sync="changes")
+    try:
+        pulled = syncd(capsys, moved.config, *PULL)
+
+        assert pulled.code == 0, pulled.err
+        assert "now point at other databases than at their last sync" in pulled.err
+        assert "starts afresh" in pulled.err
+        assert snapshot(fresh) == snapshot(pair.production)
+        again = syncd(capsys, moved.config, *PULL)
+        assert "starts afresh" not in again.err
+    finally:
+        pair.local.client.drop_database(fresh.name)

@@ -359,6 +359,7 @@ def test_healthz_answers_200_with_the_job_states(listener: Listener, health: Hea
             "deploy-push": {"last_result": None, "last_run": None},
             "nightly-pull": {"last_result": "success", "last_run": "2023-11-14T22:13:20+00:00"},
         },
+        "continuous": {},
     }
 
 

@@ -8,7 +8,7 @@ mode too, and a restart resumes where the last batch stopped: the resume points 
 sync memory's, advanced only by a batch that was applied, verified and remembered.
 
 - Drift under `abort` stops only the collections it is found in: the batch runs again
-  without them, and they are retried (and reported) until someone resolves the drift.
+  without them, and they are tried again every half minute until someone resolves it.
 - A manual sync or restore of the same target holds the target's lease; the follower
   waits for it between batches ("paused") and goes on from its resume points after.
 - Faults (a side down, a batch failing) are logged, counted and retried with backoff.
@@ -143,6 +143,7 @@ class Follower:
         self.check = StopCheck(_Either(runner.stopping, self.stop))
         self.state = FollowState()
         self.blocked: dict[str, int] = {}
+        self.blocked_checked = 0.0  # when the collections drift stopped were last tried
         self.watches: list[Activity] = []
         self.pending_since: float | None = None
         self.thread = threading.Thread(
@@ -259,6 +260,15 @@ class Follower:
         return self.pending_since
 
     def _sync(self, config: Config, schedule: Schedule) -> Outcome:
+        if self.blocked and time.monotonic() - self.blocked_checked < RECHECK_SECONDS / 2:
+            others = self._others(config, schedule, set(self.blocked))
+            if others:
+                rest = run_sync(
+                    config, schedule, self.check, collections=others, change_limit=BATCH_CHANGES
+                )
+                rest.drift = {**self.blocked, **rest.drift}
+                return rest
+        self.blocked_checked = time.monotonic()
         outcome = run_sync(config, schedule, self.check, change_limit=BATCH_CHANGES)
         if outcome.result != "refused" or not outcome.refused:
             self._unblock(outcome)

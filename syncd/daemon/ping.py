@@ -14,8 +14,8 @@ from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
 from syncd.config.model import Config, Endpoint
-from syncd.config.secrets import redact
 from syncd.endpoints import client_options, resolve_uri
+from syncd.engine.retry import first_line
 from syncd.errors import SyncdError
 from syncd.metrics import SyncdMetrics, UnsafeLabelValue
 
@@ -64,8 +64,7 @@ class Pinger:
         except SyncdError as exc:
             return False, str(exc)
         except (PyMongoError, ValueError) as exc:
-            first = (redact(str(exc)).splitlines() or [type(exc).__name__])[0]
-            return False, first.split(", full error:")[0][:300]  # not pymongo's reply dump
+            return False, first_line(exc) or type(exc).__name__
         return True, ""
 
     def _client(self, endpoint: Endpoint) -> MongoClient[Any]:

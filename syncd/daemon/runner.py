@@ -101,6 +101,8 @@ class JobRunner:
         finally:
             with self._lock:
                 self._active.pop(name, None)
+            if self.stopping.is_set():
+                self.on_done()  # a stop waiting for running work hears of it at once
         if outcome.result != "success" or outcome.wrote:
             self._report(schedule, "continuous", outcome)
         else:

@@ -3,8 +3,8 @@
 One database-level stream per side and resume point (collections synced together share
 one), filtered to the collections asked for. Each event's last word on a document goes
 into that collection's scratch (`ChangeLog`): an insert or replace carries the document,
-a delete its `_id`, an update only names the document (its content is read afterwards by
-`_id`, which also serves documents too large for an event).
+a delete its `_id`, an update the document as it is now where the server looks it up
+(else it only names the document, read afterwards by `_id`).
 
 The stream is read until the server has nothing more (`_to_the_end`); the resume token at
 that point is where the next sync starts. It is taken before any document is read, so a write that
@@ -30,6 +30,7 @@ from pymongo.database import Database
 from pymongo.errors import OperationFailure
 
 from syncd.engine.rawbson import raw_id
+from syncd.engine.retry import first_line, is_transient
 
 HISTORY_LOST = {286, 280}  # ChangeStreamHistoryLost, ChangeStreamFatalError
 AWAIT_MS = 20  # how long one read waits for more: the stream is read to its end, not tailed
@@ -95,15 +96,20 @@ def drain(
     *,
     label: str,
     limit: int | None = None,
+    skip_inserts: bool = False,
+    lookup: bool = True,
 ) -> Drained:
     """Read `db`'s changes after `token` for `names` until the server has no more, or
     `limit` events (a continuous job's batch): the token then stands after the last one.
 
-    Raises HistoryLost when the resume point has left the server's history."""
+    `lookup`: update events carry the document as it is now (the server reads it, cheaper
+    than reading it by `_id` afterwards); an update without it is read later.
+    Raises HistoryLost when the resume point has left the server's history, or the stream
+    fails for good (then the collections are read whole instead)."""
     wanted = sorted(set(names))
     found = Drained(token=token)
     fence = operation_time(db)
-    pipeline = [
+    pipeline: list[dict[str, Any]] = [
         {
             "$match": {
                 "$or": [
@@ -114,12 +120,15 @@ def drain(
             }
         }
     ]
+    if skip_inserts:
+        pipeline.append({"$match": {"operationType": {"$ne": "insert"}}})
     try:
         with raw_database(db).watch(
             pipeline,
             resume_after=RawBSONDocument(token),
             max_await_time_ms=AWAIT_MS,
             batch_size=BATCH,
+            full_document="updateLookup" if lookup else None,
         ) as stream:
             for event in _to_the_end(stream, fence):
                 found.events += 1
@@ -134,7 +143,11 @@ def drain(
             raise HistoryLost(
                 f"the resume point is no longer in the change history of {label}"
             ) from None
-        raise
+        if is_transient(exc):
+            raise
+        raise HistoryLost(  # e.g. an event over 16 MB: what the stream holds is out of reach
+            f"the change stream of {label} failed ({first_line(exc)})"
+        ) from None
     return found
 
 
@@ -208,7 +221,7 @@ def _route(event: Any, wanted: list[str], route: Router, found: Drained, label: 
     full = event.get("fullDocument")
     if kind == "delete":
         log.gone(rid)
-    elif kind in ("insert", "replace") and full is not None:
+    elif full is not None:  # insert, replace; an update where the server looked it up
         log.put(bytes(full.raw), inserted=kind == "insert")
     else:
         log.named(rid)

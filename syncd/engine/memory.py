@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,7 @@ class Pair:
     def names(self) -> str:
         return f"{self.a}|{self.b}"
 
-    @property
+    @cached_property
     def key(self) -> str:
         if not self.identity:
             return self.names

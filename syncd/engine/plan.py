@@ -67,7 +67,7 @@ class CollectionPlan:
 
     @property
     def found_by(self) -> str:
-        return self.mode if self.mode == changes.CHANGES else f"full ({self.reason})"
+        return "change streams" if self.mode == changes.CHANGES else f"full read ({self.reason})"
 
     @property
     def refusal(self) -> str | None:

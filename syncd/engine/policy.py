@@ -40,7 +40,7 @@ from syncd.config.secrets import resolve
 from syncd.engine.changestream import ChangeSink
 from syncd.engine.masking import Masker
 from syncd.engine.rawbson import raw_id
-from syncd.engine.retry import UNAUTHORIZED_CODES, _reason, is_transient
+from syncd.engine.retry import UNAUTHORIZED_CODES, is_transient, server_reason
 from syncd.errors import SyncdError
 
 SRC, TGT = "src", "tgt"  # as scratch.SRC / scratch.TGT
@@ -92,7 +92,7 @@ class View:
                 raise
             raise FilterRejected(
                 f"{self.name}: {label} rejected the filter at {self.filter_at} "
-                f"({_reason(exc)}); fix the collection's `filter:` (a MongoDB query in "
+                f"({server_reason(exc)}); fix the collection's `filter:` (a MongoDB query in "
                 "Extended JSON), then run again"
             ) from None
 

@@ -74,12 +74,18 @@ def failing_clearly(step: str, collection: str, endpoint: str) -> Iterator[None]
         yield
     except PyMongoError as exc:
         raise ServerFailed(
-            f"{step} {collection} on {redact(endpoint)}: {_reason(exc)}; {_hint(exc)}"
+            f"{step} {collection} on {redact(endpoint)}: {server_reason(exc)}; {_hint(exc)}"
         ) from None
 
 
-def _reason(exc: PyMongoError) -> str:
-    text = (redact(str(exc)).splitlines() or [""])[0].split(", full error:")[0][:300]
+def first_line(exc: BaseException) -> str:
+    """The server's message without pymongo's ", full error: {...}" reply dump, redacted."""
+    return (redact(str(exc)).splitlines() or [""])[0].split(", full error:")[0][:300]
+
+
+def server_reason(exc: PyMongoError) -> str:
+    """`first_line` with the error's type and code: what a message names as the cause."""
+    text = first_line(exc)
     code = getattr(exc, "code", None)
     return f"{text} ({type(exc).__name__}{f', code {code}' if code is not None else ''})"
 

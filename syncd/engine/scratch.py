@@ -523,23 +523,36 @@ class ChangeLog:
             self.flush()
 
     def flush(self) -> None:
-        conn, side, schema = self.conn, self.side, self.schema
-        conn.execute("BEGIN")
+        """Three statements for the batch, not per document: the last word on a document
+        wins (earlier ones are dropped here), and documents are deleted then re-inserted."""
+        side, schema = self.side, self.schema
+        last: dict[bytes, tuple[str, bytes, bytes | None]] = {}
         for kind, key, rid, raw in self.ops:
-            conn.execute(
-                f"INSERT INTO cand (idkey, rid, seen_{side}, fetch_{side}) VALUES (?, ?, 1, ?) "  # noqa: S608
-                f"ON CONFLICT (idkey) DO UPDATE SET seen_{side} = 1, "
-                f"fetch_{side} = excluded.fetch_{side}, rid = COALESCE(cand.rid, excluded.rid)",
-                (key, rid, int(kind == "named")),
-            )
-            conn.execute(f"DELETE FROM {schema}.docs WHERE idkey = ?", (key,))  # noqa: S608
-            if raw is not None:
-                conn.execute(
-                    f"INSERT INTO {schema}.docs VALUES (?, ?, ?, ?, ?)",  # noqa: S608
-                    (key, rid, digest(raw), self._spooled(raw), len(raw)),
-                )
-        conn.execute("COMMIT")
+            last[key] = (kind, rid, raw)
         self.ops = []
+        if not last:
+            return
+        conn = self.conn
+        conn.execute("BEGIN")
+        conn.executemany(
+            f"INSERT INTO cand (idkey, rid, seen_{side}, fetch_{side}) VALUES (?, ?, 1, ?) "  # noqa: S608
+            f"ON CONFLICT (idkey) DO UPDATE SET seen_{side} = 1, "
+            f"fetch_{side} = excluded.fetch_{side}, rid = COALESCE(cand.rid, excluded.rid)",
+            [(key, rid, int(kind == "named")) for key, (kind, rid, _) in last.items()],
+        )
+        conn.executemany(
+            f"DELETE FROM {schema}.docs WHERE idkey = ?",  # noqa: S608
+            [(key,) for key in last],
+        )
+        conn.executemany(
+            f"INSERT INTO {schema}.docs VALUES (?, ?, ?, ?, ?)",  # noqa: S608
+            [
+                (key, rid, digest(raw), self._spooled(raw), len(raw))
+                for key, (_, rid, raw) in last.items()
+                if raw is not None
+            ],
+        )
+        conn.execute("COMMIT")
 
     def _spooled(self, raw: bytes) -> int | None:
         if self.spool is None:

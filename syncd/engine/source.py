@@ -184,13 +184,33 @@ class MongoSource:
         return changestream.current_token(self.db)
 
     def read_changes(
-        self, token: bytes, names: list[str], route: Router, limit: int | None = None
+        self,
+        token: bytes,
+        names: list[str],
+        route: Router,
+        limit: int | None = None,
+        *,
+        skip_inserts: bool = False,
+        lookup: bool = True,
     ) -> Drained:
+        """`skip_inserts`: the server leaves out insert events (after a first copy);
+        `lookup`: update events carry the document (not needed to count writes). Each
+        collection's events go through its view (policy.py)."""
+
         def viewed(name: str) -> ChangeSink | None:
             sink = route(name)
             return None if sink is None else self.view(name).events(sink)
 
-        return changestream.drain(self.db, token, names, viewed, label=self.label, limit=limit)
+        return changestream.drain(
+            self.db,
+            token,
+            names,
+            viewed,
+            label=self.label,
+            limit=limit,
+            skip_inserts=skip_inserts,
+            lookup=lookup,
+        )
 
     def fetch(self, name: str, ids: list[object]) -> list[bytes]:
         view = self.view(name)

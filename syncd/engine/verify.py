@@ -59,21 +59,25 @@ class Tally:
     """What the target's change stream showed after the plan's resume point."""
 
     touched: set[bytes]
+    inserts_are_ours: bool = False  # a first copy: every insert was the sync's
     inserted: int = 0
     deleted: int = 0
     foreign: bool = False  # someone else wrote a document the sync did not
 
     def put(self, raw: bytes, *, inserted: bool = False) -> None:
         self.inserted += int(inserted)
-        self._saw(id_key(raw_id(raw)))
+        if not (inserted and self.inserts_are_ours):
+            self._saw(id_key(raw_id(raw)))
 
     def gone(self, rid: bytes) -> None:
         self.deleted += 1
         self._saw(id_key(rid))
 
     def named(self, rid: bytes, *, inserted: bool = False) -> None:
-        self.inserted += int(inserted)  # an insert into a filtered collection (policy.py)
-        self._saw(id_key(rid))
+        """An event of a filtered collection (policy.py) names its document only."""
+        self.inserted += int(inserted)
+        if not (inserted and self.inserts_are_ours):
+            self._saw(id_key(rid))
 
     def _saw(self, key: bytes) -> None:
         if key not in self.touched:
@@ -87,25 +91,31 @@ class Tallies:
 
 
 def tally_own_writes(plans: list[CollectionPlan], sides: Sides) -> Tallies:
-    """One read of the target's change stream per resume point where the sync wrote, for
-    every collection found by changes at that point: those written count their own writes,
-    the others must show none (then their resume point moves on with the group's)."""
+    """One read of the target's change stream per resume point where the sync wrote.
+
+    Collections found by changes all join their point's read: those written count their
+    own writes, the others must show none (then their point moves on with the group's).
+    A first copy inserted every document it wrote, so only its other events are read (a
+    filtered read the server answers without sending the copy back) and any is someone
+    else's. A full read that wrote little joins like a sync by changes."""
     tallies = Tallies()
-    groups: dict[bytes, list[CollectionPlan]] = {}
+    groups: dict[tuple[bytes, bool], list[CollectionPlan]] = {}
     for c in plans:
         point = c.points.get(sides.target_name)
-        if c.mode == CHANGES and point is not None and point.token is not None:
-            groups.setdefault(point.token, []).append(c)
-    for token, group in groups.items():
+        if point is None or point.token is None or not _tallied(c):
+            continue
+        groups.setdefault((point.token, c.first_copy), []).append(c)
+    for (token, first_copy), group in groups.items():
         if not any(c.writes for c in group):
             continue
         for c in group:
             assert c.scratch is not None  # noqa: S101
-            tallies.by_name[c.name] = Tally(c.scratch.touched_keys())
+            touched = set() if first_copy else c.scratch.touched_keys()
+            tallies.by_name[c.name] = Tally(touched, inserts_are_ours=first_copy)
         names = [c.name for c in group]
         with failing_clearly("verifying", ", ".join(names), sides.target.label):
             drained = with_retries(
-                partial(_tally, sides.target, token, names, tallies),
+                partial(_tally, sides.target, token, names, tallies, skip_inserts=first_copy),
                 what=f"verify {', '.join(names)} ({sides.target.label})",
             )
         for name in names:
@@ -113,10 +123,23 @@ def tally_own_writes(plans: list[CollectionPlan], sides: Sides) -> Tallies:
     return tallies
 
 
-def _tally(target: MongoSource, token: bytes, names: list[str], tallies: Tallies) -> bytes | None:
+def _tallied(c: CollectionPlan) -> bool:
+    if c.mode == CHANGES or (c.first_copy and c.writes):
+        return True
+    if not c.writes or c.scratch is None:
+        return False
+    return c.scratch.touched_count() <= RESCAN_SHARE * max(c.target_count, 1)
+
+
+def _tally(
+    target: MongoSource, token: bytes, names: list[str], tallies: Tallies, *, skip_inserts: bool
+) -> bytes | None:
     for name in names:  # a retry counts again from the start
-        tallies.by_name[name] = Tally(tallies.by_name[name].touched)
-    drained = target.read_changes(token, names, tallies.by_name.get)
+        old = tallies.by_name[name]
+        tallies.by_name[name] = Tally(old.touched, inserts_are_ours=old.inserts_are_ours)
+    drained = target.read_changes(
+        token, names, tallies.by_name.get, skip_inserts=skip_inserts, lookup=False
+    )
     for name, why in drained.fallbacks.items():
         raise VerificationFailed(
             f"{name} on {target.label}: {why} while the sync ran; run the sync again"
@@ -174,7 +197,7 @@ def _count(plan: CollectionPlan, sides: Sides, tallies: Tallies) -> int:
     """With no write of anyone else after the plan's resume point, the count before plus
     what the stream shows; else (or without a stream) the server's own count."""
     tally = tallies.by_name.get(plan.name)
-    if tally is None or tally.foreign:
+    if tally is None or tally.foreign or plan.mode != CHANGES:
         return sides.target.record_count(plan.name)
     return plan.target_count + tally.inserted - tally.deleted
 

@@ -99,8 +99,8 @@ def write_lease(
             return
         me = Holder.me(job=job, flow=flow, where="database")
         lease = DatabaseLease(target.db, name, me, seconds)
-        lease.acquire(wait=wait, on_wait=waiting)
-        try:
+        try:  # a SIGTERM may land between the lease's insert and acquire's return
+            lease.acquire(wait=wait, on_wait=waiting)
             yield WriteLease(lease)
         finally:
             lease.release()

@@ -36,7 +36,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
-from syncd.engine.retry import UNAUTHORIZED_CODES, _reason, is_transient, with_retries
+from syncd.engine.retry import UNAUTHORIZED_CODES, is_transient, server_reason, with_retries
 from syncd.errors import SyncdError, UsageError
 from syncd.lease.guard import register, unregister
 from syncd.lease.holder import Holder, LeaseBusy, utc_text
@@ -118,6 +118,7 @@ class DatabaseLease:
         self._last_error: str | None = None
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+        self._tried = False  # a take was sent: the document may be ours from then on
 
     # -- taking it ----------------------------------------------------------------------
 
@@ -144,6 +145,7 @@ class DatabaseLease:
     def _try_take(self) -> Holder | None:
         """None when this run now holds the lease; otherwise who does."""
         started = time.monotonic()
+        self._tried = True
         now = server_now(self.db)
         fields = {
             **self.holder.record(),
@@ -190,7 +192,7 @@ class DatabaseLease:
         )
         return LeaseUnwritable(
             f"cannot take the write lease in '{self.endpoint}' (collection {COLLECTION} of "
-            f"database {self.db.name}): {_reason(exc)}; {fix}, or set `lease: local` on "
+            f"database {self.db.name}): {server_reason(exc)}; {fix}, or set `lease: local` on "
             f"endpoint '{self.endpoint}' to keep the lease in this machine's state directory "
             "only (then only one machine may write it); nothing was written"
         )
@@ -203,7 +205,7 @@ class DatabaseLease:
             try:
                 self._renew()
             except PyMongoError as exc:
-                self._last_error = _reason(exc)
+                self._last_error = server_reason(exc)
                 log.warning(
                     f"could not renew the write lease of '{self.endpoint}': {self._last_error}",
                     extra={"endpoint": self.endpoint},
@@ -259,12 +261,14 @@ class DatabaseLease:
         _held.discard(self)
         if self._renewer is not None and self._renewer is not threading.current_thread():
             self._renewer.join(timeout=RELEASE_SECONDS)
+        if not self._tried:
+            return
         try:
             with pymongo.timeout(RELEASE_SECONDS):
                 self.coll.delete_one({"_id": LEASE_ID, "token": self.token})
         except PyMongoError as exc:
             log.warning(
-                f"could not release the write lease of '{self.endpoint}' ({_reason(exc)}); "
+                f"could not release the write lease of '{self.endpoint}' ({server_reason(exc)}); "
                 f"it expires by itself within {self.seconds:.0f} s",
                 extra={"endpoint": self.endpoint},
             )

@@ -10,7 +10,7 @@ from typing import Any
 from pymongo.errors import PyMongoError
 
 from syncd.endpoints import Connected
-from syncd.engine.retry import _reason
+from syncd.engine.retry import server_reason
 from syncd.lease.database import database_holder
 from syncd.lease.holder import Holder, utc_text
 from syncd.lease.local import local_holder
@@ -65,7 +65,7 @@ def lease_state(state_dir: Path, target: Connected) -> LeaseState:
     try:
         holder, now = database_holder(target.db)
     except PyMongoError as exc:
-        return LeaseState(kind, local, error=_reason(exc))
+        return LeaseState(kind, local, error=server_reason(exc))
     if holder is None:
         return LeaseState(kind, local)
     return LeaseState(kind, holder, now)
