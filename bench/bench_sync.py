@@ -1,4 +1,5 @@
-"""syncd against the raw-copy floor: full sync, incremental sync, no-op, backup/restore, RSS.
+"""syncd against the raw-copy floor: full sync, masked full sync, incremental sync, no-op,
+backup/restore, RSS.
 
 Usage: bench/bench_sync.py [--n 100000] [--runs 3] [--runs-3n 1]
 (`make bench`; smaller: `make bench BENCH_ARGS="--n 20000 --runs 1"`)
@@ -35,6 +36,9 @@ TARGETS = {"full": 1.1, "changed": 0.1, "noop": 0.03}
 # sizes a replica set's oplog, to hold more than one full copy, or a copy's own events
 # push the resume point taken before it out of the history.
 OPLOG_ENTRIES = "2000000"
+MASKED_OVER_FULL = 1.3  # a masked full pull against the unmasked one, same run
+MASK_KEY_ENV = "SYNCD_BENCH_MASK_KEY"
+MASK = "{third_party.name: name, third_party.tax_id: digits}"  # two masked fields
 RSS_GROWTH, RSS_LIMIT = 1.3, 300.0
 
 
@@ -146,7 +150,11 @@ def copy_indexes(src: str, dst: str, db: str) -> float:
     return time.monotonic() - started
 
 
-def write_config(path: Path, src: str, dst: str, db: str, state: Path, before: str) -> None:
+def write_config(
+    path: Path, src: str, dst: str, db: str, state: Path, before: str, *, masked: bool = False
+) -> None:
+    rules = f"  - name: {COLL}\n    mask: {MASK}\n" if masked else ""
+    masking = f"masking: {{key_env: {MASK_KEY_ENV}}}\n" if masked else ""
     path.write_text(f"""version: 1
 state_dir: {state}
 endpoints:
@@ -155,10 +163,10 @@ endpoints:
 flows:
   from_production: {{source: production, target: local}}
 collections:
-  - name: "*"
+{rules}  - name: "*"
 drift: overwrite
 backups: {{keep_last: 2, compress: none, before_sync: {before}}}
-""")
+{masking}""")
 
 
 def run_syncd(config: Path, *args: str) -> tuple[float, float]:
@@ -249,16 +257,16 @@ class Bench:
             self.rss.setdefault(key, []).append(rss)
         print(f"  {key:16} {seconds:7.2f} s" + (f"  {rss:5.0f} MB" if rss else ""), file=sys.stderr)
 
-    def config(self, before: str) -> None:
-        write_config(self.cfg, self.src, self.dst, DB, self.tmp / "state", before)
+    def config(self, before: str, *, masked: bool = False) -> None:
+        write_config(self.cfg, self.src, self.dst, DB, self.tmp / "state", before, masked=masked)
 
     def sync(self) -> tuple[float, float]:
         return run_syncd(self.cfg, "sync", "from_production")
 
-    def full(self, key: str = "full") -> None:
+    def full(self, key: str = "full", *, masked: bool = False) -> None:
         shutil.rmtree(self.tmp / "state", ignore_errors=True)
         MongoClient(self.dst).drop_database(DB)
-        self.config("changes")
+        self.config("changes", masked=masked)
         self.note(key, *self.sync())
 
     def changed(self, n: int, before: str, key: str) -> None:
@@ -270,6 +278,7 @@ class Bench:
         copy = raw_copy(self.src, self.dst, DB)
         self.note("raw", copy)
         self.note("raw_indexed", copy + copy_indexes(self.src, self.dst, DB))
+        self.full("full_masked", masked=True)
         self.full()
         self.note("after_full", *self.sync())  # reads the full copy's own events once
         self.changed(n, "changes", "changed_changes")
@@ -294,6 +303,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="rounds at N (default 3)")
     parser.add_argument("--runs-3n", type=int, default=1, help="rounds at 3N (default 1)")
     args = parser.parse_args()
+    os.environ.setdefault(MASK_KEY_ENV, "bench-masking-key")
     with bench_servers("syncd-bench-") as (src, dst, tmp):
         bench = Bench(src, dst, tmp)
         print(f"loading {args.n} documents + 20 GridFS files ...", file=sys.stderr)
@@ -350,6 +360,7 @@ def print_table(bench: Bench, n: int) -> None:
         ("1 raw copy floor (find raw + insert_many)", "raw", None),
         ("  raw copy + the source's indexes built", "raw_indexed", None),
         ("2 syncd full sync into empty target", "full", TARGETS["full"]),
+        ("2 syncd masked full sync (2 masked fields)", "full_masked", None),
         ("3 syncd 1% changed, before_sync: changes", "changed_changes", TARGETS["changed"]),
         ("3 syncd 1% changed, before_sync: full", "changed_full", None),
         ("  first sync after a full copy (its events)", "after_full", None),
@@ -368,6 +379,10 @@ def print_table(bench: Bench, n: int) -> None:
         verdict = "" if target is None else ("ok" if ratio <= target else "MISS")
         limit = "" if target is None else f"<={target}"
         print(f"{label:44} {seconds:8.2f} {n / seconds:8.0f} {ratio:6.2f} {limit:>7} {verdict:4}")
+    masked = med(t["full_masked"]) / med(t["full"])
+    verdict = "ok" if masked <= MASKED_OVER_FULL else "MISS"
+    label = "2 masked full sync / unmasked full sync"
+    print(f"{label:44} {'':8} {'':8} {masked:6.2f} {'<=' + str(MASKED_OVER_FULL):>7} {verdict:4}")
     print(
         f"\n{'peak RSS of the syncd process (MB)':44} {'N':>8} {'3N':>8} {'3N/N':>6} {'target':>7}"
     )

@@ -7,11 +7,12 @@ and SQL over the two files finds what is missing on the target, extra on the tar
 different. Digests are of the raw BSON, so field order and numeric types count, as they
 do for a sync.
 
-What a sync deliberately leaves different plugs in as `Views`: per collection, a function
-for each side that returns the document as the comparison should see it, or None to leave
-it out. `flow_views` gives the flow's: the password its `reset_passwords` hooks set on the
-target is not compared for the users they reset; a collection's `filter` and `mask`
-(issue 15) go there too.
+Both sides are read through the collections' policies as a sync reads them
+(engine/policy.py): the `filter` on both sides, the source's documents masked by `mask`.
+What a sync deliberately leaves different besides plugs in as `Views`: per collection, a
+function for each side that returns the document as the comparison should see it, or None
+to leave it out. `flow_views` gives the flow's: the password its `reset_passwords` hooks
+set on the target is not compared for the users they reset.
 
 The last result per flow is kept in the state directory (`verify/FLOW.json`) for
 `syncd status` and the daemon's metrics.
@@ -38,6 +39,7 @@ from bson.raw_bson import RawBSONDocument
 from syncd.config.model import Config, Flow, ResetPasswordsHook
 from syncd.endpoints import opened, refuse_same_database
 from syncd.engine.flow import get_flow, select_collections, skip_unsyncable
+from syncd.engine.policy import SRC, TGT, Policies
 from syncd.engine.progress import Reporter, Silent
 from syncd.engine.rawbson import id_value
 from syncd.engine.retry import failing_clearly, with_retries
@@ -60,9 +62,9 @@ def no_views(collection: str) -> tuple[View | None, View | None]:
 def flow_views(config: Config, flow: Flow) -> Views:
     """What a sync of `flow` deliberately leaves different, left out of the comparison.
 
-    Today: the password a `reset_passwords` hook of the flow sets on the target, for the
-    users it resets (their password field is not compared on either side). A collection's
-    `filter` and `mask` (issue 15) belong here too."""
+    The password a `reset_passwords` hook of the flow sets on the target, for the users it
+    resets (their password field is not compared on either side). Filters and masks are
+    applied by the policies both sides are read through (`verify_flow`)."""
     hooks = [config.hooks[name] for name in flow.after if name in config.hooks]
 
     def views(collection: str) -> tuple[View | None, View | None]:
@@ -160,8 +162,9 @@ def verify_flow(
         tempfile.TemporaryDirectory(prefix="syncd-verify-") as scratch,
     ):
         refuse_same_database(source, target)
-        source_db = MongoSource(source.db, source.label)
-        target_db = MongoSource(target.db, target.label)
+        policies = Policies(config)  # filtered as a sync reads them; the source masked
+        source_db = MongoSource(source.db, source.label, views=policies.reads(SRC))
+        target_db = MongoSource(target.db, target.label, views=policies.reads(TGT))
         available = set(source_db.list_collections()) | set(target_db.list_collections())
         names = skip_unsyncable(
             select_collections(config, flow, collections, available),

@@ -7,7 +7,8 @@ sides by `_id` in batches, and `syncd.docdiff` lists the fields that differ. At 
 documents are fetched and shown; the rest are only counted.
 
 Hook password fields (`hooks.*.password_field` on the hook's collection) are never shown:
-both values read `<hidden>`.
+both values read `<hidden>`. Documents are shown as the sync compares them: the source's
+masked by the collection's `mask` (engine/policy.py), never with the original values.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from syncd.endpoints import opened
 from syncd.engine.fetch import batched, fetch_raw
 from syncd.engine.flow import SyncOptions, get_flow, sync_flow
 from syncd.engine.plan import CollectionPlan, Plan
+from syncd.engine.policy import Policies, View
 from syncd.engine.rawbson import id_key, id_value, raw_id, split_documents
 
 DEFAULT_LIMIT = 50
@@ -39,7 +41,7 @@ class PlannedDoc:
     rid: bytes  # the raw `_id` element (type byte + value)
     op: Op
     drifted: bool  # changed on the target since the last sync (or no memory yet)
-    action: str  # apply | keep (merge keeps the target's edit) | conflict
+    action: str  # apply | keep (merge keeps the target's edit) | conflict | retain (deletes: false)
 
 
 def planned_documents(plan: CollectionPlan) -> Iterator[PlannedDoc]:
@@ -130,11 +132,15 @@ def diff_flow(
     wanted = parse_ids(ids)
     found: set[str] = set()
     budget = [max(0, limit)]
+    policies = Policies(config)
     with opened(config.endpoints[flow.source], config.endpoints[flow.target]) as (src, tgt):
 
         def on_plan(plan: CollectionPlan) -> None:
             secrets = [h.password_field for h in config.hooks.values() if h.collection == plan.name]
-            context = _Context(src.db[plan.name], tgt.db[plan.name], flow.target, secrets)
+            source_view = policies(plan.name).source
+            context = _Context(
+                src.db[plan.name], tgt.db[plan.name], flow.target, secrets, source_view
+            )
             if plan.first_copy:
                 rows = _first_copy_rows(plan, context, wanted, budget[0])
             else:
@@ -158,6 +164,7 @@ class _Context:
     target: Collection[Any]
     target_name: str
     secrets: list[str]
+    view: View  # the source's documents as the sync sees them (filtered, masked)
 
 
 def _matching(
@@ -181,6 +188,8 @@ def _first_copy_rows(
     if wanted:
         values = [v for text in sorted(set(wanted.values())) for v in id_candidates(text)]
         query = {"_id": {"$in": values}}
+    if context.view.query is not None:
+        query = {"$and": [query, context.view.query]}
     with context.source.find_raw_batches(query, {"_id": 1}, limit=limit) as cursor:
         for batch in cursor:
             for raw in split_documents(batch):
@@ -210,6 +219,7 @@ def _document_diffs(
     sources = fetch_raw(
         context.source, [r.rid for r in batch if r.op != "delete"], what=f"diff {name}"
     )
+    sources = {key: context.view.transform(raw) for key, raw in sources.items()}
     targets = fetch_raw(
         context.target, [r.rid for r in batch if r.op != "insert"], what=f"diff {name}"
     )
@@ -263,6 +273,8 @@ def _note(row: PlannedDoc, policy: DriftPolicy, context: _Context) -> str:
         return f"changed on both sides since the last sync (drift: {policy} refuses the run)"
     if row.action == "keep":
         return f"changed on {target} since the last sync; kept (drift: merge)"
+    if row.action == "retain":
+        return f"only on {target}; kept (deletes: false)"
     if not row.drifted:
         return {
             "insert": f"not on {target}",

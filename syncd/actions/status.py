@@ -13,7 +13,7 @@ from syncd.config.model import Config
 from syncd.endpoints import open_endpoint
 from syncd.engine.flow import SyncOptions, get_flow, sync_flow
 from syncd.engine.memory import SyncMemory
-from syncd.engine.render import table
+from syncd.engine.render import deletes_cell, table
 from syncd.errors import EXIT_FAILED, EXIT_OK, SyncdError
 from syncd.lease.status import lease_state
 
@@ -144,7 +144,7 @@ def _print(report: dict[str, Any]) -> None:
                     c["target_docs"],
                     c["inserts"],
                     c["updates"],
-                    c["deletes"],
+                    deletes_cell(c["deletes"], c["kept_deletes"]),
                     c["drift"] or "-",
                     _found_by(c),
                     when,

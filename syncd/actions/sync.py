@@ -12,7 +12,7 @@ from syncd.config.model import Config
 from syncd.engine.flow import ConfirmationNeeded, PlanRefused, SyncOptions, sync_flow
 from syncd.engine.plan import Plan
 from syncd.engine.progress import Reporter
-from syncd.engine.render import drift_details, plan_header, plan_table
+from syncd.engine.render import drift_details, kept_lines, plan_header, plan_table
 from syncd.errors import EXIT_OK, EXIT_REFUSED
 
 
@@ -53,6 +53,8 @@ def run(config: Config, args: argparse.Namespace) -> int:
         return EXIT_OK
     print(plan_header(plan))
     print(plan_table(plan))
+    for line in kept_lines(plan):
+        print(line)
     if args.dry_run:
         for refusal in plan.refusals:
             print(f"a real run would be refused: {refusal}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from syncd.config.load import ConfigInvalid, ConfigIssue, load_yaml
+from syncd.config.load import ConfigInvalid, ConfigIssue, LoadedYaml, load_yaml
 from syncd.config.model import (
     DEFAULT_METRICS_LISTEN,
     DEFAULT_STATE_DIR,
@@ -15,11 +15,14 @@ from syncd.config.model import (
     Config,
     Endpoint,
     Flow,
+    MaskExcept,
+    Masking,
     Metrics,
     ResetPasswordsHook,
     Schedule,
     SecretRef,
 )
+from syncd.config.query import canonical_filter
 from syncd.config.rules import logical_issues, parse_interval
 from syncd.config.validate import schema_issues
 
@@ -40,11 +43,11 @@ def load_config(path: Path) -> Config:
     issues = [*loaded.issues, *schema_issues(loaded), *logical_issues(loaded)]
     if issues:
         raise ConfigInvalid(sorted(set(issues), key=lambda i: (i.line, i.column, i.message)))
-    return build_config(path, loaded.data)
+    return build_config(path, loaded.data, loaded)
 
 
-def build_config(path: Path, doc: dict[str, Any]) -> Config:
-    """Typed config from a document that passed validation."""
+def build_config(path: Path, doc: dict[str, Any], loaded: LoadedYaml | None = None) -> Config:
+    """Typed config from a document that passed validation (`loaded` locates its keys)."""
     backups = doc.get("backups", {})
     return Config(
         path=path,
@@ -55,12 +58,7 @@ def build_config(path: Path, doc: dict[str, Any]) -> Config:
             for name, raw in doc["flows"].items()
         },
         collections=tuple(
-            CollectionPolicy(
-                raw["name"],
-                tuple(raw["flows"]) if "flows" in raw else None,
-                raw.get("drift"),
-            )
-            for raw in doc["collections"]
+            _collection(raw, index, path, loaded) for index, raw in enumerate(doc["collections"])
         ),
         drift=doc.get("drift", "abort"),
         backups=Backups(
@@ -71,7 +69,36 @@ def build_config(path: Path, doc: dict[str, Any]) -> Config:
         hooks={name: _hook(name, raw) for name, raw in doc.get("hooks", {}).items()},
         schedules=tuple(_schedule(raw) for raw in doc.get("schedules", ())),
         metrics=Metrics(doc.get("metrics", {}).get("listen", DEFAULT_METRICS_LISTEN)),
+        masking=_masking(doc.get("masking")),
     )
+
+
+def _collection(
+    raw: dict[str, Any], index: int, path: Path, loaded: LoadedYaml | None
+) -> CollectionPolicy:
+    where = ""
+    if "filter" in raw and loaded is not None:
+        line, _ = loaded.locate(["collections", index, "filter"], key=True)
+        where = f"{path}:{line}"
+    exempt = raw.get("mask_except")
+    return CollectionPolicy(
+        raw["name"],
+        tuple(raw["flows"]) if "flows" in raw else None,
+        raw.get("drift"),
+        filter=canonical_filter(raw["filter"]) if "filter" in raw else None,
+        filter_at=where or str(path),
+        deletes=bool(raw.get("deletes", True)),
+        mask=tuple((str(field), rule or "null") for field, rule in raw.get("mask", {}).items()),
+        mask_except=MaskExcept(exempt["field"], tuple(exempt["values"])) if exempt else None,
+    )
+
+
+def _masking(raw: dict[str, Any] | None) -> Masking | None:
+    if raw is None:
+        return None
+    if "key_env" in raw:
+        return Masking(SecretRef("env", raw["key_env"]))
+    return Masking(SecretRef("file", raw["key_file"]))
 
 
 def _endpoint(name: str, raw: dict[str, Any]) -> Endpoint:

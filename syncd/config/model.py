@@ -9,12 +9,13 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 DriftPolicy = Literal["abort", "overwrite", "merge"]
 BeforeSync = Literal["full", "changes", "none"]
 Compress = Literal["gzip", "none"]
 SecretKind = Literal["literal", "env", "file", "command"]
+MaskRule = Literal["email", "digits", "name", "hash", "redact", "null"]
 LeaseKind = Literal["database", "local"]
 
 DEFAULT_STATE_DIR = Path("/var/lib/syncd")
@@ -60,10 +61,25 @@ class Flow:
 
 
 @dataclass(frozen=True)
+class MaskExcept:
+    """Documents whose `field` holds one of `values` travel unmasked."""
+
+    field: str
+    values: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
 class CollectionPolicy:
     name: str
     flows: tuple[str, ...] | None = None
     drift: DriftPolicy | None = None
+    # The query as canonical Extended JSON (parsed where it is applied), and where the
+    # config says it ("syncd.yaml:12"), for a server's refusal of it.
+    filter: str | None = None
+    filter_at: str = ""
+    deletes: bool = True
+    mask: tuple[tuple[str, MaskRule], ...] = ()  # (dotted path, rule)
+    mask_except: MaskExcept | None = None
 
     def matches(self, collection: str) -> bool:
         return fnmatch.fnmatchcase(collection, self.name)
@@ -90,6 +106,13 @@ class ResetPasswordsHook:
     users: tuple[str, ...]
     scheme: Literal["bcrypt"] = "bcrypt"
     cost: int = 12
+
+
+@dataclass(frozen=True)
+class Masking:
+    """Where the masking key lives; read only when a masked collection is synced."""
+
+    key: SecretRef
 
 
 @dataclass(frozen=True)
@@ -132,6 +155,7 @@ class Config:
     hooks: dict[str, ResetPasswordsHook] = field(default_factory=dict)
     schedules: tuple[Schedule, ...] = ()
     metrics: Metrics = field(default_factory=Metrics)
+    masking: Masking | None = None
 
     def policy_for(self, collection: str) -> CollectionPolicy | None:
         """The first policy entry whose name or pattern matches, as in an ordered list."""

@@ -15,6 +15,7 @@ from typing import Any
 from syncd.config.cron import crontab_trigger
 from syncd.config.load import ConfigIssue, LoadedYaml
 from syncd.config.model import own_collection
+from syncd.config.policy_rules import policy_issues
 from syncd.config.secrets import uri_database, uri_has_credentials
 
 URI_KEYS = ("uri", "uri_env", "uri_file", "uri_command")
@@ -45,6 +46,7 @@ def logical_issues(loaded: LoadedYaml) -> list[ConfigIssue]:
     issues += _endpoint_issues(loaded, endpoints or {})
     issues += _flow_issues(loaded, flows or {}, endpoints, hooks)
     issues += _collection_issues(loaded, collections, flows)
+    issues += policy_issues(loaded, collections, flows, endpoints, doc.get("masking"))
     issues += _schedule_issues(loaded, _sequence(doc.get("schedules")), doc, flows, endpoints)
     issues += _metrics_issues(loaded, _mapping(doc.get("metrics")))
     return issues

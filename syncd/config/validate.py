@@ -21,7 +21,16 @@ _NO_LITERAL_URI = (
 )
 _SECRET_KEYS = {"password": _NO_LITERAL, "passwd": _NO_LITERAL, "secret": _NO_LITERAL}
 # Keys whose value may be a secret pasted in the wrong place: never echoed back.
-_HIDDEN_VALUE_KEYS = {"password_env", "password_file", "uri_env", "uri_file", "uri_command"}
+_HIDDEN_VALUE_KEYS = {
+    "password_env",
+    "password_file",
+    "uri_env",
+    "uri_file",
+    "uri_command",
+    "key_env",
+    "key_file",
+}
+_NO_LITERAL_KEY = "a literal masking key is not allowed in the config; use key_env or key_file"
 _ENV_NAME = "^[A-Za-z_][A-Za-z0-9_]*$"
 _PATTERN_HINTS = {
     "^[A-Za-z][A-Za-z0-9_-]{0,62}$": "use letters, digits, '_' and '-', starting with a letter "
@@ -30,6 +39,8 @@ _PATTERN_HINTS = {
     _ENV_NAME: "give the NAME of an environment variable (letters, digits and '_', "
     "not starting with a digit), not its value",
     '^[^/\\\\. "$]{1,63}$': 'a database name has 1 to 63 characters and none of / \\ . space " $',
+    "^[^.$][^.]*(\\.[^.$][^.]*)*$": "a field path is names separated by '.' (e.g. "
+    "emergency_contact.phone), none empty or starting with '$'",
 }
 _NAME_KINDS = {"endpoints": "endpoint", "flows": "flow", "hooks": "hook"}
 _TYPE_NAMES = {
@@ -110,6 +121,8 @@ def _unknown_keys(loaded: LoadedYaml, error: ValidationError, path: list[Any]) -
             )
         if message is not None and path[:1] == ["endpoints"]:
             message = _NO_LITERAL_URI
+        if path == ["masking"] and str(key).lower() in ("key", "secret", "password"):
+            message = _NO_LITERAL_KEY
         if message is None:
             message = f"unknown key '{key}'"
             close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
@@ -123,10 +136,14 @@ def _unknown_keys(loaded: LoadedYaml, error: ValidationError, path: list[Any]) -
 
 def _bad_name(loaded: LoadedYaml, error: ValidationError, path: list[Any]) -> ConfigIssue:
     """A key of endpoints/flows/hooks that is not a valid name, located at the key itself."""
-    kind = _NAME_KINDS.get(str(path[-1]) if path else "", "key")
-    hint = _PATTERN_HINTS["^[A-Za-z][A-Za-z0-9_-]{0,62}$"]
+    kind = _NAME_KINDS.get(str(path[-1]) if path else "", "key") + " name"
+    if path and path[-1] == "mask":
+        kind = "field path"
+    hint = _PATTERN_HINTS.get(
+        str(_expected(error)), _PATTERN_HINTS["^[A-Za-z][A-Za-z0-9_-]{0,62}$"]
+    )
     name = error.instance
-    message = f"{kind} name {_show(name)} is not valid: {hint}"
+    message = f"{kind} {_show(name)} is not valid: {hint}"
     return loaded.issue([*path, str(name)], message, key=True)
 
 
@@ -140,7 +157,7 @@ def _message(error: ValidationError, *, hidden: bool = False) -> str:
         wanted = " or ".join(_TYPE_NAMES.get(name, name) for name in names)
         return f"expected {wanted}, got {shown}{_example(error)}"
     if validator == "enum":
-        options = [str(option) for option in _expected(error)]
+        options = [str(option) for option in _expected(error) if option is not None]
         message = f"{shown} is not one of {', '.join(options)}"
         close = difflib.get_close_matches(str(value), options, n=1, cutoff=0.6)
         return message + (f"; did you mean '{close[0]}'?" if close else "")

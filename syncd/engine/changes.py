@@ -4,12 +4,15 @@ A `ChangeFinder` fills one collection's scratch with what the plan needs to know
 side. Three implementations:
 
 - `FullRead`: both sides read whole (a first sync, `--full`, a server without change
-  streams, a lost resume point, a dropped or recreated collection);
+  streams, a lost resume point, a dropped or recreated collection, a collection policy
+  other than the last sync's: filter, deletes, mask or masking key, see policy.py);
 - `FirstCopy`: a first sync into an empty target: nothing to read before writing, the
   source is streamed into the target and its scan filled meanwhile (stream.py);
 - `ChangeStreams`: only the documents either side's change stream named since the last
   sync, and those the memory does not hold settled; the memory stands for the rest.
 
+Both sides are read through their collection's policy (`Sides.policies`, applied by
+`MongoSource`): whatever a finder puts in the scratch is already filtered and masked.
 The plan, the writes, the verification and the memory work the same whatever filled the
 scratch; `mode` ("full" or "changes") and `reason` say how, for logs, status and metrics.
 """
@@ -25,6 +28,7 @@ from typing import Any, Protocol
 
 from syncd.engine import changestream
 from syncd.engine.memory import Pair, Point, SyncMemory
+from syncd.engine.policy import Policies, Policy, changed
 from syncd.engine.retry import failing_clearly, with_retries
 from syncd.engine.scan import Progress, scan_collection
 from syncd.engine.scratch import SRC, TGT, ChangeLog, CollectionScratch
@@ -49,6 +53,10 @@ class Sides:
     limit: int | None = None  # at most this many source changes per stream (a batch)
     now: dict[str, bytes | None] = field(default_factory=dict)
     unsupported: dict[str, str | None] = field(default_factory=dict)
+    policies: Policies = field(default_factory=Policies)  # what each side is read through
+
+    def policy(self, name: str) -> Policy:
+        return self.policies(name)
 
     def side(self, which: str) -> DocumentSource:
         return self.source if which == SRC else self.target
@@ -169,6 +177,9 @@ def choose(
         return FullRead("--full asked for a full read")
     if not sides.memory.knows(sides.pair, name):
         return FullRead("first sync of this collection")
+    marks = sides.memory.policy_marks(sides.pair, name)
+    if marks != (now := sides.policy(name).marks):
+        return FullRead(changed(marks, now))
     points = {}
     for which in (SRC, TGT):
         endpoint = sides.endpoint(which)

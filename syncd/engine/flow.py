@@ -24,8 +24,9 @@ from syncd.endpoints import Connected, opened, refuse_same_database
 from syncd.engine.changes import Sides
 from syncd.engine.memory import Pair, SyncMemory
 from syncd.engine.plan import CollectionPlan, Plan, plan_collections
+from syncd.engine.policy import Policies
 from syncd.engine.progress import Reporter, Silent
-from syncd.engine.scratch import Workspace
+from syncd.engine.scratch import SRC, TGT, Workspace
 from syncd.engine.source import MongoSource
 from syncd.engine.write import (
     CollectionResult,
@@ -99,7 +100,7 @@ def _plan_only(
     workspace = Workspace(Path(tempfile.gettempdir()))
     try:
         with SyncMemory.of(config.state_dir, readonly=True) as memory:
-            sides = _sides(source, target, memory, options)
+            sides = _sides(config, source, target, memory, options)
             plan = _plan(config, flow, sides, options, workspace)
             if options.on_plan is not None:
                 for collection in plan.collections:
@@ -116,7 +117,7 @@ def _sync(
     workspace = Workspace(config.state_dir / "tmp", reap=True)
     try:
         with SyncMemory.of(config.state_dir) as memory:
-            sides = _sides(source, target, memory, options)
+            sides = _sides(config, source, target, memory, options)
             with _space_checked(config, flow):
                 plan = _plan(
                     config,
@@ -162,19 +163,24 @@ def _sync(
         workspace.close()
 
 
-def _sides(source: Connected, target: Connected, memory: SyncMemory, options: SyncOptions) -> Sides:
-    """The run's two sides, built once; the pair is bound to the two databases."""
+def _sides(
+    config: Config, source: Connected, target: Connected, memory: SyncMemory, options: SyncOptions
+) -> Sides:
+    """The run's two sides, built once; the pair is bound to the two databases. Each side
+    is read through the collections' policies (filter; the source also masks)."""
     identities = {c.name: "/".join((*c.hosts, c.database)) for c in (source, target)}
     pair = Pair.of(source.name, target.name, identities)
     if (message := memory.bind(pair)) is not None:
         log.warning(message, extra={"pair": pair.names})
+    policies = Policies(config)
     return Sides(
-        MongoSource(source.db, source.label),
-        MongoSource(target.db, target.label),
+        MongoSource(source.db, source.label, views=policies.reads(SRC)),
+        MongoSource(target.db, target.label, views=policies.reads(TGT)),
         source.name,
         target.name,
         pair,
         memory,
+        policies=policies,
         limit=options.change_limit,
     )
 
@@ -283,6 +289,7 @@ def _record(
                 "updated": r.replaced if r else 0,
                 "deleted": r.deleted if r else 0,
                 "kept": c.kept,
+                "kept_deletes": c.kept_deletes,
                 "drift": c.drifted,
                 "mode": c.mode,
                 "full_read_reason": c.reason,

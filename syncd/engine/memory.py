@@ -48,6 +48,10 @@ CREATE INDEX IF NOT EXISTS docs_unsettled ON docs (pair, coll, idkey) WHERE a IS
 CREATE TABLE IF NOT EXISTS pairs (
     pair TEXT PRIMARY KEY, names TEXT NOT NULL, identity TEXT NOT NULL, first_seen REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS policies (
+    pair TEXT NOT NULL, coll TEXT NOT NULL, marks TEXT NOT NULL,
+    PRIMARY KEY (pair, coll)
+) WITHOUT ROWID;
 """
 # `pending`: digests a sync was about to write to one side (x'' = about to delete), kept
 # until that collection's next successful sync. A run cut short leaves the target holding
@@ -59,6 +63,9 @@ CREATE TABLE IF NOT EXISTS pairs (
 # (so a sync by change streams counts without walking the memory); they advance only with a
 # successful sync of the collection. `docs_unsettled` finds the documents whose two sides
 # differ (a merge kept them, a hook rewrote them) without walking the others.
+# `policies`: the marks of the collection policy (filter, deletes, mask; policy.py) the
+# digests were made under, as JSON; no row for a collection without one. Never a secret:
+# the masking key is marked by an HMAC of a constant.
 
 
 KEPT = b"kept"  # never a digest (those are 16 bytes)
@@ -192,7 +199,7 @@ class SyncMemory:
             return None if legacy else self._afresh_message(pair)
         message = None if legacy else self._afresh_message(pair)
         self.conn.execute("BEGIN")
-        for table in ("docs", "runs", "pending", "points"):
+        for table in ("docs", "runs", "pending", "points", "policies"):
             self.conn.execute(
                 f"UPDATE {table} SET pair = ? WHERE pair = ?",  # noqa: S608 - fixed names
                 (pair.key, pair.names),
@@ -249,13 +256,15 @@ class SyncMemory:
             "CREATE TEMP VIEW ours AS SELECT idkey, digest FROM mem.pending "  # noqa: S608
             f"WHERE pair = {key} AND coll = {name} AND side = '{tside}'"
         )
+        # A document only the target holds (bs NULL) is settled: retained under `deletes:
+        # false`; one kept under merge is unsettled by its `pending` row.
         indexed = conn.execute(
             "SELECT 1 FROM mem.sqlite_master WHERE type = 'index' AND name = 'docs_unsettled'"
         ).fetchone()
         by = "INDEXED BY docs_unsettled " if indexed else ""  # the planner would walk the PK
         conn.execute(
             f"CREATE TEMP VIEW unsettled AS SELECT idkey FROM mem.docs {by}"  # noqa: S608
-            f"WHERE pair = {key} AND coll = {name} AND a IS NOT b "
+            f"WHERE pair = {key} AND coll = {name} AND a IS NOT b AND {sside} IS NOT NULL "
             f"UNION SELECT idkey FROM mem.pending WHERE pair = {key} AND coll = {name}"
         )
 
@@ -283,12 +292,14 @@ class SyncMemory:
         whole: bool,
         kept: Iterable[bytes] = (),
         points: dict[str, Point] | None = None,
+        policy: dict[str, str] | None = None,
     ) -> None:
         """Both sides' digests after a sync: (idkey, source digest, target digest) for the
         documents the sync looked at. `whole`: they are all of the collection (a full read);
         else only they change. `kept`: keys of documents kept under merge, whose target
         holds what the memory does not say. The target's pending intents are done with, and
-        the resume points (per side) advance, in the same transaction."""
+        the resume points (per side) and the policy's marks advance, in the same
+        transaction."""
         sside, tside = pair.column(source), pair.column(target)
         conn = self.conn
         conn.execute("BEGIN")
@@ -334,7 +345,29 @@ class SyncMemory:
                 "INSERT OR REPLACE INTO points VALUES (?, ?, ?, ?, ?, ?)",
                 (pair.key, coll, side, point.token, point.uuid, before[side] + delta[side]),
             )
+        conn.execute("DELETE FROM policies WHERE pair = ? AND coll = ?", (pair.key, coll))
+        if policy:
+            conn.execute(
+                "INSERT INTO policies VALUES (?, ?, ?)",
+                (pair.key, coll, json.dumps(policy, sort_keys=True)),
+            )
         conn.execute("COMMIT")
+
+    def policy_marks(self, pair: Pair, coll: str) -> dict[str, str]:
+        """The marks of the policy of the last sync of `coll` ({} for none)."""
+        if not self._has_policies():
+            return {}
+        row = self.conn.execute(
+            "SELECT marks FROM policies WHERE pair = ? AND coll = ?", (pair.key, coll)
+        ).fetchone()
+        return {} if row is None else dict(json.loads(row[0]))
+
+    def _has_policies(self) -> bool:
+        """A read-only memory written by an older syncd has no `policies` table."""
+        row = self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'policies'"
+        ).fetchone()
+        return row is not None
 
     def count(self, pair: Pair, coll: str, endpoint: str) -> int:
         """How many documents of `coll` the memory holds for `endpoint`."""

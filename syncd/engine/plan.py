@@ -40,7 +40,8 @@ class CollectionPlan:
     deletes: int = 0
     drifted: int = 0
     conflicts: int = 0
-    kept: int = 0
+    kept: int = 0  # documents kept as the target has them (merge)
+    kept_deletes: int = 0  # source deletions not applied (deletes: false)
     drift_ids: list[str] = field(default_factory=list)
     conflict_ids: list[str] = field(default_factory=list)
     specs: SpecChanges = field(default_factory=SpecChanges)
@@ -96,6 +97,7 @@ class CollectionPlan:
             "drift_policy": self.drift_policy,
             "conflicts": self.conflicts,
             "kept": self.kept,
+            "kept_deletes": self.kept_deletes,
             "drift_ids": self.drift_ids,
             "conflict_ids": self.conflict_ids,
             "index_changes": self.specs.describe(),
@@ -174,8 +176,8 @@ def plan_collections(
     finders = changes.follow_changes(sides, finders, scratches)
     for name in names:
         plan, finder = plans[name], finders[name]
-        if isinstance(finder, FullRead):
-            finder.spool_target = spool_target
+        if isinstance(finder, FullRead):  # a filtered read is not the whole collection
+            finder.spool_target = spool_target and not sides.policy(name).filtered
         _found_by(plan, finder, sides)
         scratch = scratches[name]
         finder.fill(scratch, sides, reporter.counter(name, "read source"))
@@ -203,10 +205,16 @@ def classify_plan(plan: CollectionPlan, sides: Sides) -> None:
     assert scratch is not None  # noqa: S101
     kw: dict[str, Any] = {"source": sides.source_name, "target": sides.target_name}
     counts = scratch.classify(
-        sides.memory, sides.pair, merge=plan.drift_policy == "merge", samples=SAMPLE_IDS, **kw
+        sides.memory,
+        sides.pair,
+        merge=plan.drift_policy == "merge",
+        keep_deletes=not sides.policy(plan.name).deletes,
+        samples=SAMPLE_IDS,
+        **kw,
     )
     plan.inserts, plan.replaces, plan.deletes = counts.inserts, counts.replaces, counts.deletes
     plan.kept, plan.conflicts, plan.drifted = counts.kept, counts.conflicts, counts.drifted
+    plan.kept_deletes = counts.kept_deletes
     plan.drift_ids = [str(id_value(rid)) for rid in counts.drift_rids]
     plan.conflict_ids = [str(id_value(rid)) for rid in counts.conflict_rids]
     if scratch.partial:

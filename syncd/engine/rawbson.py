@@ -57,6 +57,23 @@ def _value_end(raw: bytes, etype: int, start: int) -> int:
     raise ValueError(f"unknown BSON element type 0x{etype:02x}")
 
 
+def elements(raw: bytes) -> Iterator[tuple[int, bytes, int, int, int]]:
+    """(type, name, element start, value start, value end) of each element of a document."""
+    offset, end = 4, len(raw) - 1
+    while offset < end:
+        etype = raw[offset]
+        name_end = raw.index(b"\x00", offset + 1)
+        value_end = _value_end(raw, etype, name_end + 1)
+        yield etype, raw[offset + 1 : name_end], offset, name_end + 1, value_end
+        offset = value_end
+
+
+def document(parts: list[bytes]) -> bytes:
+    """A raw BSON document from its raw elements."""
+    body = b"".join(parts)
+    return _INT32.pack(len(body) + 5) + body + b"\x00"
+
+
 def raw_id(raw: bytes) -> bytes:
     """The `_id` element as type byte + value bytes (usually the first element)."""
     if raw[5:9] == b"_id\x00":  # first, as servers store it: no walk over the elements

@@ -32,7 +32,7 @@ def plan_table(plan: Plan) -> str:
                 c.target_count,
                 c.inserts,
                 c.replaces,
-                c.deletes,
+                deletes_cell(c.deletes, c.kept_deletes),
                 drift,
                 len(c.specs.describe()) or "-",
                 c.found_by,
@@ -52,6 +52,11 @@ def plan_table(plan: Plan) -> str:
     return table(headers, rows)
 
 
+def deletes_cell(deletes: int, kept: int) -> str:
+    """The deletes of a collection, with the source's deletions kept (deletes: false)."""
+    return f"{deletes} ({kept} kept)" if kept else str(deletes)
+
+
 def plan_header(plan: Plan) -> str:
     totals = plan.totals()
     return (
@@ -59,6 +64,16 @@ def plan_header(plan: Plan) -> str:
         f"{totals['inserts']} to insert, {totals['updates']} to update, "
         f"{totals['deletes']} to delete, {totals['drift']} drifted"
     )
+
+
+def kept_lines(plan: Plan) -> list[str]:
+    """The source's deletions a sync does not apply (deletes: false), per collection."""
+    return [
+        f"  {c.name}: {c.kept_deletes} document(s) that {plan.source} does not have stay on "
+        f"{plan.target} (deletes: false)"
+        for c in plan.collections
+        if c.kept_deletes
+    ]
 
 
 def drift_details(plan: Plan) -> list[str]:

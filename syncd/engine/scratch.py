@@ -54,35 +54,43 @@ FROM (
 ) u LEFT JOIN memo m ON m.idkey = u.idkey
 """
 
+# `retain`: under `deletes: false`, a target document the source does not have stays, and
+# is neither drift nor pending: it is remembered as the target holds it (see REMEMBER_*).
 CLASSIFY_SQL = """
 UPDATE diff SET
     op = CASE WHEN t IS NULL THEN 'insert' WHEN s IS NULL THEN 'delete' ELSE 'replace' END,
-    drifted = (t IS NOT bt AND NOT ours),
+    drifted = (t IS NOT bt AND NOT ours AND NOT (:keep_deletes AND s IS NULL)),
     action = CASE
+        WHEN :keep_deletes AND s IS NULL THEN 'retain'
         WHEN :merge AND (t IS NOT bt AND NOT ours) AND (s IS NOT bs) THEN 'conflict'
         WHEN :merge AND (t IS NOT bt AND NOT ours) THEN 'keep'
         ELSE 'apply' END
 """
 
 # After a verified sync the target holds the source's documents, except those kept under
-# `merge`, which keep the target side's old memory (bt).
-REMEMBER_WHOLE_SQL = """
+# `merge`, which keep the target side's old memory (bt), and those retained under
+# `deletes: false`, which the target holds as it did (t).
+KEPT_SQL = """
+SELECT idkey, s, CASE WHEN action = 'retain' THEN t ELSE bt END AS bt
+  FROM main.diff WHERE action != 'apply'
+"""
+REMEMBER_WHOLE_SQL = f"""
 SELECT idkey, s, t FROM (
     SELECT s.idkey AS idkey, s.digest AS s,
            CASE WHEN k.idkey IS NOT NULL THEN k.bt ELSE s.digest END AS t
       FROM src.docs s
-      LEFT JOIN (SELECT idkey, bt FROM main.diff WHERE action != 'apply') k ON k.idkey = s.idkey
+      LEFT JOIN ({KEPT_SQL}) k ON k.idkey = s.idkey
     UNION ALL
-    SELECT idkey, NULL, bt FROM main.diff WHERE action != 'apply' AND s IS NULL
+    SELECT idkey, NULL, bt FROM ({KEPT_SQL}) k WHERE s IS NULL
 ) WHERE s IS NOT NULL OR t IS NOT NULL
-"""
+"""  # noqa: S608 - fixed text
 
-REMEMBER_CANDIDATES_SQL = """
+REMEMBER_CANDIDATES_SQL = f"""
 SELECT c.idkey, s.digest, CASE WHEN k.idkey IS NOT NULL THEN k.bt ELSE s.digest END
   FROM cand c
   LEFT JOIN src.docs s ON s.idkey = c.idkey
-  LEFT JOIN (SELECT idkey, bt FROM main.diff WHERE action != 'apply') k ON k.idkey = c.idkey
-"""
+  LEFT JOIN ({KEPT_SQL}) k ON k.idkey = c.idkey
+"""  # noqa: S608 - fixed text
 
 INTENT_SQL = """
 SELECT idkey, COALESCE(s, x'') FROM main.diff WHERE action = 'apply'
@@ -109,6 +117,7 @@ class Counts:
     replaces: int
     deletes: int
     kept: int
+    kept_deletes: int
     conflicts: int
     drifted: int
     drift_rids: list[bytes]
@@ -273,15 +282,24 @@ class CollectionScratch:
     # -- the plan ------------------------------------------------------------------------
 
     def classify(
-        self, memory: SyncMemory, pair: Pair, *, source: str, target: str, merge: bool, samples: int
+        self,
+        memory: SyncMemory,
+        pair: Pair,
+        *,
+        source: str,
+        target: str,
+        merge: bool,
+        samples: int,
+        keep_deletes: bool = False,
     ) -> Counts:
-        """Compare both sides with each other and with the memory; count the plan."""
+        """Compare both sides with each other and with the memory; count the plan.
+        `keep_deletes` (deletes: false): target documents the source lacks are retained."""
         with self._joined(memory, pair, source=source, target=target) as conn:
             conn.execute("DROP TABLE IF EXISTS diff")
             conn.execute(DIFF_SQL)
             for column in ("op TEXT", "drifted INTEGER", "action TEXT"):
                 conn.execute(f"ALTER TABLE diff ADD COLUMN {column}")
-            conn.execute(CLASSIFY_SQL, {"merge": merge})
+            conn.execute(CLASSIFY_SQL, {"merge": merge, "keep_deletes": keep_deletes})
             conn.execute("CREATE INDEX diff_by_action ON diff (action, op, off)")
             counts = dict(
                 conn.execute(
@@ -289,6 +307,12 @@ class CollectionScratch:
                 ).fetchall()
             )
             (drifted,) = conn.execute("SELECT COUNT(*) FROM diff WHERE drifted").fetchone()
+            # Kept by this sync: not those a sync kept already and nobody changed since
+            # (a sync by change streams does not even look at them).
+            (kept_deletes,) = conn.execute(
+                "SELECT COUNT(*) FROM diff WHERE action = 'retain' "
+                "AND (bs IS NOT NULL OR t IS NOT bt)"
+            ).fetchone()
 
             def sample(where: str) -> list[bytes]:
                 return [
@@ -304,6 +328,7 @@ class CollectionScratch:
                 replaces=counts.get("apply:replace", 0),
                 deletes=counts.get("apply:delete", 0),
                 kept=sum(v for k, v in counts.items() if k.startswith("keep:")),
+                kept_deletes=int(kept_deletes),
                 conflicts=sum(v for k, v in counts.items() if k.startswith("conflict:")),
                 drifted=int(drifted),
                 drift_rids=sample("drifted"),
@@ -431,11 +456,15 @@ class CollectionScratch:
         return int(mismatches)
 
     def kept_keys(self) -> list[bytes]:
-        """Documents the plan keeps as the target has them (merge)."""
+        """Documents the plan keeps as the target has them (merge): the memory does not
+        hold them settled. Not those retained under `deletes: false`: they are."""
         conn = self._diff()
         try:
             return [
-                key for (key,) in conn.execute("SELECT idkey FROM diff WHERE action != 'apply'")
+                key
+                for (key,) in conn.execute(
+                    "SELECT idkey FROM diff WHERE action NOT IN ('apply', 'retain')"
+                )
             ]
         finally:
             conn.close()
@@ -474,7 +503,7 @@ class ChangeLog:
     def gone(self, rid: bytes) -> None:
         self._add("gone", id_key(rid), rid, None)
 
-    def named(self, rid: bytes) -> None:
+    def named(self, rid: bytes, *, inserted: bool = False) -> None:
         self._add("named", id_key(rid), rid, None)
 
     def fetched(self, asked: list[bytes], found: list[bytes]) -> None:

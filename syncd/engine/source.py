@@ -6,16 +6,18 @@ The engine makes a target collection equal to a `DocumentSource` collection, so 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from pymongo.database import Database
 
 from syncd.config.model import OWN_PREFIX, own_collection
 from syncd.engine import changestream
-from syncd.engine.changestream import Drained, Router
-from syncd.engine.fetch import batched, find_by_ids
+from syncd.engine.changestream import ChangeSink, Drained, Router
+from syncd.engine.fetch import batched
+from syncd.engine.policy import PLAIN, View
 from syncd.engine.rawbson import split_documents
 from syncd.engine.retry import with_retries
 
@@ -78,13 +80,28 @@ SKIPPED_PREFIXES = ("system.", OWN_PREFIX)
 
 
 class MongoSource:
-    """A live database as a DocumentSource; documents stay raw BSON."""
+    """A live database as a DocumentSource; documents stay raw BSON.
 
-    def __init__(self, db: Database[Any], label: str, *, batch_size: int = 2000) -> None:
+    `views` gives each collection's `View` (policy.py): every read of documents, counts
+    and change events included, goes through it (the filter to the server, the mask to
+    each document read)."""
+
+    def __init__(
+        self,
+        db: Database[Any],
+        label: str,
+        *,
+        batch_size: int = 2000,
+        views: Callable[[str], View] | None = None,
+    ) -> None:
         self.db = db
         self.label = label
         self.batch_size = batch_size
+        self.views = views
         self._unsupported: tuple[str | None] | None = None
+
+    def view(self, name: str) -> View:
+        return PLAIN if self.views is None else self.views(name)
 
     def list_collections(self) -> list[str]:
         names = []
@@ -128,20 +145,31 @@ class MongoSource:
         )
 
     def iter_raw(self, name: str) -> Iterator[bytes]:
-        cursor = self.db[name].find_raw_batches(batch_size=self.batch_size)
+        view = self.view(name)
+        cursor = self.db[name].find_raw_batches(view.query or {}, batch_size=self.batch_size)
         try:
-            for batch in cursor:
-                yield from split_documents(batch)
+            with view.reading(self.label):
+                for batch in cursor:
+                    if view.mask is None:
+                        yield from split_documents(batch)
+                    else:
+                        yield from map(view.mask, split_documents(batch))
         finally:
             cursor.close()
 
     def count(self, name: str) -> int:
-        return int(self.db[name].count_documents({}))
+        view = self.view(name)
+        with view.reading(self.label):
+            return int(self.db[name].count_documents(view.query or {}))
 
     def record_count(self, name: str) -> int:
-        """The collection's document count from its record count (cheap on MongoDB)."""
-        coll = self.db[name]
-        return int(with_retries(coll.estimated_document_count, what=f"count {name} ({self.label})"))
+        """The collection's document count from its record count (cheap on MongoDB); of a
+        filtered collection, the count of its matching documents."""
+        coll, view = self.db[name], self.view(name)
+        count: Callable[[], int] = coll.estimated_document_count
+        if view.query is not None:
+            count = partial(self.count, name)
+        return int(with_retries(count, what=f"count {name} ({self.label})"))
 
     def changes_unsupported(self) -> str | None:
         if self._unsupported is None:
@@ -165,12 +193,18 @@ class MongoSource:
         lookup: bool = True,
     ) -> Drained:
         """`skip_inserts`: the server leaves out insert events (after a first copy);
-        `lookup`: update events carry the document (not needed to count writes)."""
+        `lookup`: update events carry the document (not needed to count writes). Each
+        collection's events go through its view (policy.py)."""
+
+        def viewed(name: str) -> ChangeSink | None:
+            sink = route(name)
+            return None if sink is None else self.view(name).events(sink)
+
         return changestream.drain(
             self.db,
             token,
             names,
-            route,
+            viewed,
             label=self.label,
             limit=limit,
             skip_inserts=skip_inserts,
@@ -178,7 +212,17 @@ class MongoSource:
         )
 
     def fetch(self, name: str, ids: list[object]) -> list[bytes]:
-        return find_by_ids(self.db[name], ids, what=f"read {name} by _id ({self.label})")
+        view = self.view(name)
+
+        def read() -> list[bytes]:
+            found: list[bytes] = []
+            query = view.by_id(ids)
+            with view.reading(self.label), self.db[name].find_raw_batches(query) as cursor:
+                for batch in cursor:
+                    found.extend(map(view.transform, split_documents(batch)))
+            return found
+
+        return with_retries(read, what=f"read {name} by _id ({self.label})")
 
 
 def read_by_id(

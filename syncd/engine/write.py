@@ -132,9 +132,10 @@ def verify_plan(plan: Plan, sides: Sides, results: list[CollectionResult], start
 
 
 def remember_plan(plan: Plan, sides: Sides) -> None:
-    """Both sides' digests after this sync, and where each side's stream was read up to.
-    A document kept under `merge` keeps the target's old memory, so it still counts as a
-    target edit until it travels the other way."""
+    """Both sides' digests after this sync, where each side's stream was read up to, and
+    the marks of the policy they were made under. A document kept under `merge` keeps the
+    target's old memory, so it still counts as a target edit until it travels the other
+    way."""
     for c in plan.collections:
         scratch = _scratch(c)
         sides.memory.remember(
@@ -146,6 +147,7 @@ def remember_plan(plan: Plan, sides: Sides) -> None:
             whole=not scratch.partial,
             kept=scratch.kept_keys(),
             points=c.points,
+            policy=sides.policy(c.name).marks,
         )
 
 

@@ -173,6 +173,8 @@ def people(g: Gen, data: Docs, scale: int) -> None:
         {
             "_id": g.oid(),
             "user_id": user["_id"],
+            "email": user["email"],  # as HR systems copy it: masking must keep the link
+            "full_name": f"{user['first_name']} {user['last_name']}",
             "employee_number": f"E{1000 + i}",
             "position": g.rng.choice(POSITIONS),
             "hire_date": g.day(3000) - dt.timedelta(days=3000),
