@@ -14,6 +14,7 @@ masked by the collection's `mask` (engine/policy.py), never with the original va
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -49,8 +50,9 @@ def planned_documents(plan: CollectionPlan) -> Iterator[PlannedDoc]:
     collection's scratch, which owns them)."""
     if plan.scratch is None or plan.first_copy or not plan.scratch.planned():
         return
-    for _key, rid, op, drifted, action in plan.scratch.rows():
-        yield PlannedDoc(bytes(rid), cast(Op, op), bool(drifted), str(action))
+    with closing(plan.scratch.rows()) as rows:
+        for _key, rid, op, drifted, action in rows:
+            yield PlannedDoc(bytes(rid), cast(Op, op), bool(drifted), str(action))
 
 
 @dataclass(frozen=True)

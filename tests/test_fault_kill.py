@@ -10,6 +10,7 @@ nothing, and a message that says what happened and what to do, never a traceback
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import re
 import shutil
@@ -102,6 +103,9 @@ def tiny_tmpfs(mount_point: Path, size: str = "1m") -> Iterator[Path]:
     try:
         yield mount_point
     finally:
+        # The sync ran in this process: files its failed run had open are closed once the
+        # frames of its exception are collected (pytest keeps the traceback a while).
+        gc.collect()
         subprocess.run(["umount", str(mount_point)], check=True)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +72,8 @@ def _changes_backup(
             spec = source.collection_spec(plan.name) or CollectionSpec(plan.name)
             wanted = [(rid, id_value(rid)) for rid in plan.scratch.before_image_ids()]
             writer.write_collection(spec, _before_images(source, plan.name, wanted))
-            inserted = (id_document(rid) for rid in plan.scratch.insert_ids())
-            writer.write_inserted_ids(plan.name, inserted)
+            with closing(plan.scratch.insert_ids()) as rids:
+                writer.write_inserted_ids(plan.name, (id_document(rid) for rid in rids))
         return writer.commit()
 
 

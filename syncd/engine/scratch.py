@@ -17,7 +17,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -345,7 +345,7 @@ class CollectionScratch:
             conn.close()
         return row is not None
 
-    def rows(self) -> Iterator[tuple[bytes, bytes, str, bool, str]]:
+    def rows(self) -> Generator[tuple[bytes, bytes, str, bool, str], None, None]:
         """(idkey, rid, op, drifted, action) of the plan's documents, drifted ones first."""
         conn = self._diff()
         try:
@@ -357,24 +357,24 @@ class CollectionScratch:
 
     # -- writing -------------------------------------------------------------------------
 
-    def delete_ids(self) -> Iterator[bytes]:
+    def delete_ids(self) -> Generator[bytes, None, None]:
         yield from self._rids("SELECT rid FROM diff WHERE action = 'apply' AND op = 'delete'")
 
-    def retyped_ids(self) -> Iterator[bytes]:
+    def retyped_ids(self) -> Generator[bytes, None, None]:
         """Target `_id`s stored with another numeric type than on the source."""
         yield from self._rids(
             "SELECT trid FROM diff WHERE action = 'apply' AND op = 'replace' AND trid != rid"
         )
 
-    def before_image_ids(self) -> Iterator[bytes]:
+    def before_image_ids(self) -> Generator[bytes, None, None]:
         yield from self._rids(
             "SELECT rid FROM diff WHERE action = 'apply' AND op IN ('replace', 'delete')"
         )
 
-    def insert_ids(self) -> Iterator[bytes]:
+    def insert_ids(self) -> Generator[bytes, None, None]:
         yield from self._rids("SELECT rid FROM diff WHERE action = 'apply' AND op = 'insert'")
 
-    def _rids(self, sql: str) -> Iterator[bytes]:
+    def _rids(self, sql: str) -> Generator[bytes, None, None]:
         conn = self._diff()
         try:
             for (rid,) in conn.execute(sql):
@@ -382,7 +382,7 @@ class CollectionScratch:
         finally:
             conn.close()
 
-    def writes(self) -> Iterator[tuple[str, bytes, bytes]]:
+    def writes(self) -> Generator[tuple[str, bytes, bytes], None, None]:
         """(op, rid, raw document) of the inserts and replaces, in spool order."""
         conn = self._diff()
         try:
@@ -422,7 +422,7 @@ class CollectionScratch:
             conn.close()
         return source_count - int(kept_source) + int(kept_target)
 
-    def touched(self) -> Iterator[tuple[bytes, bytes, bytes | None]]:
+    def touched(self) -> Generator[tuple[bytes, bytes, bytes | None], None, None]:
         """(idkey, rid, digest the target must now hold or None) of every write."""
         conn = self._diff()
         try:
@@ -469,7 +469,7 @@ class CollectionScratch:
         finally:
             conn.close()
 
-    def remembered(self) -> Iterator[tuple[bytes, bytes | None, bytes | None]]:
+    def remembered(self) -> Generator[tuple[bytes, bytes | None, bytes | None], None, None]:
         """(idkey, source digest, target digest) to remember after a verified sync."""
         conn = self._diff()
         try:

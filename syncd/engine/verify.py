@@ -31,6 +31,7 @@ would double the cost of the copy, so it is verified by the count alone.
 
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -238,14 +239,15 @@ def _touched_mismatches(plan: CollectionPlan, target: MongoSource, tally: Tally 
         return sum(1 for key, _, want in batch if found.get(key) != want)
 
     shown = tally.final if tally is not None else {}
-    for key, rid, want in plan.scratch.touched():
-        if key in shown:
-            mismatches += shown[key] != want
-            continue
-        batch.append((key, id_value(rid), want))
-        if len(batch) >= 1000:
-            mismatches += check()
-            batch = []
+    with closing(plan.scratch.touched()) as touched:
+        for key, rid, want in touched:
+            if key in shown:
+                mismatches += shown[key] != want
+                continue
+            batch.append((key, id_value(rid), want))
+            if len(batch) >= 1000:
+                mismatches += check()
+                batch = []
     if batch:
         mismatches += check()
     return mismatches

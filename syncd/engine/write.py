@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 
 from syncd.config.model import GRIDFS_PAIRS
@@ -90,8 +91,10 @@ def write_plan(
     for name in sorted(by_name, key=lambda n: n != "fs.files"):
         scratch = _scratch(by_name[name])
         with failing_clearly("writing", name, target.label):
-            results[name].deleted = applying.apply_deletes(target.db[name], scratch.delete_ids())
-            applying.remove_retyped(target.db[name], scratch.retyped_ids())
+            with closing(scratch.delete_ids()) as ids:
+                results[name].deleted = applying.apply_deletes(target.db[name], ids)
+            with closing(scratch.retyped_ids()) as ids:
+                applying.remove_retyped(target.db[name], ids)
     for name in sorted(by_name, key=lambda n: n == "fs.files"):
         c = by_name[name]
         progress = reporter.counter(name, "write", total=c.inserts + c.replaces)
@@ -106,7 +109,8 @@ def write_plan(
                     _announcer(sides, name) if announce else None,
                 )
             else:
-                done = applying.apply_writes(target.db[name], _scratch(c).writes(), progress)
+                with closing(_scratch(c).writes()) as writes:
+                    done = applying.apply_writes(target.db[name], writes, progress)
         results[name].inserted, results[name].replaced = done.inserted, done.replaced
     for c in plan.collections:
         with failing_clearly("writing", c.name, target.label):
@@ -138,17 +142,18 @@ def remember_plan(plan: Plan, sides: Sides) -> None:
     way."""
     for c in plan.collections:
         scratch = _scratch(c)
-        sides.memory.remember(
-            sides.pair,
-            c.name,
-            source=sides.source_name,
-            target=sides.target_name,
-            rows=scratch.remembered(),
-            whole=not scratch.partial,
-            kept=scratch.kept_keys(),
-            points=c.points,
-            policy=sides.policy(c.name).marks,
-        )
+        with closing(scratch.remembered()) as rows:
+            sides.memory.remember(
+                sides.pair,
+                c.name,
+                source=sides.source_name,
+                target=sides.target_name,
+                rows=rows,
+                whole=not scratch.partial,
+                kept=scratch.kept_keys(),
+                points=c.points,
+                policy=sides.policy(c.name).marks,
+            )
 
 
 def _scratch(c: CollectionPlan) -> CollectionScratch:
