@@ -14,6 +14,7 @@ from tests.engine_kit import Pair, kill_when, snapshot, start_syncd, syncd
 Capsys = pytest.CaptureFixture[str]
 PUSH = ("sync", "to_production", "--yes")
 DOCS = 10_000  # about 10 write batches: room to be killed part-way
+CHANGED = 2_000  # step 2: under a quarter of the collection, so followed by change streams
 
 
 def fill(db: Database[Any], count: int, version: int = 1) -> None:
@@ -43,13 +44,17 @@ def test_a_killed_sync_converges_on_the_next_run(pair: Pair, capsys: Capsys) -> 
     assert snapshot(pair.production) == snapshot(pair.local)
     assert list((pair.state_dir / "tmp").iterdir()) == []  # the killed run's scratch is gone
 
-    # 2. a push replacing every document, with the sync memory in place, killed mid-way
-    pair.local.items.update_many({}, {"$set": {"v": 2}})
+    # 2. an incremental push (found by change streams) replacing a fifth of the documents,
+    # with the sync memory in place, killed mid-way
+    settle = syncd(capsys, pair.config, *PUSH)  # past the first copy's own events
+    assert settle.code == 0, settle.err
+    changed = {"_id": {"$lt": CHANGED}}
+    pair.local.items.update_many(changed, {"$set": {"v": 2}})
     proc = start_syncd(pair, pair.root / "second.log", *PUSH)
     kill_when(
         proc, lambda: target.find_one({"v": 2}, {"_id": 1}) is not None, pair.root / "second.log"
     )
-    assert target.count_documents({"v": 1}) > 0, "killed mid-way"
+    assert target.count_documents({"v": 1, **changed}) > 0, "killed mid-way"
     # the source moves on before the re-run: what the killed run wrote (v 2) is now neither
     # the source (v 3) nor the memory (v 1), yet it is syncd's own write, not drift
     written = [d["_id"] for d in target.find({"v": 2}, {"_id": 1})]

@@ -58,7 +58,13 @@ class MemorySource:
         raise NotImplementedError
 
     def read_changes(
-        self, token: bytes, names: list[str], route: object, limit: int | None = None
+        self,
+        token: bytes,
+        names: list[str],
+        route: object,
+        limit: int | None = None,
+        *,
+        budgets: object = None,
     ) -> object:
         raise NotImplementedError
 

@@ -13,7 +13,7 @@ import gzip
 import hashlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -251,7 +251,13 @@ class BackupSource:
         raise BackupError(f"{self.label} has no change stream")
 
     def read_changes(
-        self, token: bytes, names: list[str], route: Router, limit: int | None = None
+        self,
+        token: bytes,
+        names: list[str],
+        route: Router,
+        limit: int | None = None,
+        *,
+        budgets: Mapping[str, int] | None = None,
     ) -> Drained:
         raise BackupError(f"{self.label} has no change stream")
 

@@ -37,6 +37,7 @@ from syncd.engine.source import DocumentSource, MongoSource, read_by_id
 log = logging.getLogger("syncd.engine")
 
 FULL, CHANGES = "full", "changes"
+FOLLOW_SHARE, FOLLOW_AT_LEAST = 0.25, 1000
 
 
 @dataclass
@@ -238,7 +239,8 @@ def _read_stream(
             scratches[name].restart_side(which)
         limit = sides.limit if which == SRC else None
         with _logs(scratches, names, which) as logs:
-            return side.read_changes(token, names, logs.get, limit)
+            budgets = {n: _budget(sides, n, endpoint) for n in names}
+            return side.read_changes(token, names, logs.get, limit, budgets=budgets)
 
     try:
         with failing_clearly("reading changes of", ", ".join(names), side.label):
@@ -259,6 +261,13 @@ def _read_stream(
         "change stream read",
         extra={"endpoint": endpoint, "events": drained.events, "collections": len(names)},
     )
+
+
+def _budget(sides: Sides, name: str, endpoint: str) -> int:
+    """How many changes of a collection are worth following: past a quarter of it, reading
+    both sides whole costs less (one event costs about what one scanned document does on
+    each side)."""
+    return max(FOLLOW_AT_LEAST, int(FOLLOW_SHARE * sides.memory.count(sides.pair, name, endpoint)))
 
 
 class _logs:

@@ -18,7 +18,7 @@ does not know, and a resume point the server's history no longer holds.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -64,6 +64,7 @@ class Drained:
     fallbacks: dict[str, str] = field(default_factory=dict)
     events: int = 0
     more: bool = False  # stopped at `limit` events: more are waiting
+    per_collection: dict[str, int] = field(default_factory=dict)
 
 
 def raw_database(db: Database[Any]) -> Database[Any]:
@@ -98,14 +99,17 @@ def drain(
     limit: int | None = None,
     skip_inserts: bool = False,
     lookup: bool = True,
+    budgets: Mapping[str, int] | None = None,
 ) -> Drained:
     """Read `db`'s changes after `token` for `names` until the server has no more, or
     `limit` events (a continuous job's batch): the token then stands after the last one.
 
     `lookup`: update events carry the document as it is now (the server reads it, cheaper
     than reading it by `_id` afterwards); an update without it is read later.
-    Raises HistoryLost when the resume point has left the server's history, or the stream
-    fails for good (then the collections are read whole instead)."""
+    `budgets`: past this many events a collection is read whole instead (a full read costs
+    less than following most of a collection's documents); once every collection is, the
+    read stops. Raises HistoryLost when the resume point has left the server's history, or
+    the stream fails for good (then the collections are read whole instead)."""
     wanted = sorted(set(names))
     found = Drained(token=token)
     fence = operation_time(db)
@@ -132,10 +136,12 @@ def drain(
         ) as stream:
             for event in _to_the_end(stream, fence):
                 found.events += 1
-                _route(event, wanted, route, found, label)
+                _route(event, wanted, route, found, label, budgets or {})
                 if limit is not None and found.events >= limit:
                     found.more = True
                     break
+                if len(found.fallbacks) == len(wanted):
+                    break  # every collection is read whole: the rest of the stream is moot
             if stream.resume_token is not None:
                 found.token = _token_bytes(stream.resume_token)
     except OperationFailure as exc:
@@ -198,7 +204,14 @@ def operation_time(db: Database[Any]) -> Timestamp | None:
     return value if isinstance(value, Timestamp) else None
 
 
-def _route(event: Any, wanted: list[str], route: Router, found: Drained, label: str) -> None:
+def _route(
+    event: Any,
+    wanted: list[str],
+    route: Router,
+    found: Drained,
+    label: str,
+    budgets: Mapping[str, int],
+) -> None:
     kind = str(event.get("operationType"))
     ns = event.get("ns") or {}
     coll = str(ns.get("coll"))
@@ -216,6 +229,12 @@ def _route(event: Any, wanted: list[str], route: Router, found: Drained, label: 
     log = route(coll)
     if kind not in DOCUMENT_EVENTS or log is None:
         found.fallbacks[coll] = f"an event syncd does not understand ({kind}) on {label}"
+        return
+    seen = found.per_collection[coll] = found.per_collection.get(coll, 0) + 1
+    if coll in budgets and seen > budgets[coll]:
+        found.fallbacks[coll] = (
+            f"more than {budgets[coll]} changes on {label}: reading it whole costs less"
+        )
         return
     rid = raw_id(bytes(event["documentKey"].raw))
     full = event.get("fullDocument")

@@ -6,7 +6,7 @@ The engine makes a target collection equal to a `DocumentSource` collection, so 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
@@ -66,9 +66,16 @@ class DocumentSource(Protocol):
         ...
 
     def read_changes(
-        self, token: bytes, names: list[str], route: Router, limit: int | None = None
+        self,
+        token: bytes,
+        names: list[str],
+        route: Router,
+        limit: int | None = None,
+        *,
+        budgets: Mapping[str, int] | None = None,
     ) -> Drained:
-        """The changes to `names` after `token`, each into `route(name)`; at most `limit`."""
+        """The changes to `names` after `token`, each into `route(name)`; at most `limit`;
+        a collection past its `budgets` is left to a full read (see changestream.drain)."""
         ...
 
     def fetch(self, name: str, ids: list[object]) -> list[bytes]:
@@ -191,6 +198,7 @@ class MongoSource:
         *,
         skip_inserts: bool = False,
         lookup: bool = True,
+        budgets: Mapping[str, int] | None = None,
     ) -> Drained:
         """`skip_inserts`: the server leaves out insert events (after a first copy);
         `lookup`: update events carry the document (not needed to count writes). Each
@@ -209,6 +217,7 @@ class MongoSource:
             limit=limit,
             skip_inserts=skip_inserts,
             lookup=lookup,
+            budgets=budgets,
         )
 
     def fetch(self, name: str, ids: list[object]) -> list[bytes]:
