@@ -20,7 +20,7 @@ scratch; `mode` ("full" or "changes") and `reason` say how, for logs, status and
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -287,24 +287,3 @@ class _logs:
     def __exit__(self, *exc: object) -> None:
         for log_ in self.logs.values():
             log_.close()
-
-
-def described(finder: ChangeFinder) -> str:
-    return finder.mode if finder.mode == CHANGES else f"{finder.mode}: {finder.reason}"
-
-
-Chooser = Callable[[str], ChangeFinder]
-__all__ = [
-    "CHANGES",
-    "FULL",
-    "ChangeFinder",
-    "ChangeStreams",
-    "FirstCopy",
-    "FullRead",
-    "Sides",
-    "choose",
-    "described",
-    "follow_changes",
-    "stream_state",
-    "Iterator",
-]

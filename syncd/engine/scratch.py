@@ -24,7 +24,7 @@ from pathlib import Path
 
 from syncd.engine.memory import Pair, SyncMemory
 from syncd.engine.rawbson import digest, id_key, id_value, raw_id
-from syncd.engine.scan import Row, create_scan, insert_rows, open_scratch
+from syncd.engine.scan import create_scan, open_scratch
 from syncd.util import pid_alive
 
 SRC, TGT = "src", "tgt"
@@ -607,6 +607,3 @@ def remove_abandoned(base: Path) -> None:
         pid = path.name.split("-")[1]
         if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
-
-
-__all__ = ["CollectionScratch", "ChangeLog", "Counts", "Row", "Workspace", "insert_rows"]
