@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -104,6 +106,37 @@ def test_status_shows_how_changes_are_found(pushed: Pair, capsys: Capsys) -> Non
         "contracts": "changes",
         "people": "changes",
     }
+
+
+def test_a_sync_on_a_busy_source_catches_up_to_its_start_and_ends(
+    pushed: Pair, capsys: Capsys
+) -> None:
+    """A source that never stops writing: the sync reads the changes up to the moment it
+    began, not the writes that follow it, and ends while they go on."""
+    pair = pushed
+    stop, written = threading.Event(), [0]
+
+    def keep_writing() -> None:
+        deadline = time.monotonic() + 60
+        while not stop.is_set() and time.monotonic() < deadline:
+            written[0] += 1
+            pair.local.contracts.update_one({"_id": written[0] % 50}, {"$inc": {"n": 1000}})
+
+    writer = threading.Thread(target=keep_writing, daemon=True)
+    writer.start()
+    try:
+        result = syncd(capsys, pair.config, *PUSH)
+        still_writing = writer.is_alive() and not stop.is_set()
+    finally:
+        stop.set()
+        writer.join()
+
+    assert result.code == 0, result.err
+    assert still_writing, "the sync followed the writes until the writer gave up"
+    assert "reading both sides whole" not in result.err
+    again = syncd(capsys, pair.config, *PUSH)
+    assert again.code == 0, again.err
+    assert snapshot(pair.production) == snapshot(pair.local)
 
 
 def test_a_target_edit_between_syncs_is_drift_found_without_a_full_read(
