@@ -164,7 +164,7 @@ def _to_the_end(stream: Any, fence: Timestamp | None) -> Iterator[Any]:
     An empty read alone does not mean the end: a server may stop scanning its history
     after a while and answer with no event and a later resume token (SecantusDB does every
     200 entries). The end is an empty read that no longer moves the resume token, or whose
-    token is at or past the fence, or the first event written after the fence: on a busy
+    token is at or past the fence, or an event written at or after the fence: on a busy
     server the stream never runs dry, and reading on would follow the writes as they
     happen instead of catching up to the moment the read began. Stopping early is safe
     (the next sync goes on from the token reached), so a stream that keeps moving is left
@@ -176,7 +176,7 @@ def _to_the_end(stream: Any, fence: Timestamp | None) -> Iterator[Any]:
         if event is not None:
             yield event
             written = event.get("clusterTime")
-            if fence is not None and isinstance(written, Timestamp) and written > fence:
+            if fence is not None and isinstance(written, Timestamp) and written >= fence:
                 return
             continue
         token = stream.resume_token
