@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -92,14 +93,21 @@ def open_endpoint(endpoint: Endpoint, *, check: bool = True) -> Connected:
     connected = Connected(endpoint, client, client[database], _resolved_hosts(uri), redact(uri))
     if check:
         try:
-            client.admin.command("ping")
-        except PyMongoError as exc:
+            _ping(connected)
+        except EndpointUnreachable:
             client.close()
-            raise EndpointUnreachable(
-                f"endpoint '{endpoint.name}' ({redact(uri)}) is unreachable: "
-                f"{first_line(exc)}; check the server is up and the URI"
-            ) from None
+            raise
     return connected
+
+
+def _ping(connected: Connected) -> None:
+    try:
+        connected.client.admin.command("ping")
+    except PyMongoError as exc:
+        raise EndpointUnreachable(
+            f"endpoint '{connected.name}' ({connected.safe_uri}) is unreachable: "
+            f"{first_line(exc)}; check the server is up and the URI"
+        ) from None
 
 
 def client_options(uri: str, defaults: Mapping[str, Any] = DEFAULTS) -> dict[str, Any]:
@@ -111,8 +119,11 @@ def client_options(uri: str, defaults: Mapping[str, Any] = DEFAULTS) -> dict[str
 
 
 @contextmanager
-def opened(*endpoints: Endpoint) -> Iterator[list[Connected]]:
-    """Open several endpoints; always close them."""
+def opened(*endpoints: Endpoint, kept: Connections | None = None) -> Iterator[list[Connected]]:
+    """Open several endpoints; always close them (unless `kept` holds them open)."""
+    if kept is not None:
+        yield [kept.get(endpoint) for endpoint in endpoints]
+        return
     connections: list[Connected] = []
     try:
         for endpoint in endpoints:
@@ -121,6 +132,37 @@ def opened(*endpoints: Endpoint) -> Iterator[list[Connected]]:
     finally:
         for connection in connections:
             connection.close()
+
+
+class Connections:
+    """Endpoints kept open across runs: a continuous job's batches would otherwise pay for
+    new connections (TLS, authentication, server discovery) every few hundred milliseconds.
+
+    Each use pings the server, so an unreachable endpoint fails as clearly as a fresh one;
+    a changed URI (a reloaded config) gets a new client and the old one is closed."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, tuple[tuple[str, str | None], Connected]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, endpoint: Endpoint) -> Connected:
+        key = (resolve_uri(endpoint), endpoint.database)
+        with self._lock:
+            known = self._open.get(endpoint.name)
+            if known is not None and known[0] == key:
+                _ping(known[1])
+                return known[1]
+            if known is not None:
+                known[1].close()
+            connected = open_endpoint(endpoint)
+            self._open[endpoint.name] = (key, connected)
+            return connected
+
+    def close(self) -> None:
+        with self._lock:
+            for _, connected in self._open.values():
+                connected.close()
+            self._open.clear()
 
 
 def _resolved_hosts(uri: str) -> tuple[str, ...]:

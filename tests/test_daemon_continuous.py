@@ -85,6 +85,17 @@ def test_source_edits_reach_the_target_within_seconds(
     state = json.loads(fetch_text(f"{daemon.metrics_url()}/healthz"))["continuous"]["mirror"]
     assert state["state"] == "following"
 
+    opened = connections_made(production_db)
+    for round_ in range(3):
+        production_db.contracts.update_one({"_id": 3}, {"$set": {"round": round_}})
+        wait_until(lambda: mirrored(local_db, production_db), timeout=15, what="one more batch")
+    assert connections_made(production_db) - opened <= 2, "batches reconnect to the source"
+
+
+def connections_made(db: Db) -> int:
+    """How many connections the server has accepted since it started."""
+    return int(db.client.admin.command("serverStatus")["connections"]["totalCreated"])
+
 
 def fetch_text(url: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310

@@ -13,6 +13,7 @@ sync memory's, advanced only by a batch that was applied, verified and remembere
   waits for it between batches ("paused") and goes on from its resume points after.
 - Faults (a side down, a batch failing) are logged, counted and retried with backoff.
 - A source without change streams is said once, and synced every minute instead.
+- The endpoints stay connected from one batch to the next (`Connections`).
 
 The activity watch only wakes the follower; what is applied always comes from the
 resume points, so a missed wake-up costs latency, never data.
@@ -34,7 +35,7 @@ from pymongo import MongoClient
 from syncd.config.model import OWN_PREFIX, Config, Schedule
 from syncd.daemon.jobs import Outcome, StopCheck, run_sync
 from syncd.daemon.runner import JobRunner
-from syncd.endpoints import client_options, resolve_uri
+from syncd.endpoints import Connections, client_options, resolve_uri
 from syncd.engine.changestream import unsupported_reason
 from syncd.errors import SyncdError
 from syncd.metrics import SyncdMetrics
@@ -42,7 +43,6 @@ from syncd.metrics import SyncdMetrics
 log = logging.getLogger("syncd.daemon")
 
 BATCH_CHANGES = 2000  # source changes per batch at most
-BATCH: dict[str, Any] = {"change_limit": BATCH_CHANGES, "hooks_when_written": True}
 WATCH_AWAIT_MS = 1000  # an idle watch asks the server once a second
 RECHECK_SECONDS = 60.0  # a batch at least this often (drift resolved? a missed wake-up?)
 UNSUPPORTED_SECONDS = 60.0  # a source without change streams: every minute
@@ -146,6 +146,7 @@ class Follower:
         self.blocked: dict[str, int] = {}
         self.blocked_checked = 0.0  # when the collections drift stopped were last tried
         self.watches: list[Activity] = []
+        self.connections = Connections()
         self.pending_since: float | None = None
         self.thread = threading.Thread(
             target=self._run, name=f"follow-{schedule.name}", daemon=True
@@ -200,6 +201,7 @@ class Follower:
         finally:
             for watch in self.watches:
                 watch.stop.set()
+            self.connections.close()
             self.state.state = "stopped"
             self.metrics.set_lag(self._flow, 0.0)
             log.info("continuous sync stopped", extra={"job": self.name})
@@ -264,11 +266,11 @@ class Follower:
         if self.blocked and time.monotonic() - self.blocked_checked < RECHECK_SECONDS / 2:
             others = self._others(config, schedule, set(self.blocked))
             if others:
-                rest = run_sync(config, schedule, self.check, collections=others, **BATCH)
+                rest = self._run_sync(config, schedule, others)
                 rest.drift = {**self.blocked, **rest.drift}
                 return rest
         self.blocked_checked = time.monotonic()
-        outcome = run_sync(config, schedule, self.check, **BATCH)
+        outcome = self._run_sync(config, schedule, None)
         if outcome.result != "refused" or not outcome.refused:
             self._unblock(outcome)
             return outcome
@@ -284,14 +286,25 @@ class Follower:
         others = self._others(config, schedule, set(blocked))
         if not others:
             return outcome
-        rest = run_sync(config, schedule, self.check, collections=others, **BATCH)
+        rest = self._run_sync(config, schedule, others)
         rest.drift = {**outcome.drift, **rest.drift}
         return rest
+
+    def _run_sync(self, config: Config, schedule: Schedule, only: list[str] | None) -> Outcome:
+        return run_sync(
+            config,
+            schedule,
+            self.check,
+            collections=only,
+            change_limit=BATCH_CHANGES,
+            hooks_when_written=True,
+            connections=self.connections,
+        )
 
     def _others(self, config: Config, schedule: Schedule, blocked: set[str]) -> list[str]:
         from syncd.config.model import GRIDFS_PAIRS
 
-        wanted = schedule.collections or _flow_collections(config, schedule)
+        wanted = schedule.collections or _flow_collections(config, schedule, self.connections)
         partners = {GRIDFS_PAIRS.get(name) for name in blocked}
         return [n for n in wanted if n not in blocked and n not in partners]
 
@@ -319,14 +332,14 @@ class Follower:
             self.status(f"{self.name}: {self.state.describe()}")
 
 
-def _flow_collections(config: Config, schedule: Schedule) -> list[str]:
+def _flow_collections(config: Config, schedule: Schedule, kept: Connections) -> list[str]:
     """The flow's collections as the sources list them now (for leaving some out)."""
     from syncd.endpoints import opened
     from syncd.engine.source import MongoSource
 
     assert schedule.flow is not None  # noqa: S101
     flow = config.flows[schedule.flow]
-    with opened(config.endpoints[flow.source], config.endpoints[flow.target]) as sides:
+    with opened(config.endpoints[flow.source], config.endpoints[flow.target], kept=kept) as sides:
         names: set[str] = set()
         for side in sides:
             names |= set(MongoSource(side.db, side.label).list_collections())

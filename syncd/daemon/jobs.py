@@ -17,7 +17,7 @@ from syncd.advice import refusal_advice
 from syncd.backup import BackupError, apply_retention, create_backup, list_backups
 from syncd.compare import verify_flow
 from syncd.config.model import GRIDFS_PAIRS, Config, Schedule
-from syncd.endpoints import open_endpoint
+from syncd.endpoints import Connections, open_endpoint
 from syncd.engine.flow import ConfirmationNeeded, PlanRefused, SyncOptions, sync_flow
 from syncd.engine.plan import CollectionPlan
 from syncd.engine.prebackup import backups_dir
@@ -107,10 +107,12 @@ def run_sync(
     collections: Sequence[str] | None = None,
     change_limit: int | None = None,
     hooks_when_written: bool = False,
+    connections: Connections | None = None,
 ) -> Outcome:
     """One run of a flow job; `collections` instead of the schedule's (a continuous job
     leaving out the ones its drift stopped), `change_limit` source changes at most, and
-    hooks only for the collections written (`hooks_when_written`, a continuous batch)."""
+    hooks only for the collections written (`hooks_when_written`, a continuous batch);
+    `connections` keeps the endpoints open from one run to the next (a continuous job)."""
     assert schedule.flow is not None  # noqa: S101 - the caller checked the kind
     started = time.monotonic()
     options = SyncOptions(
@@ -122,6 +124,7 @@ def run_sync(
         change_limit=change_limit,
         hooks_when_written=hooks_when_written,
         reporter=DaemonReporter(check),
+        connections=connections,
     )
     try:
         check()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from syncd.config.model import Config, DriftPolicy, Flow, own_collection
-from syncd.endpoints import Connected, opened, refuse_same_database
+from syncd.endpoints import Connected, Connections, opened, refuse_same_database
 from syncd.engine.changes import Sides
 from syncd.engine.memory import Pair, SyncMemory
 from syncd.engine.plan import CollectionPlan, Plan, plan_collections
@@ -70,6 +70,7 @@ class SyncOptions:
     change_limit: int | None = None  # at most this many source changes (a continuous batch)
     hooks_when_written: bool = False  # run a hook only when the run wrote its collection
     reporter: Reporter = field(default_factory=Silent)
+    connections: Connections | None = None  # endpoints kept open across runs (a continuous job)
     # dry run only: called with each collection's plan while its scratch files still exist
     on_plan: Callable[[CollectionPlan], None] | None = None
 
@@ -85,7 +86,7 @@ def get_flow(config: Config, name: str) -> Flow:
 def sync_flow(config: Config, flow_name: str, options: SyncOptions) -> SyncResult:
     flow = get_flow(config, flow_name)
     source_ep, target_ep = config.endpoints[flow.source], config.endpoints[flow.target]
-    with opened(source_ep, target_ep) as (source, target):
+    with opened(source_ep, target_ep, kept=options.connections) as (source, target):
         refuse_same_database(source, target)
         if options.dry_run:
             return _plan_only(config, flow, source, target, options)
