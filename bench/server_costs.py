@@ -7,8 +7,8 @@ unique index after the inserts and before them; then the floor of a full sync: t
 copy as `bench_sync.py` times it, the same copy with a reader thread feeding the inserts
 (the source's read overlapped with the target's writes), the unique index built after it,
 and the two ways to verify a copy afterwards (reading the target's change stream over the
-copy's inserts, or scanning the target). `bench/README.md` explains which syncd figure
-each one bounds.
+copy's inserts, or scanning the target); and the writes of a 1%-changed sync with and
+without `j: true`. `bench/README.md` explains which syncd figure each one bounds.
 
     .venv/bin/python bench/server_costs.py [--n 100000]
 """
@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,32 @@ def copy_floor(src: str, dst: str) -> list[tuple[str, float]]:
     ]
 
 
+def journaled_writes(src: str, dst: str, n: int = 1000) -> list[tuple[str, float]]:
+    """`n` replaces (changed documents) and `n` deletes in one unordered bulk write each,
+    acknowledged once journaled (`j: true`, syncd's default) or not: what the writes of a
+    1%-changed sync cost the target, and how much of it is the journal."""
+    from pymongo import DeleteOne, ReplaceOne
+    from pymongo.write_concern import WriteConcern
+
+    source, target = MongoClient(src), MongoClient(dst)
+    docs = list(source[DB][COLL].find().limit(4 * n))
+    coll = target[DB]["journaled"]
+    coll.drop()
+    coll.insert_many(docs, ordered=False)
+    coll.create_index("number", unique=True)
+    rows = []
+    for k, journal in enumerate((True, False)):
+        wc = coll.with_options(write_concern=WriteConcern(w=1, j=journal))
+        part = docs[2 * k * n : (2 * k + 1) * n]
+        replaces = [ReplaceOne({"_id": d["_id"]}, {**d, "version": 2}, upsert=True) for d in part]
+        gone = [DeleteOne({"_id": d["_id"]}) for d in docs[(2 * k + 1) * n : (2 * k + 2) * n]]
+        said = str(journal).lower()
+        rows.append((f"{n} replaces, j: {said}", timed(partial(wc.bulk_write, replaces, False))))
+        rows.append((f"{n} deletes, j: {said}", timed(partial(wc.bulk_write, gone, False))))
+    coll.drop()
+    return rows
+
+
 def measure(src: str, dst: str) -> list[tuple[str, float]]:
     source, target = MongoClient(src), MongoClient(dst)
     docs: list[bytes] = []
@@ -168,6 +195,9 @@ def main() -> int:
         load(src, DB, args.n)
         print(f"N = {args.n} documents (~1 KB, nested), plain pymongo")
         for label, seconds in measure(src, dst):
+            print(f"{label:48} {seconds:8.2f} s")
+        print("\nthe writes of a 1%-changed sync (1,000 replaces, 100 deletes per 100k)")
+        for label, seconds in journaled_writes(src, dst):
             print(f"{label:48} {seconds:8.2f} s")
         floor = copy_floor(src, dst)
         raw = floor[0][1]
