@@ -30,7 +30,8 @@ The target's resume point then moves to a token taken just before that scan: wha
 anyone wrote before the token is in what the scan read (and a document it changed fails
 the verification), whatever comes after is in the stream the next sync reads. That costs
 one read of the collection, where following the target's stream over the copy's own
-inserts costs a read of every insert event (on SecantusDB about twice a scan).
+inserts costs a read of every insert event (on SecantusDB more than a scan: 0.47x against
+0.38x of a raw copy of 100k documents, `bench/server_costs.py`).
 """
 
 from __future__ import annotations
