@@ -7,8 +7,10 @@ import importlib
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from pymongo.errors import PyMongoError
 
@@ -203,6 +205,29 @@ def _command_name(args: argparse.Namespace) -> str:
     if args.command == "backup":
         return f"backup.{args.backup_command}"
     return str(args.command)
+
+
+def run() -> NoReturn:
+    """The `syncd` command (the console script): `main`, then exit at once.
+
+    Every client is closed when `main` returns; what the interpreter would still do is
+    pymongo's exit handler joining its monitor threads, which wake only every half second
+    to notice their client is closed: up to 0.5 s added to every command. So once output
+    and logs are flushed and no thread but daemon ones is left, the process ends there."""
+    code = main()
+    logging.shutdown()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # a closed pipe: nothing more can be said; the exit code still tells
+        pass
+    if any(
+        t.is_alive() and not t.daemon
+        for t in threading.enumerate()
+        if t is not threading.main_thread()
+    ):
+        sys.exit(code)  # a thread still working: the interpreter waits for it as usual
+    os._exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -90,6 +90,42 @@ def test_an_undo_that_does_not_read_back_as_the_backup_holds_fails(
     assert "run the restore again" in result.err
 
 
+# -- a first copy is read back ----------------------------------------------------------------
+
+
+def test_a_target_edit_during_a_first_copy_is_never_taken_for_the_copy(
+    pair: Pair, capsys: Capsys
+) -> None:
+    """A first copy is verified by reading the target back: a document edited on the target
+    while the copy runs fails the verification, or (edited after the read-back) is drift
+    for the next sync; either way it is named, never remembered as copied."""
+    pair.configure(hook=False, before_sync="changes")
+    pair.local.contracts.insert_many(contracts(10_000, pad=200))
+    finished = threading.Event()
+
+    def edit() -> None:
+        pair.production.contracts.update_one({"_id": 0}, {"$set": {"status": "edited"}})
+
+    thread = when(
+        lambda: finished.is_set() or pair.production.contracts.find_one({"_id": 0}) is not None,
+        edit,
+    )
+    try:
+        first = syncd(capsys, pair.config, *PUSH)
+    finally:
+        finished.set()
+        thread.join(timeout=DEADLINE)
+
+    assert "Traceback" not in first.text
+    if first.code != 0:
+        assert "contracts on 'production'" in first.err, first.err
+        assert "1 document(s) differ from the source" in first.err, first.err
+    second = syncd(capsys, pair.config, *PUSH)
+    assert second.code == 3, second.text
+    assert "contracts: changed on production since the last sync: 0" in second.err, second.err
+    assert pair.production.contracts.find_one({"_id": 0})["status"] == "edited"
+
+
 # -- reads behind backups are retried --------------------------------------------------------
 
 

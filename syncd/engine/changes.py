@@ -27,8 +27,11 @@ from functools import partial
 from typing import Any, Protocol
 
 from syncd.engine import changestream
+from syncd.engine.changestream import ChangeSink, Router
 from syncd.engine.memory import Pair, Point, SyncMemory
 from syncd.engine.policy import Policies, Policy, changed
+from syncd.engine.prefetch import Prefetcher
+from syncd.engine.rawbson import raw_id
 from syncd.engine.retry import failing_clearly, with_retries
 from syncd.engine.scan import Progress, scan_collection
 from syncd.engine.scratch import SRC, TGT, ChangeLog, CollectionScratch
@@ -196,21 +199,37 @@ def choose(
 
 
 def follow_changes(
-    sides: Sides, finders: dict[str, ChangeFinder], scratches: dict[str, CollectionScratch]
+    sides: Sides,
+    finders: dict[str, ChangeFinder],
+    scratches: dict[str, CollectionScratch],
+    *,
+    read_ahead: bool = False,
 ) -> dict[str, ChangeFinder]:
     """Read each side's change streams once for every collection found by changes; turn
     the collections a stream cannot vouch for into full reads. Returns the finders with
-    each side's new resume point recorded on the ones that stay."""
+    each side's new resume point recorded on the ones that stay.
+
+    `read_ahead`: the target's version of each document the source's stream names is read
+    meanwhile, for the before-images of a `changes` backup (prefetch.py)."""
     streamed = {n: f for n, f in finders.items() if isinstance(f, ChangeStreams)}
 
     for name in streamed:
         scratches[name].start_changes()
-    for which in (SRC, TGT):
-        for token, names in _by_token(streamed, which).items():
-            live = [n for n in names if isinstance(finders[n], ChangeStreams)]
-            if not live:
-                continue
-            _read_stream(sides, which, token, live, finders, scratches)
+    ahead = None
+    if read_ahead and streamed:
+        budgets = {n: _budget(sides, n, sides.source_name) for n in streamed}
+        dirs = {n: scratches[n].work_dir for n in streamed}
+        ahead = Prefetcher(sides.target.db, dirs, budgets)
+    try:
+        for which in (SRC, TGT):
+            for token, names in _by_token(streamed, which).items():
+                live = [n for n in names if isinstance(finders[n], ChangeStreams)]
+                if not live:
+                    continue
+                _read_stream(sides, which, token, live, finders, scratches, ahead)
+    finally:
+        if ahead is not None:
+            ahead.close()
     return finders
 
 
@@ -230,6 +249,7 @@ def _read_stream(
     names: list[str],
     finders: dict[str, ChangeFinder],
     scratches: dict[str, CollectionScratch],
+    ahead: Prefetcher | None = None,
 ) -> None:
     side = sides.side(which)
     endpoint = sides.endpoint(which)
@@ -240,7 +260,10 @@ def _read_stream(
         limit = sides.limit if which == SRC else None
         with _logs(scratches, names, which) as logs:
             budgets = {n: _budget(sides, n, endpoint) for n in names}
-            return side.read_changes(token, names, logs.get, limit, budgets=budgets)
+            route: Router = logs.get
+            if ahead is not None and which == SRC:
+                route = _reading_ahead(logs.get, ahead)
+            return side.read_changes(token, names, route, limit, budgets=budgets)
 
     try:
         with failing_clearly("reading changes of", ", ".join(names), side.label):
@@ -261,6 +284,36 @@ def _read_stream(
         "change stream read",
         extra={"endpoint": endpoint, "events": drained.events, "collections": len(names)},
     )
+
+
+def _reading_ahead(route: Router, ahead: Prefetcher) -> Router:
+    def routed(name: str) -> ChangeSink | None:
+        sink = route(name)
+        return None if sink is None else _Ahead(sink, ahead, name)
+
+    return routed
+
+
+class _Ahead:
+    """A source collection's change sink that also asks for the target's version of each
+    document an event names (its before-image, should the sync replace or delete it)."""
+
+    def __init__(self, sink: ChangeSink, ahead: Prefetcher, name: str) -> None:
+        self.sink, self.ahead, self.name = sink, ahead, name
+
+    def put(self, raw: bytes, *, inserted: bool = False) -> None:
+        self.sink.put(raw, inserted=inserted)
+        if not inserted:
+            self.ahead.want(self.name, raw_id(raw))
+
+    def gone(self, rid: bytes) -> None:
+        self.sink.gone(rid)
+        self.ahead.want(self.name, rid)
+
+    def named(self, rid: bytes, *, inserted: bool = False) -> None:
+        self.sink.named(rid, inserted=inserted)
+        if not inserted:
+            self.ahead.want(self.name, rid)
 
 
 def _budget(sides: Sides, name: str, endpoint: str) -> int:

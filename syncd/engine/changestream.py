@@ -33,7 +33,7 @@ from syncd.engine.rawbson import raw_id
 from syncd.engine.retry import first_line, is_transient
 
 HISTORY_LOST = {286, 280}  # ChangeStreamHistoryLost, ChangeStreamFatalError
-AWAIT_MS = 20  # how long one read waits for more: the stream is read to its end, not tailed
+AWAIT_MS = 5  # how long an empty read waits: a stream is read to its fence, not tailed
 DRAIN_SECONDS = 120.0
 BATCH = 5000
 DOCUMENT_EVENTS = {"insert", "replace", "update", "delete"}

@@ -127,6 +127,7 @@ def _sync(
                     options,
                     workspace,
                     spool_target=config.backups.before_sync == "full",
+                    read_ahead=config.backups.before_sync == "changes",
                 )
             if plan.refusals:
                 _record(memory, plan, [], "refused")
@@ -194,6 +195,7 @@ def _plan(
     workspace: Workspace,
     *,
     spool_target: bool = False,
+    read_ahead: bool = False,
 ) -> Plan:
     assert isinstance(sides.source, MongoSource)  # noqa: S101 - a flow reads an endpoint
     available = set(sides.source.list_collections()) | set(sides.target.list_collections())
@@ -216,6 +218,7 @@ def _plan(
         reporter=options.reporter,
         full=options.full,
         spool_target=spool_target,
+        read_ahead=read_ahead,
     )
 
 

@@ -273,13 +273,14 @@ class SyncMemory:
     ) -> None:
         """Before writing: (idkey, digest) of what a run will leave on `side`, x'' for a
         delete, so that a run cut short is not taken for someone else's edits."""
-        column = pair.column(side)
-        self.conn.execute("BEGIN")  # one commit per batch, not one per row
-        self.conn.executemany(
-            "INSERT OR IGNORE INTO pending (pair, coll, side, idkey, digest) VALUES (?,?,?,?,?)",
-            ((pair.key, coll, column, key, dig) for key, dig in rows),
-        )
-        self.conn.execute("COMMIT")
+        _record_intents(self.conn, pair, coll, side, rows)
+
+    def intents_recorder(self, pair: Pair, coll: str, side: str) -> IntentsRecorder:
+        """`record_intents` for one collection from another thread (a first copy's reader
+        records each batch before handing it over): its own connection to the file."""
+        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA synchronous=FULL")  # as durable as the main connection's
+        return IntentsRecorder(conn, pair, coll, side)
 
     def remember(
         self,
@@ -469,6 +470,32 @@ class SyncMemory:
             "SELECT flow, MAX(finished) FROM runs WHERE result = 'success' GROUP BY flow"
         ).fetchall()
         return {str(flow): float(when) for flow, when in rows}
+
+
+class IntentsRecorder:
+    """Records one collection's intents on a connection of its own; used by one thread at
+    a time, closed by its owner."""
+
+    def __init__(self, conn: sqlite3.Connection, pair: Pair, coll: str, side: str) -> None:
+        self.conn, self.pair, self.coll, self.side = conn, pair, coll, side
+
+    def __call__(self, rows: Iterable[tuple[bytes, bytes]]) -> None:
+        _record_intents(self.conn, self.pair, self.coll, self.side, rows)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _record_intents(
+    conn: sqlite3.Connection, pair: Pair, coll: str, side: str, rows: Iterable[tuple[bytes, bytes]]
+) -> None:
+    column = pair.column(side)
+    conn.execute("BEGIN")  # one commit per batch, not one per row
+    conn.executemany(
+        "INSERT OR IGNORE INTO pending (pair, coll, side, idkey, digest) VALUES (?,?,?,?,?)",
+        ((pair.key, coll, column, key, dig) for key, dig in rows),
+    )
+    conn.execute("COMMIT")
 
 
 def _quote(text: str) -> str:

@@ -150,11 +150,13 @@ def plan_collections(
     reporter: Reporter,
     full: bool = False,
     spool_target: bool = False,
+    read_ahead: bool = False,
 ) -> Plan:
     """Choose per collection how to find its changes, read them, and classify.
 
     `spool_target` keeps the target's documents as a full read sees them, for a full
-    backup before the sync that then needs no second read of the target."""
+    backup before the sync that then needs no second read of the target; `read_ahead`
+    reads the before-images of a `changes` backup while the source's stream is read."""
     changes.stream_state(sides)
     plans: dict[str, CollectionPlan] = {}
     finders: dict[str, ChangeFinder] = {}
@@ -173,7 +175,7 @@ def plan_collections(
         )
         finders[name] = changes.choose(name, sides, full=full, first_copy=first, uuids=uuids)
         plan.points = {sides.endpoint(w): Point(sides.now.get(w), uuids[w]) for w in (SRC, TGT)}
-    finders = changes.follow_changes(sides, finders, scratches)
+    finders = changes.follow_changes(sides, finders, scratches, read_ahead=read_ahead)
     for name in names:
         plan, finder = plans[name], finders[name]
         if isinstance(finder, FullRead):  # a filtered read is not the whole collection

@@ -12,7 +12,9 @@ from syncd.backup import BackupWriter, apply_retention, create_backup
 from syncd.config.model import Config
 from syncd.endpoints import Connected
 from syncd.engine.plan import CollectionPlan, Plan
+from syncd.engine.prefetch import ReadAhead
 from syncd.engine.rawbson import id_document, id_value
+from syncd.engine.scratch import CollectionScratch
 from syncd.engine.source import CollectionSpec, MongoSource, read_by_id
 
 log = logging.getLogger("syncd.backup")
@@ -70,15 +72,27 @@ def _changes_backup(
         for plan in changed:
             assert plan.scratch is not None  # noqa: S101
             spec = source.collection_spec(plan.name) or CollectionSpec(plan.name)
-            wanted = [(rid, id_value(rid)) for rid in plan.scratch.before_image_ids()]
-            writer.write_collection(spec, _before_images(source, plan.name, wanted))
+            writer.write_collection(spec, _before_images(source, plan.name, plan.scratch))
             with closing(plan.scratch.insert_ids()) as rids:
                 writer.write_inserted_ids(plan.name, (id_document(rid) for rid in rids))
         return writer.commit()
 
 
-def _before_images(
-    source: MongoSource, name: str, wanted: list[tuple[bytes, object]]
-) -> Iterator[bytes]:
+def _before_images(source: MongoSource, name: str, scratch: CollectionScratch) -> Iterator[bytes]:
+    """The target's version of each document the sync replaces or deletes: as read ahead
+    while the plan was made (prefetch.py) when that is the version the plan holds, else
+    read by `_id` now."""
+    wanted: list[tuple[bytes, object]] = []
+    ahead = ReadAhead(scratch.work_dir)
+    try:
+        with closing(scratch.before_images()) as rows:
+            for rid, digest in rows:
+                raw = ahead.get(rid, digest)
+                if raw is not None:
+                    yield raw
+                else:
+                    wanted.append((rid, id_value(rid)))
+    finally:
+        ahead.close()
     for _, found in read_by_id(source, name, wanted):
         yield from found

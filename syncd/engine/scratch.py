@@ -366,10 +366,16 @@ class CollectionScratch:
             "SELECT trid FROM diff WHERE action = 'apply' AND op = 'replace' AND trid != rid"
         )
 
-    def before_image_ids(self) -> Generator[bytes, None, None]:
-        yield from self._rids(
-            "SELECT rid FROM diff WHERE action = 'apply' AND op IN ('replace', 'delete')"
-        )
+    def before_images(self) -> Generator[tuple[bytes, bytes | None], None, None]:
+        """(raw `_id`, digest the plan holds for the target) of what a sync replaces or
+        deletes."""
+        conn = self._diff()
+        try:
+            yield from conn.execute(
+                "SELECT trid, t FROM diff WHERE action = 'apply' AND op IN ('replace', 'delete')"
+            )
+        finally:
+            conn.close()
 
     def insert_ids(self) -> Generator[bytes, None, None]:
         yield from self._rids("SELECT rid FROM diff WHERE action = 'apply' AND op = 'insert'")

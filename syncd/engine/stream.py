@@ -7,6 +7,11 @@ a reader thread streams the source into insert batches while it records each doc
 digest (the scan the memory and the verification use), and the caller inserts the
 batches as they come: the source's read and the target's write overlap, and nothing is
 spooled. Memory is bounded by `QUEUE_BATCHES` batches of at most `apply.BATCH_BYTES`.
+
+The reader thread also announces each batch (records it as the run's intents, see
+`memory.record_intents`) before handing it over, so a batch is never written before its
+intents are on disk, and that work stays off the writing thread, which the target's
+inserts keep busy.
 """
 
 from __future__ import annotations
@@ -47,25 +52,20 @@ def copy_first(
     run."""
     assert plan.scratch is not None  # noqa: S101
     scratch = plan.scratch
-    batches: Iterator[list[bytes]] = iter(SourceStream(source, plan.name, scratch.scan_path(SRC)))
-    if announce is not None:
-        batches = _announced(batches, announce)
+    batches = SourceStream(source, plan.name, scratch.scan_path(SRC), announce)
     applied = apply_inserts(coll, batches, progress)
     plan.source_count = scratch.count(SRC)
     return applied
 
 
-def _announced(batches: Iterator[list[bytes]], announce: Announce) -> Iterator[list[bytes]]:
-    for batch in batches:
-        announce([(id_key(raw_id(raw)), digest(raw)) for raw in batch])
-        yield batch
-
-
 class SourceStream:
-    """Iterate to get insert batches; `scan` (a scan file, see scan.py) is filled meanwhile."""
+    """Iterate to get insert batches; `scan` (a scan file, see scan.py) is filled meanwhile,
+    and `announce` hears (idkey, digest) of each batch before it is handed over."""
 
-    def __init__(self, source: MongoSource, name: str, scan: Path) -> None:
-        self.source, self.name, self.scan = source, name, scan
+    def __init__(
+        self, source: MongoSource, name: str, scan: Path, announce: Announce | None = None
+    ) -> None:
+        self.source, self.name, self.scan, self.announce = source, name, scan, announce
         self.batches: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_BATCHES)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"copy-{name}", daemon=True)
@@ -106,24 +106,32 @@ class SourceStream:
         conn = create_scan(self.scan)
         rows: list[Row] = []
         batch: list[bytes] = []
+        keys: list[tuple[bytes, bytes]] = []
         size = 0
         try:
             for raw in self.source.iter_raw(self.name):
                 rid = raw_id(raw)
-                rows.append((id_key(rid), rid, digest(raw), None, len(raw)))
+                key, dig = id_key(rid), digest(raw)
+                rows.append((key, rid, dig, None, len(raw)))
+                keys.append((key, dig))
                 batch.append(raw)
                 size += len(raw)
                 if len(batch) >= BATCH_DOCS or size >= BATCH_BYTES:
-                    self._put(batch)
-                    batch, size = [], 0
+                    self._hand_over(batch, keys)
+                    batch, keys, size = [], [], 0
                 if len(rows) >= BATCH_ROWS:
                     insert_rows(conn, rows)
                     rows = []
             insert_rows(conn, rows)
             if batch:
-                self._put(batch)
+                self._hand_over(batch, keys)
         finally:
             conn.close()
+
+    def _hand_over(self, batch: list[bytes], keys: list[tuple[bytes, bytes]]) -> None:
+        if self.announce is not None:
+            self.announce(keys)
+        self._put(batch)
 
     def _put(self, item: object) -> None:
         while not self.stop.is_set():

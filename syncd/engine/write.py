@@ -101,13 +101,16 @@ def write_plan(
         with failing_clearly("writing", name, target.label):
             if c.first_copy:
                 assert isinstance(sides.source, MongoSource)  # noqa: S101 - plan.py made sure
-                done = streaming.copy_first(
-                    c,
-                    sides.source,
-                    target.db[name],
-                    progress,
-                    _announcer(sides, name) if announce else None,
-                )
+                recorder = None
+                if announce:
+                    recorder = sides.memory.intents_recorder(sides.pair, name, sides.target_name)
+                try:
+                    done = streaming.copy_first(
+                        c, sides.source, target.db[name], progress, recorder
+                    )
+                finally:
+                    if recorder is not None:
+                        recorder.close()
             else:
                 with closing(_scratch(c).writes()) as writes:
                     done = applying.apply_writes(target.db[name], writes, progress)
@@ -116,13 +119,6 @@ def write_plan(
         with failing_clearly("writing", c.name, target.label):
             applying.finish_collection(target.db, c)
     return [results[c.name] for c in plan.collections]
-
-
-def _announcer(sides: Sides, name: str) -> streaming.Announce:
-    def announce(rows: list[tuple[bytes, bytes]]) -> None:
-        sides.memory.record_intents(sides.pair, name, sides.target_name, rows)
-
-    return announce
 
 
 def verify_plan(plan: Plan, sides: Sides, results: list[CollectionResult], started: float) -> None:
