@@ -168,12 +168,18 @@ def test_a_manual_sync_runs_while_the_job_follows(
     assert push.returncode == 0, push.stderr
     assert production_db.contracts.find_one({"_id": 500}) is not None
     # The local insert is a local edit to the mirror (from production): a batch that sees
-    # it before the push has run stops `contracts` as drifted (tried again every half
-    # minute); the job goes on with the rest.
+    # it before the push has run stops `contracts` as drifted; the push resolves that, and
+    # the collection it touched is tried again at once, not at the next half-minute check.
     production_db.users.update_one({"_id": 1}, {"$set": {"email": "back again"}})
+    production_db.contracts.update_one({"_id": 5}, {"$set": {"status": "after the push"}})
     wait_until(
         lambda: (local_db.users.find_one({"_id": 1}) or {}).get("email") == "back again",
         what="the job going on after the manual push",
+    )
+    wait_until(
+        lambda: (local_db.contracts.find_one({"_id": 5}) or {}).get("status") == "after the push",
+        timeout=15,
+        what="contracts applied again after the push resolved its drift",
     )
     assert daemon.proc is not None and daemon.proc.poll() is None
 

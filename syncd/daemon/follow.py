@@ -8,7 +8,8 @@ mode too, and a restart resumes where the last batch stopped: the resume points 
 sync memory's, advanced only by a batch that was applied, verified and remembered.
 
 - Drift under `abort` stops only the collections it is found in: the batch runs again
-  without them, and they are tried again every half minute until someone resolves it.
+  without them, and they are tried again when either side changes them (a sync back that
+  resolves the drift; at most every 2 s) and every half minute, until someone resolves it.
 - A manual sync or restore of the same target holds the target's lease; the follower
   waits for it between batches ("paused") and goes on from its resume points after.
 - Faults (a side down, a batch failing) are logged, counted and retried with backoff.
@@ -48,6 +49,7 @@ RECHECK_SECONDS = 60.0  # a batch at least this often (drift resolved? a missed 
 UNSUPPORTED_SECONDS = 60.0  # a source without change streams: every minute
 BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
 PAUSE_SECONDS = 0.5
+TOUCHED_RECHECK_SECONDS = 2.0  # a collection stopped by drift and changed: tried this soon
 
 
 @dataclass
@@ -77,13 +79,15 @@ class FollowState:
 class Activity:
     """Watches one endpoint's database from now on and wakes the follower on any change.
 
-    `since` is when the oldest change not yet taken by a batch was seen (for the lag)."""
+    `since` is when the oldest change not yet taken by a batch was seen (for the lag);
+    `touched` the collections changed since the last `touched_since()`."""
 
     def __init__(self, uri: str, database: str, wake: threading.Event, *, source: bool) -> None:
         self.uri, self.database, self.wake, self.source = uri, database, wake, source
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.since: float | None = None
+        self.touched: set[str] = set()
         self.thread = threading.Thread(target=self._run, name="watch", daemon=True)
 
     def start(self) -> None:
@@ -94,6 +98,12 @@ class Activity:
         with self.lock:
             since, self.since = self.since, None
         return since
+
+    def touched_since(self) -> set[str]:
+        """The collections changed since the last call (drift may have been resolved)."""
+        with self.lock:
+            touched, self.touched = self.touched, set()
+        return touched
 
     def _run(self) -> None:
         attempt = 0
@@ -115,14 +125,16 @@ class Activity:
             )
             pipeline: list[dict[str, Any]] = [
                 {"$match": {"ns.coll": {"$not": {"$regex": f"^{OWN_PREFIX}"}}}},
-                {"$project": {"_id": 1, "operationType": 1}},
+                {"$project": {"_id": 1, "operationType": 1, "ns": 1}},
             ]
             with db.watch(pipeline, max_await_time_ms=WATCH_AWAIT_MS) as stream:
                 while not self.stop.is_set():
-                    if stream.try_next() is not None:
+                    event = stream.try_next()
+                    if event is not None:
                         with self.lock:
                             if self.source and self.since is None:
                                 self.since = time.monotonic()
+                            self.touched.add(str((event.get("ns") or {}).get("coll")))
                         self.wake.set()
 
 
@@ -145,6 +157,7 @@ class Follower:
         self.state = FollowState()
         self.blocked: dict[str, int] = {}
         self.blocked_checked = 0.0  # when the collections drift stopped were last tried
+        self.touched: set[str] = set()  # of those, the ones changed since on either side
         self.watches: list[Activity] = []
         self.connections = Connections()
         self.pending_since: float | None = None
@@ -197,7 +210,7 @@ class Follower:
                     continue
                 self._set("following")
                 if not outcome.more:
-                    self._wait(every)
+                    self._wait(min(every, self._recheck_in()) if self.touched else every)
         finally:
             for watch in self.watches:
                 watch.stop.set()
@@ -263,13 +276,16 @@ class Follower:
         return self.pending_since
 
     def _sync(self, config: Config, schedule: Schedule) -> Outcome:
-        if self.blocked and time.monotonic() - self.blocked_checked < RECHECK_SECONDS / 2:
+        self.touched |= set().union(*(w.touched_since() for w in self.watches))
+        self.touched &= self.blocked.keys()
+        if self.blocked and self._recheck_in() > 0:
             others = self._others(config, schedule, set(self.blocked))
             if others:
                 rest = self._run_sync(config, schedule, others)
                 rest.drift = {**self.blocked, **rest.drift}
                 return rest
         self.blocked_checked = time.monotonic()
+        self.touched = set()
         outcome = self._run_sync(config, schedule, None)
         if outcome.result != "refused" or not outcome.refused:
             self._unblock(outcome)
@@ -300,6 +316,14 @@ class Follower:
             hooks_when_written=True,
             connections=self.connections,
         )
+
+    def _recheck_in(self) -> float:
+        """Seconds until the collections drift stopped are tried again: soon after either
+        side changed one of them (a sync back may have resolved it), else every half minute."""
+        since = time.monotonic() - self.blocked_checked
+        if self.touched:
+            return max(0.0, TOUCHED_RECHECK_SECONDS - since)
+        return max(0.0, RECHECK_SECONDS / 2 - since)
 
     def _others(self, config: Config, schedule: Schedule, blocked: set[str]) -> list[str]:
         from syncd.config.model import GRIDFS_PAIRS
