@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pymongo import MongoClient
 from pymongo.database import Database
@@ -134,6 +134,13 @@ def servers(mongo_server_factory: Callable[..., MongoServer]) -> dict[str, Mongo
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 @given(start=edits, more=edits, script=steps)
+# a collection synced (-C) while it existed on neither side, then created: its changes are
+# followed, it was not "dropped or recreated"
+@example(
+    start={},
+    more={},
+    script=[("sync", "abort", "more"), ("local", "more", {0: 0}), ("sync", "abort", None)],
+)
 def test_change_streams_plan_what_a_full_read_plans_through_edits_restarts_and_c_runs(
     servers: dict[str, MongoServer],
     tmp_path: Path,

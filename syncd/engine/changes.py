@@ -174,7 +174,11 @@ def stream_state(sides: Sides) -> None:
 def choose(
     name: str, sides: Sides, *, full: bool, first_copy: int, uuids: dict[str, bytes | None]
 ) -> ChangeFinder:
-    """How to find this collection's changes, before any stream is read."""
+    """How to find this collection's changes, before any stream is read.
+
+    A point without a uuid was taken while the collection did not exist (its uuid is read
+    after the point's token): everything it holds now was written after the token, so
+    the stream has it; a drop since then is an event in the stream too."""
     if first_copy:
         return FirstCopy(first_copy)
     if full:
@@ -192,7 +196,7 @@ def choose(
         point = sides.memory.point(sides.pair, name, endpoint)
         if point is None or point.token is None:
             return FullRead(f"no resume point yet for {endpoint}")
-        if point.uuid != uuids.get(which):
+        if point.uuid is not None and point.uuid != uuids.get(which):
             return FullRead(f"the collection was dropped or recreated on {endpoint}")
         points[which] = point
     return ChangeStreams(points)
