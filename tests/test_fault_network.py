@@ -142,6 +142,7 @@ def test_connections_cut_while_reading_the_source_are_retried(
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("short_lease")  # the lease the cut-off run could not give back
 def test_an_outage_longer_than_the_retries_fails_cleanly_and_the_rerun_converges(
     local_db: Database[Any],
     production_db: Database[Any],
@@ -170,6 +171,7 @@ def test_an_outage_longer_than_the_retries_fails_cleanly_and_the_rerun_converges
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("short_lease")  # the lease the cut-off run could not give back
 def test_a_stalled_server_times_out_and_the_rerun_converges(
     local_db: Database[Any],
     production_db: Database[Any],
@@ -197,6 +199,7 @@ def test_a_stalled_server_times_out_and_the_rerun_converges(
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("short_lease")  # the lease the cut-off run could not give back
 def test_a_cut_short_sync_then_more_source_edits_is_not_drift(
     local_db: Database[Any],
     production_db: Database[Any],
