@@ -60,6 +60,7 @@ def daemon_config(
 
 
 PULL_EVERY_SECOND = "  - {name: pull, flow: from_production, interval: 1s}\n"
+SHORT = "&serverSelectionTimeoutMS=1000&connectTimeoutMS=1000"  # a dead server fails fast
 PUSH_ON_SIGNAL = "  - {name: deploy-push, flow: to_production, on_signal: true, unattended: true}\n"
 
 
@@ -443,7 +444,9 @@ def test_production_outage_is_logged_and_the_daemon_recovers(
     with production.client() as client:
         add_users(client.valkyria, "admin")
     config = write_config(
-        daemon_config(state_dir, local_uri, production.uri_for("valkyria"), PULL_EVERY_SECOND)
+        daemon_config(
+            state_dir, local_uri, production.uri_for("valkyria") + SHORT, PULL_EVERY_SECOND
+        )
     )
     daemon = start_daemon(config)
     daemon.wait_msg("sync done", job="pull")
