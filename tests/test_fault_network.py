@@ -120,9 +120,9 @@ def test_connections_cut_while_reading_the_source_are_retried(
     tmp_path: Path,
     capsys: Capsys,
 ) -> None:
-    fill(production_db, 20_000)
+    fill(production_db, 8_000)
     pair = proxied_pair(local_db, production_db, local_uri, proxy, tmp_path)
-    proxy.set_delay(0.01)  # a slow link: the 20 MB read takes a few seconds
+    proxy.set_delay(0.01)  # a slow link: the 8 MB read takes seconds
 
     def cut_then_speed_up() -> None:
         proxy.drop_connections()
