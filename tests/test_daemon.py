@@ -23,7 +23,7 @@ from syncd.lease import target_lease
 from tests.conftest import AuthServer
 from tests.support.daemon import NotifySocket, SyncdDaemon, syncd_command, wait_until
 from tests.support.dataset import COLLECTIONS, load_seed_dataset
-from tests.support.servers import Credentials
+from tests.support.servers import FAIL_FAST, Credentials
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +60,6 @@ def daemon_config(
 
 
 PULL_EVERY_SECOND = "  - {name: pull, flow: from_production, interval: 1s}\n"
-SHORT = "&serverSelectionTimeoutMS=1000&connectTimeoutMS=1000"  # a dead server fails fast
 PUSH_ON_SIGNAL = "  - {name: deploy-push, flow: to_production, on_signal: true, unattended: true}\n"
 
 
@@ -445,7 +444,7 @@ def test_production_outage_is_logged_and_the_daemon_recovers(
         add_users(client.valkyria, "admin")
     config = write_config(
         daemon_config(
-            state_dir, local_uri, production.uri_for("valkyria") + SHORT, PULL_EVERY_SECOND
+            state_dir, local_uri, production.uri_for("valkyria") + FAIL_FAST, PULL_EVERY_SECOND
         )
     )
     daemon = start_daemon(config)
