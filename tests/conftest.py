@@ -11,6 +11,7 @@ Fixtures (see tests/support for the helpers):
   mongo_server_factory               dedicated SecantusDB servers a test may kill or restart
   auth_server, tls_server            session SecantusDB servers with --auth / TLS
   write_config                       write_config(yaml_text, name="syncd.yaml") -> Path
+  short_lease                        SYNCD_LEASE_SECONDS short: a dead run's lease expires soon
   notify, start_daemon               a systemd notify socket; real `syncd run` processes
 """
 
@@ -28,7 +29,7 @@ import pytest
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from tests.engine_kit import RESET_PASSWORD, Pair, make_pair
+from tests.engine_kit import LEASE_SECONDS, RESET_PASSWORD, Pair, make_pair
 from tests.support.daemon import NotifySocket, SyncdDaemon
 from tests.support.external import ENV_URI, ENV_URI_2, ExternalServer, external_uris
 from tests.support.servers import (
@@ -226,6 +227,14 @@ def pair(
     if hook:
         monkeypatch.setenv("SYNCD_RESET_PASSWORD", RESET_PASSWORD)
     return make_pair(local_db, production_db, local_uri, production_uri, tmp_path, hook=hook)
+
+
+@pytest.fixture
+def short_lease(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SYNCD_LEASE_SECONDS=LEASE_SECONDS for syncd in this process and the ones it starts:
+    the run after one that was killed (or could not give its lease back) waits seconds, not
+    a minute, for the lease to expire."""
+    monkeypatch.setenv("SYNCD_LEASE_SECONDS", LEASE_SECONDS)
 
 
 @pytest.fixture

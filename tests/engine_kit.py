@@ -241,6 +241,11 @@ def backup_contents(pair: Pair) -> dict[str, dict[str, dict[bytes, bytes]]]:
 
 POLL = 0.005  # seconds between polls
 DEADLINE = 120.0  # seconds; generous for a loaded 2-core machine, never reached when healthy
+# A run killed or cut off from its target leaves its write lease there; the next run takes it
+# over once it expired: 60 s by default, this with SYNCD_LEASE_SECONDS (README, the knob for
+# tests and operations). Renewed every quarter of it, given up unconfirmed for half of it:
+# long enough for a loaded 2-core machine, short enough that the wait costs seconds.
+LEASE_SECONDS = "8"
 
 
 def when(condition: Callable[[], bool], action: Callable[[], object]) -> threading.Thread:

@@ -23,7 +23,7 @@ from syncd.lease import target_lease
 from tests.conftest import AuthServer
 from tests.support.daemon import NotifySocket, SyncdDaemon, syncd_command, wait_until
 from tests.support.dataset import COLLECTIONS, load_seed_dataset
-from tests.support.servers import Credentials
+from tests.support.servers import FAIL_FAST, Credentials
 
 pytestmark = pytest.mark.slow
 
@@ -443,7 +443,9 @@ def test_production_outage_is_logged_and_the_daemon_recovers(
     with production.client() as client:
         add_users(client.valkyria, "admin")
     config = write_config(
-        daemon_config(state_dir, local_uri, production.uri_for("valkyria"), PULL_EVERY_SECOND)
+        daemon_config(
+            state_dir, local_uri, production.uri_for("valkyria") + FAIL_FAST, PULL_EVERY_SECOND
+        )
     )
     daemon = start_daemon(config)
     daemon.wait_msg("sync done", job="pull")

@@ -27,6 +27,7 @@ def fill(db: Database[Any], count: int, version: int = 1) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("short_lease")  # the killed run's lease expires in seconds
 def test_a_killed_sync_converges_on_the_next_run(pair: Pair, capsys: Capsys) -> None:
     fill(pair.local, DOCS)
     target = pair.production.items
@@ -39,6 +40,7 @@ def test_a_killed_sync_converges_on_the_next_run(pair: Pair, capsys: Capsys) -> 
     rerun = syncd(capsys, pair.config, *PUSH)
 
     assert rerun.code == 0, rerun.err
+    assert "took over the write lease of 'production'" in rerun.err  # the killed run's
     assert "0 drifted" in rerun.out
     assert "duplicate key" not in rerun.text.lower()
     assert snapshot(pair.production) == snapshot(pair.local)
@@ -63,6 +65,7 @@ def test_a_killed_sync_converges_on_the_next_run(pair: Pair, capsys: Capsys) -> 
     rerun = syncd(capsys, pair.config, *PUSH)
 
     assert rerun.code == 0, rerun.err
+    assert "took over the write lease of 'production'" in rerun.err  # the killed run's
     assert "0 drifted" in rerun.out
     assert "reading both sides whole" not in rerun.err  # found by change streams
     assert snapshot(pair.production) == snapshot(pair.local)

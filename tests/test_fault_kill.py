@@ -196,6 +196,7 @@ def test_a_killed_backup_is_never_listed_and_the_next_backup_cleans_it(
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("short_lease")  # the killed restore's lease expires in seconds
 def test_a_killed_restore_leaves_a_target_the_same_restore_converges_from(
     pair: Pair, capsys: Capsys
 ) -> None:
@@ -223,6 +224,7 @@ def test_a_killed_restore_leaves_a_target_the_same_restore_converges_from(
     rerun = syncd(capsys, pair.config, "backup", "restore", good.name, "--yes")
 
     assert rerun.code == 0, rerun.text
+    assert "took over the write lease of 'production'" in rerun.err  # the killed restore's
     assert "duplicate key" not in rerun.text.lower()
     assert snapshot(pair.production) == backup_contents(pair)[good.name]
 

@@ -120,9 +120,9 @@ def test_connections_cut_while_reading_the_source_are_retried(
     tmp_path: Path,
     capsys: Capsys,
 ) -> None:
-    fill(production_db, 20_000)
+    fill(production_db, 8_000)
     pair = proxied_pair(local_db, production_db, local_uri, proxy, tmp_path)
-    proxy.set_delay(0.01)  # a slow link: the 20 MB read takes a few seconds
+    proxy.set_delay(0.01)  # a slow link: the 8 MB read takes seconds
 
     def cut_then_speed_up() -> None:
         proxy.drop_connections()
@@ -142,6 +142,7 @@ def test_connections_cut_while_reading_the_source_are_retried(
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("short_lease")  # the lease the cut-off run could not give back
 def test_an_outage_longer_than_the_retries_fails_cleanly_and_the_rerun_converges(
     local_db: Database[Any],
     production_db: Database[Any],
@@ -170,6 +171,7 @@ def test_an_outage_longer_than_the_retries_fails_cleanly_and_the_rerun_converges
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("short_lease")  # the lease the cut-off run could not give back
 def test_a_stalled_server_times_out_and_the_rerun_converges(
     local_db: Database[Any],
     production_db: Database[Any],
@@ -197,6 +199,7 @@ def test_a_stalled_server_times_out_and_the_rerun_converges(
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("short_lease")  # the lease the cut-off run could not give back
 def test_a_cut_short_sync_then_more_source_edits_is_not_drift(
     local_db: Database[Any],
     production_db: Database[Any],

@@ -40,7 +40,7 @@ from tests.engine_kit import (
 )
 from tests.safety_cli import SYNCD, Ran, run_syncd, syncd_env
 from tests.support.daemon import SyncdDaemon, wait_until
-from tests.support.servers import Credentials, Server
+from tests.support.servers import FAIL_FAST, Credentials, Server
 
 Capsys = pytest.CaptureFixture[str]
 
@@ -533,7 +533,7 @@ def test_a_held_lease_is_renewed_and_check_fails_once_it_cannot_be(
             state_dir: {tmp_path / "state"}
             endpoints:
               local: {{uri: "{local_uri}"}}
-              production: {{uri: "{server.uri_for("prod")}"}}
+              production: {{uri: "{server.uri_for("prod")}{FAIL_FAST}"}}
             flows:
               to_production: {{source: local, target: production}}
             collections:

@@ -28,6 +28,7 @@ from pymongo.errors import ConnectionFailure
 from tests.support.tls import TestCA, make_test_ca
 
 __all__ = [
+    "FAIL_FAST",
     "AuthUsers",
     "Credentials",
     "MongoServer",
@@ -47,6 +48,9 @@ LOG_NAME = "secantusd.log"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 CLIENT_TIMEOUT_MS = 3000
+# URI options for an endpoint whose server a test kills: syncd finds it gone in a second,
+# not after its own 10 s defaults (a loaded 2-core machine still answers a live one in time).
+FAIL_FAST = "&serverSelectionTimeoutMS=1000&connectTimeoutMS=1000"
 CACHE_SIZE = "256M"  # WiredTiger cache; secantusd's 1G default is a lot for N test servers
 _POLL = 0.02  # seconds between readiness / exit checks
 _TGKILL = {"x86_64": 234, "aarch64": 131}  # syscall numbers
