@@ -97,7 +97,6 @@ def drain(
     *,
     label: str,
     limit: int | None = None,
-    skip_inserts: bool = False,
     lookup: bool = True,
     budgets: Mapping[str, int] | None = None,
 ) -> Drained:
@@ -124,8 +123,6 @@ def drain(
             }
         }
     ]
-    if skip_inserts:
-        pipeline.append({"$match": {"operationType": {"$ne": "insert"}}})
     try:
         with raw_database(db).watch(
             pipeline,

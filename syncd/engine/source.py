@@ -196,12 +196,10 @@ class MongoSource:
         route: Router,
         limit: int | None = None,
         *,
-        skip_inserts: bool = False,
         lookup: bool = True,
         budgets: Mapping[str, int] | None = None,
     ) -> Drained:
-        """`skip_inserts`: the server leaves out insert events (after a first copy);
-        `lookup`: update events carry the document (not needed to count writes). Each
+        """`lookup`: update events carry the document (not needed to count writes). Each
         collection's events go through its view (policy.py)."""
 
         def viewed(name: str) -> ChangeSink | None:
@@ -215,7 +213,6 @@ class MongoSource:
             viewed,
             label=self.label,
             limit=limit,
-            skip_inserts=skip_inserts,
             lookup=lookup,
             budgets=budgets,
         )
