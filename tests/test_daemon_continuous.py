@@ -49,6 +49,10 @@ def config_text(state_dir: Path, local_uri: str, production_uri: str, extra: str
 def config(tmp_path: Path, local_uri: str, production_uri: str, production_db: Db) -> Path:
     production_db.contracts.insert_many([{"_id": i, "status": "draft"} for i in range(30)])
     production_db.users.insert_many([{"_id": i, "email": f"u{i}@x"} for i in range(5)])
+    return config_file(tmp_path, local_uri, production_uri)
+
+
+def config_file(tmp_path: Path, local_uri: str, production_uri: str) -> Path:
     path = tmp_path / "syncd.yaml"
     path.write_text(config_text(tmp_path / "state", local_uri, production_uri), encoding="utf-8")
     return path
@@ -195,12 +199,7 @@ def test_the_source_killed_and_restarted_mid_stream_catches_up(
     with MongoClient(server.uri, directConnection=True) as client:
         production = client["prod"]
         production.contracts.insert_many([{"_id": i, "status": "draft"} for i in range(30)])
-        path = tmp_path / "syncd.yaml"
-        path.write_text(
-            config_text(tmp_path / "state", local_uri, server.uri_for("prod") + SHORT),
-            encoding="utf-8",
-        )
-        daemon = start_daemon(path)
+        daemon = start_daemon(config_file(tmp_path, local_uri, server.uri_for("prod") + SHORT))
         wait_until(lambda: mirrored(local_db, production), what="the initial sync")
 
         server.kill()
@@ -254,11 +253,7 @@ def test_a_source_without_change_streams_is_said_and_synced_every_minute(
     server = mongo_server_factory(extra_args=("--standalone",))
     with MongoClient(server.uri, directConnection=True) as client:
         client["prod"].contracts.insert_many([{"_id": i} for i in range(10)])
-        path = tmp_path / "syncd.yaml"
-        path.write_text(
-            config_text(tmp_path / "state", local_uri, server.uri_for("prod")), encoding="utf-8"
-        )
-        daemon = start_daemon(path)
+        daemon = start_daemon(config_file(tmp_path, local_uri, server.uri_for("prod")))
 
         said = daemon.wait_msg("production: a standalone server has no change streams")
         assert "syncs every minute instead" in said["msg"]

@@ -219,18 +219,18 @@ def follow_changes(
 
     for name in streamed:
         scratches[name].start_changes()
+    budgets = {w: {n: _budget(sides, n, sides.endpoint(w)) for n in streamed} for w in (SRC, TGT)}
     ahead = None
     if read_ahead and streamed:
-        budgets = {n: _budget(sides, n, sides.source_name) for n in streamed}
         dirs = {n: scratches[n].work_dir for n in streamed}
-        ahead = Prefetcher(sides.target.db, dirs, budgets)
+        ahead = Prefetcher(sides.target.db, dirs, budgets[SRC])
     try:
         for which in (SRC, TGT):
             for token, names in _by_token(streamed, which).items():
                 live = [n for n in names if isinstance(finders[n], ChangeStreams)]
                 if not live:
                     continue
-                _read_stream(sides, which, token, live, finders, scratches, ahead)
+                _read_stream(sides, which, token, live, finders, scratches, budgets[which], ahead)
     finally:
         if ahead is not None:
             ahead.close()
@@ -253,6 +253,7 @@ def _read_stream(
     names: list[str],
     finders: dict[str, ChangeFinder],
     scratches: dict[str, CollectionScratch],
+    budgets: dict[str, int],
     ahead: Prefetcher | None = None,
 ) -> None:
     side = sides.side(which)
@@ -263,7 +264,6 @@ def _read_stream(
             scratches[name].restart_side(which)
         limit = sides.limit if which == SRC else None
         with _logs(scratches, names, which) as logs:
-            budgets = {n: _budget(sides, n, endpoint) for n in names}
             route: Router = logs.get
             if ahead is not None and which == SRC:
                 route = _reading_ahead(logs.get, ahead)

@@ -26,7 +26,7 @@ from pymongo.database import Database
 
 from syncd.engine.fetch import FETCH_IDS, find_by_ids
 from syncd.engine.rawbson import digest, id_key, id_value, raw_id
-from syncd.engine.scan import Row, create_scan, insert_rows, open_scratch
+from syncd.engine.scan import Row, create_scan, find_row, insert_rows, open_scratch
 
 log = logging.getLogger("syncd.engine")
 
@@ -131,13 +131,11 @@ class ReadAhead:
         """The document with this `_id` as read ahead, if its digest is `want`."""
         if self.conn is None or self.spool is None or want is None:
             return None
-        row = self.conn.execute(
-            "SELECT off, len FROM docs WHERE idkey = ? AND digest = ?", (id_key(rid), want)
-        ).fetchone()
-        if row is None:
+        where = find_row(self.conn, id_key(rid), want)
+        if where is None:
             return None
-        self.spool.seek(int(row[0]))
-        return self.spool.read(int(row[1]))
+        self.spool.seek(where[0])
+        return self.spool.read(where[1])
 
     def close(self) -> None:
         if self.spool is not None:

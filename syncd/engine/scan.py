@@ -100,6 +100,14 @@ def scan_collection(
     return ScanResult(path, int(count), total)
 
 
+def find_row(conn: sqlite3.Connection, key: bytes, want: bytes) -> tuple[int, int] | None:
+    """(offset, length) in the spool of the document with this id key and digest."""
+    row = conn.execute(
+        "SELECT off, len FROM docs WHERE idkey = ? AND digest = ?", (key, want)
+    ).fetchone()
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
 def insert_rows(conn: sqlite3.Connection, rows: list[Row]) -> int:
     """Insert a batch; a document seen twice (a scan racing a writer) keeps its last version."""
     if not rows:

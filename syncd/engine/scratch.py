@@ -21,6 +21,7 @@ from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from syncd.engine.memory import Pair, SyncMemory
 from syncd.engine.rawbson import digest, id_key, id_value, raw_id
@@ -347,13 +348,9 @@ class CollectionScratch:
 
     def rows(self) -> Generator[tuple[bytes, bytes, str, bool, str], None, None]:
         """(idkey, rid, op, drifted, action) of the plan's documents, drifted ones first."""
-        conn = self._diff()
-        try:
-            yield from conn.execute(
-                "SELECT idkey, rid, op, drifted, action FROM diff ORDER BY drifted DESC, idkey"
-            )
-        finally:
-            conn.close()
+        yield from self._select(
+            "SELECT idkey, rid, op, drifted, action FROM diff ORDER BY drifted DESC, idkey"
+        )
 
     # -- writing -------------------------------------------------------------------------
 
@@ -369,22 +366,22 @@ class CollectionScratch:
     def before_images(self) -> Generator[tuple[bytes, bytes | None], None, None]:
         """(raw `_id`, digest the plan holds for the target) of what a sync replaces or
         deletes."""
-        conn = self._diff()
-        try:
-            yield from conn.execute(
-                "SELECT trid, t FROM diff WHERE action = 'apply' AND op IN ('replace', 'delete')"
-            )
-        finally:
-            conn.close()
+        yield from self._select(
+            "SELECT trid, t FROM diff WHERE action = 'apply' AND op IN ('replace', 'delete')"
+        )
 
     def insert_ids(self) -> Generator[bytes, None, None]:
         yield from self._rids("SELECT rid FROM diff WHERE action = 'apply' AND op = 'insert'")
 
     def _rids(self, sql: str) -> Generator[bytes, None, None]:
+        for (rid,) in self._select(sql):
+            yield rid
+
+    def _select(self, sql: str) -> Generator[Any, None, None]:
+        """The rows of one query of the plan, its connection closed with the generator."""
         conn = self._diff()
         try:
-            for (rid,) in conn.execute(sql):
-                yield rid
+            yield from conn.execute(sql)
         finally:
             conn.close()
 
