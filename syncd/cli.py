@@ -186,6 +186,17 @@ def forced(args: argparse.Namespace) -> bool:
     )
 
 
+def ask(question: str) -> bool:
+    """A y/N question on the terminal: only "y" or "yes" is a yes. End of input (Ctrl-D at
+    the prompt) is a no, so it is refused like any other no, not an error."""
+    try:
+        answer = input(f"{question} [y/N] ")
+    except EOFError:
+        print(file=sys.stderr)  # the prompt's line, ended for what follows
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
 def validate_action(config: Config, args: argparse.Namespace) -> int:
     print(
         f"{config.path}: OK ({len(config.endpoints)} endpoints, {len(config.flows)} flows, "

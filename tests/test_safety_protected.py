@@ -62,9 +62,11 @@ def test_push_to_protected_endpoint_without_terminal_is_refused(
     assert backup_names(config.parent / "state") == []
 
 
+@pytest.mark.parametrize("answer", ["n", "\x04"], ids=["no", "ctrl-d"])
 def test_declining_on_a_terminal_writes_nothing(
-    scenario: tuple[Path, dict[str, str]], production_db: DB
+    scenario: tuple[Path, dict[str, str]], production_db: DB, answer: str
 ) -> None:
+    """ "n", or end of input (Ctrl-D) at the question: refused, not an error."""
     config, env = scenario
     before = snapshot(production_db)
 
@@ -74,7 +76,7 @@ def test_declining_on_a_terminal_writes_nothing(
         "to_production",
         "--drift",
         "overwrite",
-        answer="n",
+        answer=answer,
         wait_for=PROMPT,
         env=env,
     )
@@ -232,15 +234,16 @@ def test_restore_into_protected_endpoint_without_terminal_is_refused(
     assert backup_names(config.parent / "state") == backups_before
 
 
+@pytest.mark.parametrize("answer", ["n", "\x04"], ids=["no", "ctrl-d"])
 def test_restore_declined_on_a_terminal_writes_nothing(
-    production_backup: tuple[Path, dict[str, str], str], production_db: DB
+    production_backup: tuple[Path, dict[str, str], str], production_db: DB, answer: str
 ) -> None:
     config, env, name = production_backup
     before = snapshot(production_db)
     backups_before = backup_names(config.parent / "state")
 
     ran = run_on_terminal(
-        config, "backup", "restore", name, answer="n", wait_for=RESTORE_PROMPT, env=env
+        config, "backup", "restore", name, answer=answer, wait_for=RESTORE_PROMPT, env=env
     )
 
     # the prompt shows what the restore would write before asking
