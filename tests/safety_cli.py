@@ -80,10 +80,16 @@ def run_on_terminal(
 
 
 def command_on_terminal(
-    argv: list[str], *, answer: str, wait_for: str, env: dict[str, str], cwd: Path | None = None
+    argv: list[str],
+    *,
+    answer: str | signal.Signals,
+    wait_for: str,
+    env: dict[str, str],
+    cwd: Path | None = None,
 ) -> Ran:
     """`run_on_terminal` for any command (e.g. rake running syncd), in `env` (+ TERM=dumb);
-    `args` of the result is `argv` without the program."""
+    `args` of the result is `argv` without the program. A signal as `answer` goes to the
+    command's whole process group, as Ctrl-C sends SIGINT to a terminal's foreground group."""
     master, slave = os.openpty()
     try:
         proc = subprocess.Popen(  # noqa: S603 - our own programs
@@ -100,7 +106,9 @@ def command_on_terminal(
     screen = b""
     try:
         screen = _read_until(master, proc, wait_for.encode())
-        if wait_for.encode() in screen:
+        if wait_for.encode() in screen and isinstance(answer, signal.Signals):
+            os.killpg(proc.pid, answer)
+        elif wait_for.encode() in screen:
             os.write(master, answer.encode() + b"\n")
         screen += _read_until(master, proc, None)
         code = proc.wait(timeout=TIMEOUT)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,6 +187,27 @@ def test_a_yes_on_the_terminal_answers_the_question_through_rake(app: App) -> No
     assert PROMPT in ran.stdout, ran
     assert ran.code == 0, ran
     assert snapshot(app.production) == snapshot(app.local)
+
+
+def test_ctrl_c_at_the_question_ends_with_syncds_exit_code(app: App) -> None:
+    """Ctrl-C reaches rake and syncd (one process group): rake waits for syncd to stop and
+    ends with its code, instead of "rake aborted! Interrupt" while syncd still runs."""
+    seed_local(app)
+    assert RAKE is not None
+
+    ran = command_on_terminal(
+        [RAKE, "-f", str(RAKEFILE), "db:sync:to_production"],
+        answer=signal.SIGINT,
+        wait_for=PROMPT,
+        env=rake_env(),
+        cwd=app.root,
+    )
+
+    assert PROMPT in ran.stdout, ran
+    assert ran.code == 1, ran
+    assert "syncd: interrupted" in ran.stdout
+    assert "rake aborted" not in ran.stdout and "Interrupt" not in ran.stdout
+    assert snapshot(app.production) == {}
 
 
 def test_drift_refusal_stays_exit_3_even_with_force(app: App) -> None:
