@@ -125,7 +125,7 @@ module SyncdRake
     pid = nil
     previous = {
       "INT" => trap("INT") {},
-      "TERM" => trap("TERM") { Process.kill("TERM", pid) if pid },
+      "TERM" => trap("TERM") { pass_on("TERM", pid) },
     }
     begin
       pid = Process.spawn(*command)
@@ -134,6 +134,12 @@ module SyncdRake
       previous.each { |signal, handler| trap(signal, handler || "DEFAULT") }
     end
     status.exitstatus || (128 + status.termsig.to_i)
+  end
+
+  def pass_on(signal, pid)
+    Process.kill(signal, pid) if pid
+  rescue Errno::ESRCH
+    nil # syncd has just ended; its exit code follows
   end
 
   def display(command)
