@@ -70,7 +70,11 @@ def run_syncd(config: Path, *args: str, env: dict[str, str] | None = None) -> Ra
 
 
 def run_on_terminal(
-    config: Path, *args: str, answer: str, wait_for: str, env: dict[str, str] | None = None
+    config: Path,
+    *args: str,
+    answer: str | signal.Signals,
+    wait_for: str,
+    env: dict[str, str] | None = None,
 ) -> Ran:
     """Run syncd with stdin/stdout/stderr on a pseudo-terminal; once `wait_for` shows, type
     `answer` + Enter. `stdout` holds everything the terminal showed; `stderr` is empty."""

@@ -5,6 +5,7 @@ Every test runs the real `syncd` command against two SecantusDB servers.
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,32 @@ def test_declining_on_a_terminal_writes_nothing(
         assert column in shown_before_prompt
     assert ran.code == 3, ran
     assert "not confirmed; nothing was written to 'production'" in ran.stdout
+    assert snapshot(production_db) == before
+    assert backup_names(config.parent / "state") == []
+
+
+def test_ctrl_c_at_the_question_stops_at_once_and_writes_nothing(
+    scenario: tuple[Path, dict[str, str]], production_db: DB
+) -> None:
+    """SIGINT may reach any thread (pymongo's monitors have started by then); the question
+    still ends at once, not at the next Enter."""
+    config, env = scenario
+    before = snapshot(production_db)
+
+    ran = run_on_terminal(
+        config,
+        "sync",
+        "to_production",
+        "--drift",
+        "overwrite",
+        answer=signal.SIGINT,
+        wait_for=PROMPT,
+        env=env,
+    )
+
+    assert PROMPT in ran.stdout, ran
+    assert ran.code == 1, ran
+    assert "syncd: interrupted" in ran.stdout
     assert snapshot(production_db) == before
     assert backup_names(config.parent / "state") == []
 
