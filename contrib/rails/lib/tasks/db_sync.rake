@@ -49,7 +49,7 @@ module SyncdRake
 
   # --yes for the commands that ask before writing to a protected endpoint.
   def confirmation
-    FORCE_VALUES.include?(ENV.fetch("FORCE", "").strip.downcase) ? ["--yes"] : []
+    FORCE_VALUES.include?(ENV.fetch("FORCE", "").downcase) ? ["--yes"] : []
   end
 
   def required(task, args, name, hint)
