@@ -2,10 +2,11 @@
 
 Each way an endpoint fails that can be made on this machine, with syncd's own timeouts (10 s
 server selection): a refused port, a port that accepts and never answers, a name that does
-not resolve, TLS to a server without it, a wrong password on SecantusDB with --auth. Every
-endpoint is reached once and all at once, so `status` with five endpoints down takes about
-10 s, not five (or, per flow, ten) times that. The time bound is generous on purpose (15 s
-for a 10 s wait); it still fails if any endpoint is waited for twice.
+not resolve, TLS to a server without it, a wrong password on SecantusDB with --auth (and a
+URI from a `uri_command`). Every endpoint is reached once and all at once, so `status` with
+six endpoints down takes about 10 s, not six (or, per flow, thirteen) times that. The time
+bound is generous on purpose (15 s for a 10 s wait); it still fails if any endpoint is
+waited for twice.
 """
 
 from __future__ import annotations
@@ -64,6 +65,24 @@ def line_of(output: str, endpoint: str) -> str:
     return lines[0].strip()
 
 
+def pair_config(
+    write_config: Callable[..., Path], tmp_path: Path, local_uri: str, production_uri: str
+) -> Path:
+    return write_config(
+        f"""
+        version: 1
+        state_dir: {tmp_path / "state"}
+        endpoints:
+          local: {{uri: '{local_uri}'}}
+          production: {{uri: '{production_uri}'}}
+        flows:
+          to_production: {{source: local, target: production}}
+        collections:
+          - name: users
+        """
+    )
+
+
 @pytest.fixture
 def wrong_password_uri(auth_server: AuthServer) -> str:
     admin = auth_server.users.admin
@@ -94,12 +113,14 @@ def test_status_says_once_why_each_endpoint_is_down_within_one_timeout(
               nowhere: {{uri: 'mongodb://{UNRESOLVABLE}:27017/prod'}}
               tls: {{uri: '{tls_uri}'}}
               auth: {{uri_env: {AUTH_URI_ENV}}}
+              heroku: {{uri_command: 'echo mongodb://127.0.0.1:{refused}/prod'}}
             flows:
               to_refused: {{source: local, target: refused}}
               to_silent: {{source: local, target: silent}}
               to_nowhere: {{source: local, target: nowhere}}
               to_tls: {{source: local, target: tls}}
               to_auth: {{source: local, target: auth}}
+              to_heroku: {{source: local, target: heroku}}
               refused_to_nowhere: {{source: refused, target: nowhere}}
             collections:
               - name: users
@@ -111,6 +132,7 @@ def test_status_says_once_why_each_endpoint_is_down_within_one_timeout(
     assert seconds < BOUND, f"status took {seconds:.1f} s\n{ran}"
     said = {name: line_of(ran.stdout, name) for name in ("refused", "silent", "nowhere", "tls")}
     said["auth"] = line_of(ran.stdout, "auth")
+    said["heroku"] = line_of(ran.stdout, "heroku")
     assert said["refused"] == (
         f"endpoint 'refused' (mongodb://127.0.0.1:{refused}/prod) is unreachable: "
         f"connection refused (127.0.0.1:{refused}); "
@@ -137,8 +159,14 @@ def test_status_says_once_why_each_endpoint_is_down_within_one_timeout(
         f"endpoint 'auth' ({redact(wrong_password_uri)}) is unreachable: authentication failed; "
         f"check the user name and password in the URI (from environment variable {AUTH_URI_ENV})"
     )
+    assert said["heroku"] == (
+        f"endpoint 'heroku' (mongodb://127.0.0.1:{refused}/prod) is unreachable: "
+        f"connection refused (127.0.0.1:{refused}); start the server, or fix the host and port "
+        "in the URI (from the endpoint's uri_command: run it by hand; for Heroku, "
+        "`heroku login` first)"
+    )
     # Each flow says which endpoint it needs, by name, without a second wait.
-    for name in ("refused", "silent", "nowhere", "tls", "auth"):
+    for name in ("refused", "silent", "nowhere", "tls", "auth", "heroku"):
         assert ran.stderr.count(f"cannot plan: endpoint '{name}' is unreachable (see above)") == 1
     assert "cannot plan: endpoints 'refused' and 'nowhere' are unreachable" in ran.stderr
     assert any(
@@ -153,18 +181,11 @@ def test_sync_with_both_endpoints_down_names_both_within_one_timeout(
     write_config: Callable[..., Path], tmp_path: Path
 ) -> None:
     with refusing_port() as local, silent_port() as production:
-        config = write_config(
-            f"""
-            version: 1
-            state_dir: {tmp_path / "state"}
-            endpoints:
-              local: {{uri: 'mongodb://127.0.0.1:{local}/dev'}}
-              production: {{uri: 'mongodb://127.0.0.1:{production}/prod'}}
-            flows:
-              to_production: {{source: local, target: production}}
-            collections:
-              - name: users
-            """
+        config = pair_config(
+            write_config,
+            tmp_path,
+            f"mongodb://127.0.0.1:{local}/dev",
+            f"mongodb://127.0.0.1:{production}/prod",
         )
         ran, seconds = timed(config, "sync", "to_production")
 
@@ -184,19 +205,8 @@ def test_debug_log_keeps_the_drivers_own_words(
     write_config: Callable[..., Path], tmp_path: Path, local_uri: str
 ) -> None:
     with refusing_port() as port:
-        config = write_config(
-            f"""
-            version: 1
-            state_dir: {tmp_path / "state"}
-            endpoints:
-              local: {{uri: '{local_uri}'}}
-              production: {{uri: 'mongodb://127.0.0.1:{port}/prod?serverSelectionTimeoutMS=500'}}
-            flows:
-              to_production: {{source: local, target: production}}
-            collections:
-              - name: users
-            """
-        )
+        production = f"mongodb://127.0.0.1:{port}/prod?serverSelectionTimeoutMS=500"
+        config = pair_config(write_config, tmp_path, local_uri, production)
         quiet = run_syncd(config, "sync", "to_production")
         debug = run_syncd(config, "--log-level", "DEBUG", "sync", "to_production")
 
