@@ -91,13 +91,9 @@ def open_endpoint(endpoint: Endpoint, *, check: bool = True) -> Connected:
         )
     try:
         client: MongoClient[Any] = MongoClient(uri, **client_options(uri))
-    except ConfigurationError as exc:
+    except (ConfigurationError, InvalidURI, ValueError) as exc:
         if is_dns_failure(exc):  # a mongodb+srv:// name: pymongo looks it up right here
             raise EndpointUnreachable(diagnose(endpoint, redact(uri), exc).line) from None
-        raise SecretError(
-            f"endpoint '{endpoint.name}': invalid connection string ({redact(str(exc))})"
-        ) from None
-    except (InvalidURI, ValueError) as exc:
         raise SecretError(
             f"endpoint '{endpoint.name}': invalid connection string ({redact(str(exc))})"
         ) from None

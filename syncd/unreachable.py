@@ -79,16 +79,16 @@ def diagnose(
     return Unreachable(endpoint.name, safe_uri, cause, _todo(kind, endpoint))
 
 
-def is_dns_failure(exc: ConfigurationError) -> bool:
+def is_dns_failure(exc: BaseException) -> bool:
     """A `mongodb+srv://` URI whose SRV record could not be looked up (pymongo does that when
     the client is created, and raises a ConfigurationError from the resolver's exception)."""
-    return isinstance(exc.__cause__, DNSException)
+    return isinstance(exc, ConfigurationError) and isinstance(exc.__cause__, DNSException)
 
 
 def _cause(exc: BaseException, client: MongoClient[Any] | None, safe_uri: str) -> tuple[str, str]:
     if isinstance(exc, OperationFailure) and exc.code in AUTH_FAILED_CODES:
         return "auth", "authentication failed"
-    if isinstance(exc, ConfigurationError) and is_dns_failure(exc):
+    if is_dns_failure(exc):
         names = ", ".join(host.rpartition(":")[0] for host in uri_hosts(safe_uri))
         if isinstance(exc.__cause__, DNSTimeout):
             return "timeout", f"the DNS lookup of {names} timed out"

@@ -1,12 +1,12 @@
 """An endpoint that is down: one line a person reads, in one server selection timeout.
 
 Each way an endpoint fails that can be made on this machine, with syncd's own timeouts (10 s
-server selection): a refused port, a port that accepts and never answers, a name that does
-not resolve, TLS to a server without it, a wrong password on SecantusDB with --auth (and a
-URI from a `uri_command`). Every endpoint is reached once and all at once, so `status` with
-six endpoints down takes about 10 s, not six (or, per flow, thirteen) times that. The time
-bound is generous on purpose (15 s for a 10 s wait); it still fails if any endpoint is
-waited for twice.
+server selection): a refused port, a port that accepts and never answers, a host name and an
+SRV name that do not resolve, TLS to a server without it, a wrong password on SecantusDB with
+--auth, and a URI from a `uri_command`. Every endpoint is reached once and all at once, so
+`status` with seven endpoints down takes about 10 s, not seven times that (nor more, as when
+each flow reached its endpoints again). The time bound is generous on purpose (15 s for a
+10 s wait); it still fails if any endpoint is waited for twice.
 """
 
 from __future__ import annotations
@@ -114,6 +114,7 @@ def test_status_says_once_why_each_endpoint_is_down_within_one_timeout(
               tls: {{uri: '{tls_uri}'}}
               auth: {{uri_env: {AUTH_URI_ENV}}}
               heroku: {{uri_command: 'echo mongodb://127.0.0.1:{refused}/prod'}}
+              atlas: {{uri: 'mongodb+srv://cluster0.{UNRESOLVABLE}/prod'}}
             flows:
               to_refused: {{source: local, target: refused}}
               to_silent: {{source: local, target: silent}}
@@ -121,6 +122,7 @@ def test_status_says_once_why_each_endpoint_is_down_within_one_timeout(
               to_tls: {{source: local, target: tls}}
               to_auth: {{source: local, target: auth}}
               to_heroku: {{source: local, target: heroku}}
+              to_atlas: {{source: local, target: atlas}}
               refused_to_nowhere: {{source: refused, target: nowhere}}
             collections:
               - name: users
@@ -133,6 +135,7 @@ def test_status_says_once_why_each_endpoint_is_down_within_one_timeout(
     said = {name: line_of(ran.stdout, name) for name in ("refused", "silent", "nowhere", "tls")}
     said["auth"] = line_of(ran.stdout, "auth")
     said["heroku"] = line_of(ran.stdout, "heroku")
+    said["atlas"] = line_of(ran.stdout, "atlas")
     assert said["refused"] == (
         f"endpoint 'refused' (mongodb://127.0.0.1:{refused}/prod) is unreachable: "
         f"connection refused (127.0.0.1:{refused}); "
@@ -165,8 +168,18 @@ def test_status_says_once_why_each_endpoint_is_down_within_one_timeout(
         "in the URI (from the endpoint's uri_command: run it by hand; for Heroku, "
         "`heroku login` first)"
     )
+    # An SRV name is looked up when the client is made (a resolver without network: timed out).
+    assert said["atlas"].startswith(
+        f"endpoint 'atlas' (mongodb+srv://cluster0.{UNRESOLVABLE}/prod) is unreachable: "
+    )
+    assert (
+        said["atlas"].endswith(
+            f"name not resolved (cluster0.{UNRESOLVABLE}); check the host name in the URI"
+        )
+        or f"the DNS lookup of cluster0.{UNRESOLVABLE} timed out" in said["atlas"]
+    ), said["atlas"]
     # Each flow says which endpoint it needs, by name, without a second wait.
-    for name in ("refused", "silent", "nowhere", "tls", "auth", "heroku"):
+    for name in ("refused", "silent", "nowhere", "tls", "auth", "heroku", "atlas"):
         assert ran.stderr.count(f"cannot plan: endpoint '{name}' is unreachable (see above)") == 1
     assert "cannot plan: endpoints 'refused' and 'nowhere' are unreachable" in ran.stderr
     assert any(
