@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -178,6 +178,7 @@ def _bulk(coll: Collection[Any], ops: list[WriteOp], applied: Applied) -> list[W
         return []
     except BulkWriteError as exc:
         details = exc.details
+        _refuse_unconfirmed(coll, details)
         _count(
             details.get("nInserted", 0),
             details.get("nUpserted", 0) + details.get("nMatched", 0),
@@ -190,6 +191,19 @@ def _bulk(coll: Collection[Any], ops: list[WriteOp], applied: Applied) -> list[W
             op = ops[error["index"]]
             retry.append(_as_replace(op) if _on_id(error) else op)
         return retry
+
+
+def _refuse_unconfirmed(coll: Collection[Any], details: Mapping[str, Any]) -> None:
+    """A write the server applied but whose write concern failed (a reply with only a
+    `writeConcernError`) is not done: it may be rolled back, so nothing may remember it."""
+    errors = details.get("writeConcernErrors") or []
+    if errors:
+        first = errors[0]
+        raise SyncdError(
+            f"{coll.name}: the server did not confirm the writes' write concern "
+            f"({first.get('errmsg', '')}, code {first.get('code')}); check the replica set's "
+            "health and the URI's w=/journal= options, then run again (the next run converges)"
+        )
 
 
 def _on_id(error: dict[str, Any]) -> bool:
