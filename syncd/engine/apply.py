@@ -14,6 +14,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, CollectionInvalid, OperationFailure
 
+from syncd import pause
 from syncd.engine.plan import CollectionPlan
 from syncd.engine.rawbson import id_value
 from syncd.engine.retry import with_retries
@@ -175,6 +176,7 @@ def _bulk(coll: Collection[Any], ops: list[WriteOp], applied: Applied) -> list[W
             what=f"write {coll.name}",
         )
         _count(result.inserted_count, result.upserted_count + result.matched_count, applied)
+        pause.point("write.batch")
         return []
     except BulkWriteError as exc:
         details = exc.details
