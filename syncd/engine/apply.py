@@ -18,6 +18,7 @@ from syncd import pause
 from syncd.engine.plan import CollectionPlan
 from syncd.engine.rawbson import id_value
 from syncd.engine.retry import with_retries
+from syncd.engine.sharding import keyed
 from syncd.engine.specs import index_model_args
 from syncd.errors import SyncdError
 from syncd.lease.guard import check_writes
@@ -106,7 +107,9 @@ def _delete(coll: Collection[Any], ids: list[Any]) -> int:
     # the list (1000 ids: ~4 s); by _id either way, so a retried batch does the same.
     ops = [DeleteOne({"_id": _id}) for _id in ids]
     check_writes(coll.database)  # a lost write lease stops the run before this batch
-    with_retries(lambda: coll.bulk_write(ops, ordered=False), what=f"delete {coll.name}")
+    keyed_ops = keyed(coll, ops)  # behind mongos, filters carry the shard key
+    if keyed_ops:
+        with_retries(lambda: coll.bulk_write(keyed_ops, ordered=False), what=f"delete {coll.name}")
     return len(ids)
 
 
@@ -170,6 +173,7 @@ def _bulk(coll: Collection[Any], ops: list[WriteOp], applied: Applied) -> list[W
     cut-short sync) becomes a replace, so re-runs never fail on duplicate keys.
     """
     check_writes(coll.database)  # a lost write lease stops the run before this batch
+    ops = keyed(coll, ops)  # behind mongos, filters carry the shard key
     try:
         result = with_retries(
             lambda: coll.bulk_write(ops, ordered=False, bypass_document_validation=True),

@@ -47,10 +47,10 @@ from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 from pymongo.database import Database
 from pymongo.errors import OperationFailure
-from pymongo.server_type import SERVER_TYPE
 
 from syncd.engine.rawbson import raw_id
 from syncd.engine.retry import first_line, is_transient
+from syncd.engine.sharding import is_mongos
 
 log = logging.getLogger("syncd.engine")
 
@@ -203,13 +203,6 @@ def stream_pipeline(collections: list[str]) -> list[dict[str, Any]]:
         },
         {"$project": {"updateDescription": 0}},
     ]
-
-
-def is_mongos(db: Database[Any]) -> bool:
-    """Whether the client talks to mongos (hello.msg == "isdbgrid", as pymongo's monitor
-    read it: no round trip of its own)."""
-    servers = db.client.topology_description.server_descriptions().values()
-    return any(server.server_type == SERVER_TYPE.Mongos for server in servers)
 
 
 def _collections_of(event: Any) -> list[str]:
