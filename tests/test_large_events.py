@@ -16,16 +16,14 @@ from typing import Any
 
 import bson
 import pytest
-from pymongo import MongoClient
 from pymongo.database import Database
 from pymongo.errors import OperationFailure
 
-from syncd.engine import changestream
 from syncd.engine.apply import apply_writes
 from syncd.engine.rawbson import raw_id
 from syncd.errors import SyncdError
-from tests.engine_kit import make_pair, snapshot, syncd
-from tests.support.faultproxy import FaultProxy
+from tests.engine_kit import snapshot, syncd
+from tests.support.proxied import production_behind_proxy
 from tests.support.servers import MongoServer, Server
 
 Capsys = pytest.CaptureFixture[str]
@@ -69,12 +67,10 @@ def test_an_update_event_over_16_mb_is_read_by_id_not_by_a_full_read(
     capsys: Capsys,
 ) -> None:
     production_db.contracts.insert_many([{"_id": i, "n": i} for i in range(40)])
-    with FaultProxy(server_production.host, server_production.port) as proxy:
-        uri = proxy.uri_for(production_db.name)
-        with MongoClient(uri) as client:
-            if changestream.unsupported_reason(client.get_database("admin")) is not None:
-                pytest.skip("needs change streams")
-        pair = make_pair(local_db, production_db, local_uri, uri, tmp_path, hook=False)
+    proxied = production_behind_proxy(
+        server_production, local_db, production_db, local_uri, tmp_path
+    )
+    with proxied as (pair, proxy):
         assert syncd(capsys, pair.config, *PULL).code == 0
         production_db.contracts.update_one({"_id": 7}, {"$set": {"n": "x" * 1000}})
         too_large = TooLarge()

@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 from bson.raw_bson import RawBSONDocument
-from pymongo import MongoClient, monitoring
+from pymongo import monitoring
 from pymongo.database import Database
 
 from syncd.engine import changestream
 from syncd.engine.changestream import drain
-from tests.engine_kit import make_pair, snapshot, syncd
-from tests.support.faultproxy import FaultProxy
+from tests.engine_kit import snapshot, syncd
+from tests.support.proxied import production_behind_proxy
 from tests.support.servers import Server
 
 Capsys = pytest.CaptureFixture[str]
@@ -153,12 +153,10 @@ def test_a_failed_tally_after_the_writes_verifies_by_reading_back(
     """The target's stream fails after the writes, as MongoDB fails an unresumable point:
     the sync reads back what it wrote instead, and says so; no traceback."""
     local_db.contracts.insert_many([{"_id": i, "n": i} for i in range(30)])
-    with FaultProxy(server_production.host, server_production.port) as proxy:
-        uri = proxy.uri_for(production_db.name)
-        with MongoClient(uri) as client:
-            if changestream.unsupported_reason(client.get_database("admin")) is not None:
-                pytest.skip("needs change streams")
-        pair = make_pair(local_db, production_db, local_uri, uri, tmp_path, hook=False)
+    proxied = production_behind_proxy(
+        server_production, local_db, production_db, local_uri, tmp_path
+    )
+    with proxied as (pair, proxy):
         assert syncd(capsys, pair.config, "sync", "to_production", "--yes").code == 0
         local_db.contracts.update_many({"_id": {"$lt": 3}}, {"$set": {"n": -1}})
         failing = TallyFailure()
