@@ -10,15 +10,17 @@ applied but whose write concern failed (SecantusDB's `failCommand` fail point ap
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import bson
 import pytest
+from pymongo import monitoring
 from pymongo.database import Database
 from pymongo.errors import OperationFailure
 
+from syncd.engine import changestream
 from syncd.engine.apply import apply_writes
 from syncd.engine.rawbson import raw_id
 from syncd.errors import SyncdError
@@ -133,3 +135,53 @@ def test_a_write_whose_write_concern_failed_is_not_success(fail_points: MongoSer
             apply_writes(coll, [("insert", raw_id(raw), raw)])
         # The server did apply it: only the confirmation failed.
         assert coll.count_documents({}) == 1
+
+
+class Replies(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.events: list[Mapping[str, Any]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        pass
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        cursor = event.reply.get("cursor") or {}
+        self.events += cursor.get("firstBatch", cursor.get("nextBatch", []))
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def test_update_events_leave_update_description_out(
+    server_local: Server, local_db: Database[Any]
+) -> None:
+    """A 9 MB field set anew on a 9 MB document: with `updateDescription` the event is
+    18 MB (MongoDB refuses it; SecantusDB sends it, see the README); the event syncd reads
+    holds the document once."""
+    replies = Replies()
+    with server_local.client(event_listeners=[replies]) as client:
+        db = client[local_db.name]
+        if changestream.unsupported_reason(db) is not None:
+            pytest.skip("needs change streams")
+        mb9 = 9 * 1024 * 1024
+        db.big.insert_one({"_id": 1, "a": "x" * mb9})
+        start = changestream.current_token(db)
+        db.big.update_one({"_id": 1}, {"$set": {"a": "z" * mb9}})
+        found: list[str] = []
+
+        class Sink:
+            def put(self, raw: bytes, *, inserted: bool = False) -> None:
+                found.append(str(bson.decode(raw)["a"][:1]))
+
+            def gone(self, rid: bytes) -> None:
+                raise AssertionError("no delete here")
+
+            def named(self, rid: bytes, *, inserted: bool = False) -> None:
+                raise AssertionError("the update event carries its document")
+
+        drained = changestream.drain(db, start, ["big"], lambda name: Sink(), label="local")
+
+    assert drained.events == 1 and drained.fallbacks == {} and found == ["z"]
+    (event,) = [e for e in replies.events if e.get("operationType") == "update"]
+    assert "updateDescription" not in event
+    assert len(bson.encode(event)) < 16 * 1024 * 1024
