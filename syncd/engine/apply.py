@@ -184,12 +184,12 @@ def _bulk(coll: Collection[Any], ops: list[WriteOp], applied: Applied) -> list[W
         return []
     except BulkWriteError as exc:
         details = exc.details
-        _refuse_unconfirmed(coll, details)
         _count(
             details.get("nInserted", 0),
             details.get("nUpserted", 0) + details.get("nMatched", 0),
             applied,
         )
+        _refuse_unconfirmed(coll, details)
         retry: list[WriteOp] = []
         for error in details.get("writeErrors", []):
             if error.get("code") != DUPLICATE_KEY:

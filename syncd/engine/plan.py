@@ -169,7 +169,6 @@ def plan_collections(
         source_spec, target_spec = read_spec(sides.source, name), read_spec(sides.target, name)
         plan.source_exists = source_spec is not None
         plan.specs = compare_specs(source_spec, target_spec)
-        plan.expiry = expiry_rules(target_spec)
         uuids = {SRC: _uuid(source_spec), TGT: _uuid(target_spec)}
         first = (
             _first_copy_count(sides, name, exists=target_spec is not None)
@@ -178,6 +177,7 @@ def plan_collections(
         )
         finders[name] = changes.choose(name, sides, full=full, first_copy=first, uuids=uuids)
         plan.points = {sides.endpoint(w): Point(sides.now.get(w), uuids[w]) for w in (SRC, TGT)}
+        plan.expiry = expiry_rules(target_spec)
     finders = changes.follow_changes(sides, finders, scratches, read_ahead=read_ahead)
     for name in names:
         plan, finder = plans[name], finders[name]
