@@ -167,6 +167,7 @@ def plan_collections(
         plan = plans[name] = CollectionPlan(name, drift_for(name))
         plan.scratch = scratches[name] = workspace.for_collection(name)
         source_spec, target_spec = read_spec(sides.source, name), read_spec(sides.target, name)
+        plan.expiry = expiry_rules(target_spec)
         plan.source_exists = source_spec is not None
         plan.specs = compare_specs(source_spec, target_spec)
         uuids = {SRC: _uuid(source_spec), TGT: _uuid(target_spec)}
@@ -177,7 +178,6 @@ def plan_collections(
         )
         finders[name] = changes.choose(name, sides, full=full, first_copy=first, uuids=uuids)
         plan.points = {sides.endpoint(w): Point(sides.now.get(w), uuids[w]) for w in (SRC, TGT)}
-        plan.expiry = expiry_rules(target_spec)
     finders = changes.follow_changes(sides, finders, scratches, read_ahead=read_ahead)
     for name in names:
         plan, finder = plans[name], finders[name]
