@@ -21,7 +21,7 @@ from pymongo.database import Database
 from pymongo.errors import OperationFailure
 
 from syncd.engine import changestream
-from syncd.engine.apply import apply_writes
+from syncd.engine.apply import apply_deletes, apply_writes
 from syncd.engine.rawbson import raw_id
 from syncd.errors import SyncdError
 from tests.engine_kit import snapshot, syncd
@@ -115,9 +115,9 @@ def test_a_write_whose_write_concern_failed_is_not_success(fail_points: MongoSer
             client.admin.command(
                 {
                     "configureFailPoint": "failCommand",
-                    "mode": {"times": 1},
+                    "mode": {"times": 2},
                     "data": {
-                        "failCommands": ["insert", "update"],
+                        "failCommands": ["insert", "update", "delete"],
                         "writeConcernError": {
                             "code": 64,
                             "codeName": "WriteConcernFailed",
@@ -135,6 +135,9 @@ def test_a_write_whose_write_concern_failed_is_not_success(fail_points: MongoSer
             apply_writes(coll, [("insert", raw_id(raw), raw)])
         # The server did apply it: only the confirmation failed.
         assert coll.count_documents({}) == 1
+        with pytest.raises(SyncdError, match="did not confirm the writes' write concern"):
+            apply_deletes(coll, [raw_id(raw)])
+        assert coll.count_documents({}) == 0
 
 
 class Replies(monitoring.CommandListener):

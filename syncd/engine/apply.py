@@ -108,8 +108,13 @@ def _delete(coll: Collection[Any], ids: list[Any]) -> int:
     ops = [DeleteOne({"_id": _id}) for _id in ids]
     check_writes(coll.database)  # a lost write lease stops the run before this batch
     keyed_ops = keyed(coll, ops)  # behind mongos, filters carry the shard key
-    if keyed_ops:
-        with_retries(lambda: coll.bulk_write(keyed_ops, ordered=False), what=f"delete {coll.name}")
+    write = partial(coll.bulk_write, keyed_ops, ordered=False)
+    try:
+        if keyed_ops:
+            with_retries(write, what=f"delete {coll.name}")
+    except BulkWriteError as exc:
+        _refuse_unconfirmed(coll, exc.details)
+        raise
     return len(ids)
 
 
