@@ -48,6 +48,7 @@ from bson.timestamp import Timestamp
 from pymongo.database import Database
 from pymongo.errors import OperationFailure
 
+from syncd import pause
 from syncd.engine.rawbson import raw_id
 from syncd.engine.retry import first_line, is_transient
 from syncd.engine.sharding import is_mongos
@@ -141,6 +142,7 @@ def drain(
     wanted = sorted(set(names))
     found = Drained(token=token)
     fence = operation_time(db)
+    pause.point("changes.fence", db.name)
     mongos = is_mongos(db)
     position, passes = _unwrap(token)
     pipeline = stream_pipeline(sorted(set(wanted) | set(passes)))
