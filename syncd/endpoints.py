@@ -19,6 +19,7 @@ from pymongo.errors import ConfigurationError, InvalidURI, PyMongoError
 from syncd.config.model import Endpoint
 from syncd.config.secrets import redact, resolve, uri_database, uri_hosts
 from syncd.errors import EndpointUnreachable, Refused, SecretError, SyncdError
+from syncd.primary_reads import on_primary
 from syncd.unreachable import diagnose, is_dns_failure
 
 log = logging.getLogger("syncd.endpoints")
@@ -90,7 +91,9 @@ def open_endpoint(endpoint: Endpoint, *, check: bool = True) -> Connected:
             "(mongodb://host/DBNAME) or set `database:` in the config"
         )
     try:
-        client: MongoClient[Any] = MongoClient(uri, **client_options(uri))
+        client: MongoClient[Any] = MongoClient(
+            on_primary(uri, endpoint.name), **client_options(uri)
+        )
     except (ConfigurationError, InvalidURI, ValueError) as exc:
         if is_dns_failure(exc):  # a mongodb+srv:// name: pymongo looks it up right here
             raise EndpointUnreachable(diagnose(endpoint, redact(uri), exc).line) from None
