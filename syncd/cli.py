@@ -290,7 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"syncd: config has {count} error{'s' if count != 1 else ''}", file=sys.stderr)
         return exc.exit_code
     except SyncdError as exc:
-        print(f"syncd: {exc}", file=sys.stderr)
+        for line in exc.lines():
+            print(f"syncd: {line}", file=sys.stderr)
         return exc.exit_code
     except PyMongoError as exc:
         print(f"syncd: {mongo_error_message(exc)}", file=sys.stderr)

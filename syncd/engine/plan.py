@@ -24,6 +24,7 @@ from syncd.engine.retry import failing_clearly, with_retries
 from syncd.engine.scratch import SRC, TGT, CollectionScratch, Workspace
 from syncd.engine.source import CollectionSpec, DocumentSource, MongoSource
 from syncd.engine.specs import SpecChanges, compare_specs
+from syncd.engine.ttl import Rule, expired_by, expiry_rules
 
 log = logging.getLogger("syncd.engine")
 SAMPLE_IDS = 10
@@ -52,6 +53,7 @@ class CollectionPlan:
     reason: str = ""  # why both sides were read whole
     points: dict[str, Point] = field(default_factory=dict)  # endpoint -> where read up to
     more: bool = False  # the source has more changes than this batch took (continuous)
+    expiry: tuple[Rule, ...] = ()  # the target's TTL indexes: its deletes are not drift
 
     @property
     def changes(self) -> int:
@@ -165,6 +167,7 @@ def plan_collections(
         plan = plans[name] = CollectionPlan(name, drift_for(name))
         plan.scratch = scratches[name] = workspace.for_collection(name)
         source_spec, target_spec = read_spec(sides.source, name), read_spec(sides.target, name)
+        plan.expiry = expiry_rules(target_spec)
         plan.source_exists = source_spec is not None
         plan.specs = compare_specs(source_spec, target_spec)
         uuids = {SRC: _uuid(source_spec), TGT: _uuid(target_spec)}
@@ -211,6 +214,7 @@ def classify_plan(plan: CollectionPlan, sides: Sides) -> None:
         sides.pair,
         merge=plan.drift_policy == "merge",
         keep_deletes=not sides.policy(plan.name).deletes,
+        expired=expired_by(plan.expiry),
         samples=SAMPLE_IDS,
         **kw,
     )
