@@ -51,6 +51,7 @@ docs: $(STAMP)
 
 # Benchmarks print figures; they are never part of `make test`. BENCH_ARGS="--n 20000 --runs 1".
 bench: $(STAMP)
+	$(BIN)/python bench/cpu_bench.py $(CPU_BENCH_ARGS)
 	$(BIN)/python bench/bench_sync.py $(BENCH_ARGS)
 	$(BIN)/python bench/backup_bench.py
 	$(BIN)/python bench/lag.py

@@ -17,9 +17,10 @@ import json
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -309,14 +310,30 @@ class SyncMemory:
             conn.execute("DELETE FROM docs WHERE pair = ? AND coll = ?", (pair.key, coll))
             before = {"a": 0, "b": 0}
         delta = {"a": 0, "b": 0}
-        for key, s, t in rows:
-            if not whole:
-                old = conn.execute(
-                    "SELECT a, b FROM docs WHERE pair = ? AND coll = ? AND idkey = ?",
-                    (pair.key, coll, key),
-                ).fetchone() or (None, None)
-                delta["a"] -= old[0] is not None
-                delta["b"] -= old[1] is not None
+        upsert = (
+            f"INSERT INTO docs (pair, coll, idkey, {sside}, {tside}) VALUES (?, ?, ?, ?, ?) "  # noqa: S608
+            f"ON CONFLICT (pair, coll, idkey) DO UPDATE SET {sside} = excluded.{sside}, "
+            f"{tside} = excluded.{tside}"
+        )
+        if whole:  # set-based: the rows go in by batches, counted on the way
+            counted = {sside: 0, tside: 0}
+            for chunk in _chunks(rows):
+                batch = [
+                    (pair.key, coll, key, s, t)
+                    for key, s, t in chunk
+                    if s is not None or t is not None
+                ]
+                counted[sside] += sum(1 for row in batch if row[3] is not None)
+                counted[tside] += sum(1 for row in batch if row[4] is not None)
+                conn.executemany(upsert, batch)
+            delta = counted
+        for key, s, t in () if whole else rows:
+            old = conn.execute(
+                "SELECT a, b FROM docs WHERE pair = ? AND coll = ? AND idkey = ?",
+                (pair.key, coll, key),
+            ).fetchone() or (None, None)
+            delta["a"] -= old[0] is not None
+            delta["b"] -= old[1] is not None
             new = {sside: s, tside: t}
             delta["a"] += new["a"] is not None
             delta["b"] += new["b"] is not None
@@ -326,12 +343,7 @@ class SyncMemory:
                     (pair.key, coll, key),
                 )
                 continue
-            conn.execute(
-                f"INSERT INTO docs (pair, coll, idkey, {sside}, {tside}) VALUES (?, ?, ?, ?, ?) "  # noqa: S608
-                f"ON CONFLICT (pair, coll, idkey) DO UPDATE SET {sside} = excluded.{sside}, "
-                f"{tside} = excluded.{tside}",
-                (pair.key, coll, key, s, t),
-            )
+            conn.execute(upsert, (pair.key, coll, key, s, t))
         conn.execute(
             "DELETE FROM pending WHERE pair = ? AND coll = ? AND (side = ? OR digest = ?)",
             (pair.key, coll, tside, KEPT),
@@ -496,6 +508,14 @@ def _record_intents(
         ((pair.key, coll, column, key, dig) for key, dig in rows),
     )
     conn.execute("COMMIT")
+
+
+def _chunks(
+    rows: Iterable[tuple[bytes, bytes | None, bytes | None]], size: int = 10_000
+) -> Iterator[list[tuple[bytes, bytes | None, bytes | None]]]:
+    it = iter(rows)
+    while chunk := list(islice(it, size)):
+        yield chunk
 
 
 def _quote(text: str) -> str:

@@ -23,11 +23,11 @@ _NUMERIC = {0x01, 0x10, 0x12}
 
 def split_documents(batch: bytes) -> Iterator[bytes]:
     """The documents of a concatenated BSON batch (as `find_raw_batches` returns)."""
-    view = memoryview(batch)
     offset, end = 0, len(batch)
+    unpack = _INT32.unpack_from
     while offset < end:
-        (size,) = _INT32.unpack_from(view, offset)
-        yield bytes(view[offset : offset + size])
+        (size,) = unpack(batch, offset)
+        yield batch[offset : offset + size]
         offset += size
 
 
@@ -57,9 +57,12 @@ def _value_end(raw: bytes, etype: int, start: int) -> int:
     raise ValueError(f"unknown BSON element type 0x{etype:02x}")
 
 
-def elements(raw: bytes) -> Iterator[tuple[int, bytes, int, int, int]]:
-    """(type, name, element start, value start, value end) of each element of a document."""
-    offset, end = 4, len(raw) - 1
+def elements(
+    raw: bytes, start: int = 0, stop: int | None = None
+) -> Iterator[tuple[int, bytes, int, int, int]]:
+    """(type, name, element start, value start, value end) of each element of a document:
+    `raw`, or the one embedded in raw[start:stop] (offsets are into `raw` either way)."""
+    offset, end = start + 4, (len(raw) if stop is None else stop) - 1
     while offset < end:
         etype = raw[offset]
         name_end = raw.index(b"\x00", offset + 1)

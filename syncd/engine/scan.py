@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from syncd.engine.gcpause import gc_paused
 from syncd.engine.rawbson import digest, id_key, raw_id
 
 BATCH_ROWS = 5000
@@ -74,22 +75,23 @@ def scan_collection(
     seen = total = 0
     rows: list[Row] = []
     try:
-        for raw in source.iter_raw(name):
-            rid = raw_id(raw)
-            offset = None
-            if spool_file is not None:
-                offset = total
-                spool_file.write(raw)
-            total += len(raw)
-            rows.append((id_key(rid), rid, digest(raw), offset, len(raw)))
-            if len(rows) >= BATCH_ROWS:
-                seen += insert_rows(conn, rows)
-                rows = []
-                if progress is not None:
-                    progress(seen)
-        seen += insert_rows(conn, rows)
-        if progress is not None:
-            progress(seen)
+        with gc_paused():
+            for raw in source.iter_raw(name):
+                rid = raw_id(raw)
+                offset = None
+                if spool_file is not None:
+                    offset = total
+                    spool_file.write(raw)
+                total += len(raw)
+                rows.append((id_key(rid), rid, digest(raw), offset, len(raw)))
+                if len(rows) >= BATCH_ROWS:
+                    seen += insert_rows(conn, rows)
+                    rows = []
+                    if progress is not None:
+                        progress(seen)
+            seen += insert_rows(conn, rows)
+            if progress is not None:
+                progress(seen)
         (count,) = conn.execute("SELECT COUNT(*) FROM docs").fetchone()
     finally:
         try:
@@ -98,6 +100,26 @@ def scan_collection(
         finally:
             conn.close()  # else a file of a dead run holds its disk space until GC
     return ScanResult(path, int(count), total)
+
+
+def order_path(scan: Path) -> Path:
+    """Beside a scan: the digest of each document in the order it was read (16 bytes each),
+    for reading a copy back in the same order (`reads_back_in_order`)."""
+    return scan.with_suffix(".order")
+
+
+def reads_back_in_order(source: RawReader, name: str, order: Path) -> bool:
+    """Whether `name` holds exactly the documents whose digests `order` lists, read back in
+    that order: each document compared with the one at its place, and none more or less.
+    False says nothing of how many differ (the order may just be another one)."""
+    if not order.exists():
+        return False
+    size = len(digest(b""))
+    with order.open("rb") as expected, gc_paused():
+        for raw in source.iter_raw(name):
+            if expected.read(size) != digest(raw):
+                return False
+        return expected.read(1) == b""
 
 
 def find_row(conn: sqlite3.Connection, key: bytes, want: bytes) -> tuple[int, int] | None:

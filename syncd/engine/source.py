@@ -7,6 +7,7 @@ The engine makes a target collection equal to a `DocumentSource` collection, so 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
@@ -20,6 +21,7 @@ from syncd.engine.changestream import ChangeSink, Drained, Router
 from syncd.engine.fetch import batched
 from syncd.engine.policy import PLAIN, View
 from syncd.engine.rawbson import split_documents
+from syncd.engine.rawcursor import find_documents
 from syncd.engine.retry import with_retries
 
 
@@ -154,17 +156,10 @@ class MongoSource:
 
     def iter_raw(self, name: str) -> Iterator[bytes]:
         view = self.view(name)
-        cursor = self.db[name].find_raw_batches(view.query or {}, batch_size=self.batch_size)
-        try:
-            with view.reading(self.label):
-                for batch in cursor:
-                    pause.point("read.batch", self.db.name)
-                    if view.mask is None:
-                        yield from split_documents(batch)
-                    else:
-                        yield from map(view.mask, split_documents(batch))
-        finally:
-            cursor.close()
+        batch = partial(pause.point, "read.batch", self.db.name)
+        documents = find_documents(self.db, name, view.query or {}, self.batch_size, batch)
+        with closing(documents), view.reading(self.label):
+            yield from documents if view.mask is None else map(view.mask, documents)
 
     def count(self, name: str) -> int:
         view = self.view(name)

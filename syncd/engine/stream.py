@@ -25,10 +25,11 @@ from typing import Any
 from pymongo.collection import Collection
 
 from syncd.engine.apply import BATCH_BYTES, BATCH_DOCS, Applied, Progress, apply_inserts
+from syncd.engine.gcpause import gc_paused
 from syncd.engine.plan import CollectionPlan
 from syncd.engine.rawbson import digest, id_key, raw_id
 from syncd.engine.retry import failing_clearly, with_retries
-from syncd.engine.scan import BATCH_ROWS, Row, create_scan, insert_rows
+from syncd.engine.scan import BATCH_ROWS, Row, create_scan, insert_rows, order_path
 from syncd.engine.scratch import SRC
 from syncd.engine.source import MongoSource
 
@@ -53,7 +54,8 @@ def copy_first(
     assert plan.scratch is not None  # noqa: S101
     scratch = plan.scratch
     batches = SourceStream(source, plan.name, scratch.scan_path(SRC), announce)
-    applied = apply_inserts(coll, batches, progress)
+    with gc_paused():
+        applied = apply_inserts(coll, batches, progress)
     plan.source_count = scratch.count(SRC)
     return applied
 
@@ -104,6 +106,7 @@ class SourceStream:
         """Restartable: a retry reads from the start again (a document sent twice becomes
         a replace of itself, its scan row is overwritten)."""
         conn = create_scan(self.scan)
+        order = order_path(self.scan).open("wb")
         rows: list[Row] = []
         batch: list[bytes] = []
         keys: list[tuple[bytes, bytes]] = []
@@ -114,6 +117,7 @@ class SourceStream:
                 key, dig = id_key(rid), digest(raw)
                 rows.append((key, rid, dig, None, len(raw)))
                 keys.append((key, dig))
+                order.write(dig)
                 batch.append(raw)
                 size += len(raw)
                 if len(batch) >= BATCH_DOCS or size >= BATCH_BYTES:
@@ -126,7 +130,10 @@ class SourceStream:
             if batch:
                 self._hand_over(batch, keys)
         finally:
-            conn.close()
+            try:
+                order.close()
+            finally:
+                conn.close()
 
     def _hand_over(self, batch: list[bytes], keys: list[tuple[bytes, bytes]]) -> None:
         if self.announce is not None:
