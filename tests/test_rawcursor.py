@@ -55,12 +55,18 @@ def test_every_document_is_read_across_batches_and_filtered(
 def test_a_reader_that_stops_early_kills_its_cursor(local_db: Database[dict[str, Any]]) -> None:
     local_db.things.insert_many([{"_id": ObjectId()} for _ in range(20)])
     calls: list[int] = []
+    before = _open_cursors(local_db)
     documents = find_documents(local_db, "things", {}, 5, lambda: calls.append(1))
     assert len([next(documents) for _ in range(7)]) == 7
+    assert _open_cursors(local_db) == before + 1
     documents.close()
     assert len(calls) == 2  # the first batch and one getMore
-    status = local_db.command("serverStatus").get("metrics", {}).get("cursor", {})
-    assert status.get("open", {}).get("total", 0) == 0
+    assert _open_cursors(local_db) == before
+
+
+def _open_cursors(db: Database[dict[str, Any]]) -> int:
+    status = db.command("serverStatus").get("metrics", {}).get("cursor", {})
+    return int(status.get("open", {}).get("total", 0))
 
 
 def test_a_copy_reads_back_in_order_only_when_each_document_is_at_its_place(

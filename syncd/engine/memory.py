@@ -295,27 +295,61 @@ class SyncMemory:
         kept: Iterable[bytes] = (),
         points: dict[str, Point] | None = None,
         policy: dict[str, str] | None = None,
+        query: tuple[dict[str, Path], str] | None = None,
     ) -> None:
         """Both sides' digests after a sync: (idkey, source digest, target digest) for the
         documents the sync looked at. `whole`: they are all of the collection (a full read);
-        else only they change. `kept`: keys of documents kept under merge, whose target
-        holds what the memory does not say. The target's pending intents are done with, and
-        the resume points (per side) and the policy's marks advance, in the same
-        transaction."""
+        else only they change. `query`, for a whole read, gives the same rows as SQL over
+        scratch files (schema name -> file): they then go from file to file inside SQLite,
+        and only the rows that changed are written. `kept`: keys of documents kept under
+        merge, whose target holds what the memory does not say. The target's pending
+        intents are done with, and the resume points (per side) and the policy's marks
+        advance, in the same transaction."""
         sside, tside = pair.column(source), pair.column(target)
+        conn = self.conn
+        attached = query[0] if whole and query is not None else {}
+        for schema, path in attached.items():  # not within a transaction
+            conn.execute(f"ATTACH DATABASE ? AS {schema}", (str(path),))
+        try:
+            self._remember(pair, coll, sside, tside, rows, whole, kept, points, policy, query)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            for schema in attached:
+                conn.execute(f"DETACH DATABASE {schema}")
+
+    def _remember(
+        self,
+        pair: Pair,
+        coll: str,
+        sside: str,
+        tside: str,
+        rows: Iterable[tuple[bytes, bytes | None, bytes | None]],
+        whole: bool,
+        kept: Iterable[bytes],
+        points: dict[str, Point] | None,
+        policy: dict[str, str] | None,
+        query: tuple[dict[str, Path], str] | None,
+    ) -> None:
         conn = self.conn
         conn.execute("BEGIN")
         before = {side: self._stored_count(pair, coll, side) for side in ("a", "b")}
-        if whole:
+        if whole and query is not None:
+            delta = self._remember_whole(pair, coll, sside, tside, query[1])
+            before, rows = {"a": 0, "b": 0}, ()
+        else:
+            delta = {"a": 0, "b": 0}
+        if whole and query is None:
             conn.execute("DELETE FROM docs WHERE pair = ? AND coll = ?", (pair.key, coll))
             before = {"a": 0, "b": 0}
-        delta = {"a": 0, "b": 0}
         upsert = (
             f"INSERT INTO docs (pair, coll, idkey, {sside}, {tside}) VALUES (?, ?, ?, ?, ?) "  # noqa: S608
             f"ON CONFLICT (pair, coll, idkey) DO UPDATE SET {sside} = excluded.{sside}, "
             f"{tside} = excluded.{tside}"
         )
-        if whole:  # set-based: the rows go in by batches, counted on the way
+        if whole and query is None:  # the rows go in by batches, counted on the way
             counted = {sside: 0, tside: 0}
             for chunk in _chunks(rows):
                 batch = [
@@ -365,6 +399,35 @@ class SyncMemory:
                 (pair.key, coll, json.dumps(policy, sort_keys=True)),
             )
         conn.execute("COMMIT")
+
+    def _remember_whole(
+        self, pair: Pair, coll: str, sside: str, tside: str, select: str
+    ) -> dict[str, int]:
+        """The collection's rows become those `select` gives (idkey, s, t); rows already
+        so are left alone. Within the caller's transaction. Each side's count."""
+        conn = self.conn
+        conn.execute("DROP TABLE IF EXISTS temp.remembered")
+        conn.execute(f"CREATE TEMP TABLE remembered AS {select}")  # noqa: S608 - scratch's SQL
+        conn.execute("CREATE UNIQUE INDEX temp.remembered_by_id ON remembered (idkey)")
+        conn.execute(
+            "DELETE FROM docs WHERE pair = ? AND coll = ? AND idkey NOT IN "
+            "(SELECT idkey FROM temp.remembered WHERE s IS NOT NULL OR t IS NOT NULL)",
+            (pair.key, coll),
+        )
+        conn.execute(
+            f"INSERT INTO docs (pair, coll, idkey, {sside}, {tside}) "  # noqa: S608
+            "SELECT ?, ?, idkey, s, t FROM temp.remembered "
+            "WHERE s IS NOT NULL OR t IS NOT NULL "
+            f"ON CONFLICT (pair, coll, idkey) DO UPDATE SET {sside} = excluded.{sside}, "
+            f"{tside} = excluded.{tside} WHERE docs.{sside} IS NOT excluded.{sside} "
+            f"OR docs.{tside} IS NOT excluded.{tside}",
+            (pair.key, coll),
+        )
+        (s_count, t_count) = conn.execute(
+            "SELECT COUNT(s), COUNT(t) FROM temp.remembered"
+        ).fetchone()
+        conn.execute("DROP TABLE temp.remembered")
+        return {sside: int(s_count), tside: int(t_count)}
 
     def policy_marks(self, pair: Pair, coll: str) -> dict[str, str]:
         """The marks of the policy of the last sync of `coll` ({} for none)."""

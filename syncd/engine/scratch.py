@@ -507,6 +507,14 @@ class CollectionScratch:
         finally:
             conn.close()
 
+    def remembered_query(self) -> tuple[dict[str, Path], str] | None:
+        """For a whole read, `remembered` as SQL over the scan files (attached as `src` and
+        `tgt`), for the memory to run itself; None for a partial one."""
+        if self.partial:
+            return None
+        files = {"src": self.scan_path(SRC), "tgt": self.scan_path(TGT)}
+        return files, REMEMBER_WHOLE_SQL.replace("main.", "tgt.")
+
 
 class ChangeLog:
     """Writes what one side's change stream says of documents into the scratch: the last

@@ -149,6 +149,7 @@ def remember_plan(plan: Plan, sides: Sides) -> None:
                 kept=scratch.kept_keys(),
                 points=c.points,
                 policy=sides.policy(c.name).marks,
+                query=scratch.remembered_query(),
             )
 
 
