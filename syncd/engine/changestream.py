@@ -29,6 +29,7 @@ from bson.timestamp import Timestamp
 from pymongo.database import Database
 from pymongo.errors import OperationFailure
 
+from syncd.engine import server
 from syncd.engine.rawbson import raw_id
 from syncd.engine.retry import first_line, is_transient
 
@@ -73,7 +74,7 @@ def raw_database(db: Database[Any]) -> Database[Any]:
 
 def unsupported_reason(db: Database[Any]) -> str | None:
     """Why this server has no change streams (a standalone mongod), or None."""
-    hello = db.client.admin.command("hello")
+    hello = server.hello(db.client)
     if hello.get("setName") or hello.get("msg") == "isdbgrid":
         return None
     return "a standalone server has no change streams"

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from pymongo.database import Database
 
 from syncd.config.model import OWN_PREFIX, own_collection
-from syncd.engine import changestream
+from syncd.engine import changestream, server
 from syncd.engine.changestream import ChangeSink, Drained, Router
 from syncd.engine.fetch import batched
 from syncd.engine.policy import PLAIN, View
@@ -59,6 +59,11 @@ class DocumentSource(Protocol):
 
     def changes_unsupported(self) -> str | None:
         """Why changes cannot be followed here (no change streams), or None."""
+        ...
+
+    def server_version(self) -> tuple[int, ...]:
+        """The server's version, () when there is none: which options and index fields it
+        knows (specs.py leaves out the others)."""
         ...
 
     def current_token(self) -> bytes:
@@ -106,6 +111,7 @@ class MongoSource:
         self.batch_size = batch_size
         self.views = views
         self._unsupported: tuple[str | None] | None = None
+        self._version: tuple[int, ...] | None = None
 
     def view(self, name: str) -> View:
         return PLAIN if self.views is None else self.views(name)
@@ -169,14 +175,29 @@ class MongoSource:
         with view.reading(self.label):
             return int(self.db[name].count_documents(view.query or {}))
 
-    def record_count(self, name: str) -> int:
+    def record_count(self, name: str, *, expected: int | None = None) -> int:
         """The collection's document count from its record count (cheap on MongoDB); of a
-        filtered collection, the count of its matching documents."""
-        coll, view = self.db[name], self.view(name)
-        count: Callable[[], int] = coll.estimated_document_count
-        if view.query is not None:
-            count = partial(self.count, name)
-        return int(with_retries(count, what=f"count {name} ({self.label})"))
+        filtered collection, the count of its matching documents.
+
+        A record count is metadata, which MongoDB documents as wrong after an unclean
+        shutdown and on a sharded cluster (orphaned documents): when it differs from
+        `expected` (what a verification needs), the documents are counted exactly before
+        anyone is told they differ."""
+        what = f"count {name} ({self.label})"
+        if self.view(name).query is None:
+            estimate = int(with_retries(self.db[name].estimated_document_count, what=what))
+            if expected is None or estimate == expected:
+                return estimate
+        return int(with_retries(partial(self.count, name), what=what))
+
+    def server_version(self) -> tuple[int, ...]:
+        """The server's version ((8, 0, 4)): what options and index fields it knows."""
+        if self._version is None:
+            client = self.db.client
+            self._version = with_retries(
+                lambda: server.version(client), what=f"buildInfo ({self.label})"
+            )
+        return self._version
 
     def changes_unsupported(self) -> str | None:
         if self._unsupported is None:
