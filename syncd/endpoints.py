@@ -23,11 +23,11 @@ from syncd.errors import EndpointUnreachable, Refused, SecretError
 log = logging.getLogger("syncd.endpoints")
 
 SERVER_SELECTION_MS = 10_000
-SOCKET_TIMEOUT_MS = 120_000
+# No socketTimeoutMS: one limit for every operation cut index builds and long counts;
+# each kind of operation has its own (engine/timeouts.py).
 DEFAULTS: dict[str, Any] = {
     "serverSelectionTimeoutMS": SERVER_SELECTION_MS,
     "connectTimeoutMS": SERVER_SELECTION_MS,
-    "socketTimeoutMS": SOCKET_TIMEOUT_MS,
     "appname": "syncd",
     "retryWrites": True,
     "retryReads": True,

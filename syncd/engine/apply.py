@@ -50,13 +50,17 @@ def prepare_collection(db: Database[Any], plan: CollectionPlan) -> None:
             extra={"collection": plan.name, "left_out": "; ".join(specs.left_out)},
         )
     if specs.create is not None:
-        with_retries(lambda: _create(db, plan.name, specs.create or {}), what=f"create {plan.name}")
+        with_retries(
+            lambda: _create(db, plan.name, specs.create or {}),
+            what=f"create {plan.name}",
+            limit="command",
+        )
     if specs.collmod:
         command = {"collMod": plan.name, **specs.collmod}
-        with_retries(lambda: db.command(command), what=f"collMod {plan.name}")
+        with_retries(lambda: db.command(command), what=f"collMod {plan.name}", limit="command")
     for name in specs.drop_indexes:
         drop = partial(_drop_index, db[plan.name], name)
-        with_retries(drop, what=f"drop index {plan.name}")
+        with_retries(drop, what=f"drop index {plan.name}", limit="command")
 
 
 def _create(db: Database[Any], name: str, options: dict[str, Any]) -> None:
@@ -82,7 +86,9 @@ def finish_collection(db: Database[Any], plan: CollectionPlan) -> None:
             keys, kwargs = index_model_args(spec)
             models.append(IndexModel(keys, **kwargs))
         with_retries(
-            lambda: db[plan.name].create_indexes(models), what=f"create indexes {plan.name}"
+            lambda: db[plan.name].create_indexes(models),
+            what=f"create indexes {plan.name}",
+            limit="index",  # none: a build answers when the index is built
         )
 
 
@@ -111,7 +117,9 @@ def _delete(coll: Collection[Any], ids: list[Any]) -> int:
     # the list (1000 ids: ~4 s); by _id either way, so a retried batch does the same.
     ops = [DeleteOne({"_id": _id}) for _id in ids]
     check_writes(coll.database)  # a lost write lease stops the run before this batch
-    with_retries(lambda: coll.bulk_write(ops, ordered=False), what=f"delete {coll.name}")
+    with_retries(
+        lambda: coll.bulk_write(ops, ordered=False), what=f"delete {coll.name}", limit="write"
+    )
     return len(ids)
 
 
@@ -189,6 +197,7 @@ def _bulk(
         result = with_retries(
             lambda: coll.bulk_write(ops, ordered=False, bypass_document_validation=bypass),
             what=f"write {coll.name}",
+            limit="write",
         )
         _count(result.inserted_count, result.upserted_count + result.matched_count, applied)
         return []

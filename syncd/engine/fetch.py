@@ -42,7 +42,7 @@ def find_by_ids(coll: Collection[Any], ids: Sequence[object], *, what: str) -> l
                 found.extend(split_documents(batch))
         return found
 
-    return with_retries(read, what=what)
+    return with_retries(read, what=what, limit="read")
 
 
 def fetch_raw(coll: Collection[Any], rids: Sequence[bytes], *, what: str) -> dict[bytes, bytes]:

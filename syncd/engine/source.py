@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from pymongo.database import Database
 
 from syncd.config.model import OWN_PREFIX, own_collection
-from syncd.engine import changestream, server
+from syncd.engine import changestream, server, timeouts
 from syncd.engine.changestream import ChangeSink, Drained, Router
 from syncd.engine.fetch import batched
 from syncd.engine.policy import PLAIN, View
@@ -140,6 +140,10 @@ class MongoSource:
         return skipped
 
     def collection_spec(self, name: str) -> CollectionSpec | None:
+        with timeouts.limit("command"):
+            return self._collection_spec(name)
+
+    def _collection_spec(self, name: str) -> CollectionSpec | None:
         infos = list(self.db.list_collections(filter={"name": name}))
         if not infos or infos[0].get("type", "collection") != "collection":
             return None
@@ -172,7 +176,7 @@ class MongoSource:
 
     def count(self, name: str) -> int:
         view = self.view(name)
-        with view.reading(self.label):
+        with view.reading(self.label), timeouts.limit("count"):
             return int(self.db[name].count_documents(view.query or {}))
 
     def record_count(self, name: str, *, expected: int | None = None) -> int:
@@ -185,7 +189,9 @@ class MongoSource:
         anyone is told they differ."""
         what = f"count {name} ({self.label})"
         if self.view(name).query is None:
-            estimate = int(with_retries(self.db[name].estimated_document_count, what=what))
+            estimate = int(
+                with_retries(self.db[name].estimated_document_count, what=what, limit="count")
+            )
             if expected is None or estimate == expected:
                 return estimate
         return int(with_retries(partial(self.count, name), what=what))
@@ -195,14 +201,16 @@ class MongoSource:
         if self._version is None:
             client = self.db.client
             self._version = with_retries(
-                lambda: server.version(client), what=f"buildInfo ({self.label})"
+                lambda: server.version(client), what=f"buildInfo ({self.label})", limit="command"
             )
         return self._version
 
     def changes_unsupported(self) -> str | None:
         if self._unsupported is None:
             reason = with_retries(
-                lambda: changestream.unsupported_reason(self.db), what=f"hello ({self.label})"
+                lambda: changestream.unsupported_reason(self.db),
+                what=f"hello ({self.label})",
+                limit="command",
             )
             self._unsupported = (reason,)
         return self._unsupported[0]
@@ -249,7 +257,7 @@ class MongoSource:
                     found.extend(map(view.transform, split_documents(batch)))
             return found
 
-        return with_retries(read, what=f"read {name} by _id ({self.label})")
+        return with_retries(read, what=f"read {name} by _id ({self.label})", limit="read")
 
 
 def read_by_id(
