@@ -284,7 +284,8 @@ def test_the_runtime_tables_agree_with_the_manual() -> None:
         ('not authorized on prod to execute command { collMod: "users" }', "collMod", "dbAdmin"),
         ('not authorized on prod to execute command { delete: "users" }', "remove", "readWrite"),
         (
-            "not authorized on prod to execute command { aggregate: 1, pipeline: [ { $changeStream: {} } ] }",
+            "not authorized on prod to execute command "
+            "{ aggregate: 1, pipeline: [ { $changeStream: {} } ] }",
             "changeStream",
             "read",
         ),
