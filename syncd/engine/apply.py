@@ -14,6 +14,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, CollectionInvalid, OperationFailure
 
+from syncd import pause
 from syncd.engine.plan import CollectionPlan
 from syncd.engine.privileges import check_validation
 from syncd.engine.rawbson import id_value
@@ -200,6 +201,7 @@ def _bulk(
             limit="write",
         )
         _count(result.inserted_count, result.upserted_count + result.matched_count, applied)
+        pause.point("write.batch")
         return []
     except BulkWriteError as exc:
         details = exc.details

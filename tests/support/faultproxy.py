@@ -6,6 +6,7 @@
         proxy.stall(); proxy.resume()
         proxy.set_delay(0.2)       # every chunk of bytes waits 0.2 s
         proxy.refuse(True)         # new connections are closed at once
+        proxy.cut_next_reply()     # the next large reply is cut mid-way, its connection closed
 
 The proxy runs an asyncio loop in a background thread. Every control waits until the
 loop has applied it, so the fault is in force when the call returns.
@@ -25,6 +26,9 @@ from tests.support.servers import uri_with_database
 T = TypeVar("T")
 LISTEN_HOST = "127.0.0.1"
 _CHUNK = 64 * 1024
+# A chunk of a reply at least this large is a batch of documents, never a heartbeat's `hello`
+# (under 1 KB) on the driver's monitoring connection.
+LARGE_REPLY = 16 * 1024
 _CONTROL_TIMEOUT = 5.0
 
 
@@ -53,6 +57,7 @@ class FaultProxy:
         self._flowing: asyncio.Event | None = None
         self._delay = 0.0
         self._refusing = False
+        self._cut_reply = False
         self.total_connections = 0
 
     # -- public --------------------------------------------------------------------
@@ -111,6 +116,11 @@ class FaultProxy:
     def refuse(self, on: bool = True) -> None:
         """While on, new connections are accepted and closed at once (open ones stay)."""
         self._call(self._apply(lambda: setattr(self, "_refusing", bool(on))))
+
+    def cut_next_reply(self) -> None:
+        """The next large reply (a batch of documents) stops mid-way: its connection is
+        closed instead of the chunk forwarded, as a link that dies during a read."""
+        self._call(self._apply(lambda: setattr(self, "_cut_reply", True)))
 
     def __enter__(self) -> FaultProxy:
         return self.start()
@@ -189,7 +199,7 @@ class FaultProxy:
         pair = _Pair(writer, up_writer)
         pair.tasks = [
             asyncio.create_task(self._pump(reader, up_writer)),
-            asyncio.create_task(self._pump(up_reader, writer)),
+            asyncio.create_task(self._pump(up_reader, writer, replies=True)),
         ]
         self._pairs.add(pair)
         try:
@@ -199,10 +209,15 @@ class FaultProxy:
             self._pairs.discard(pair)
             pair.abort()
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, replies: bool = False
+    ) -> None:
         assert self._flowing is not None
         with contextlib.suppress(ConnectionError, OSError):
             while data := await reader.read(_CHUNK):
+                if replies and self._cut_reply and len(data) >= LARGE_REPLY:
+                    self._cut_reply = False
+                    return  # the pair is closed by `_handle`
                 await self._flowing.wait()
                 if self._delay:
                     await asyncio.sleep(self._delay)
