@@ -14,14 +14,18 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pymongo import monitoring
+from pymongo.database import Database
 
 from syncd.backup import list_backups
 from syncd.engine.privileges import ACTIONS, GRANTED_BY, missing_action, unauthorized_hint
+from tests.conftest import AuthServer
 from tests.engine_kit import Pair, syncd
+from tests.safety_cli import PROD_URI_ENV, basic_config, run_syncd, snapshot
 from tests.support.dataset import load_seed_dataset
 
 Capsys = pytest.CaptureFixture[str]
@@ -305,3 +309,25 @@ def test_an_unauthorized_refusal_names_the_action_and_the_role(
     assert (
         f"the built-in role {role} grants it" if role else "a custom role must grant it"
     ) in hint
+
+
+def test_a_read_write_user_pushes_the_data_set_into_an_auth_server(
+    tmp_path: Path, local_db: Database[Any], local_uri: str, auth_server: AuthServer
+) -> None:
+    """SecantusDB --auth with a user that has readWrite on the target database only. The
+    server is lenient (it lets readWrite send what MongoDB reserves to dbAdmin), so this
+    shows only that nothing regressed; the recorded commands above are the proof."""
+    load_seed_dataset(local_db)
+    users = auth_server.users
+    uri = auth_server.server.uri_for(users.app_database, credentials=users.app)
+    config = basic_config(tmp_path, local_uri, collections=("*",))
+    try:
+        ran = run_syncd(config, "sync", "to_production", "--yes", env={PROD_URI_ENV: uri})
+
+        assert ran.code == 0, ran
+        with auth_server.server.client(credentials=users.admin) as admin:
+            assert snapshot(admin[users.app_database]) == snapshot(local_db)
+        assert users.app.password not in ran.output
+    finally:
+        with auth_server.server.client(credentials=users.admin) as admin:
+            admin.drop_database(users.app_database)

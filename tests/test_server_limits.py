@@ -15,7 +15,7 @@ from syncd.endpoints import open_endpoint
 from syncd.engine import server
 from syncd.engine.source import CollectionSpec, MongoSource
 from syncd.engine.specs import compare_specs, for_version
-from syncd.engine.timeouts import LIMITS
+from syncd.engine.timeouts import LIMITS, max_time, max_time_ms
 from tests.engine_kit import Pair, syncd
 from tests.test_privileges import RECORDER
 
@@ -44,19 +44,21 @@ def test_an_estimate_that_differs_from_the_expected_count_is_counted_exactly(pai
     assert [n for n, _ in counts] == ["count", "aggregate"]
     assert "query" not in counts[0][1]
     assert {"$match": {}} in counts[1][1]["pipeline"]  # count_documents: an exact count
+    assert counts[1][1]["maxTimeMS"] == max_time_ms("count")
 
 
 # -- 6. time limits: each kind its own, none for index builds -----------------------------------
 
 
 def test_each_kind_of_operation_has_its_own_limit_and_index_builds_none() -> None:
-    assert LIMITS["index"] is None
-    limited = {kind: seconds for kind, seconds in LIMITS.items() if kind != "index"}
-    assert all(seconds is not None and seconds > 0 for seconds in limited.values())
-    assert (LIMITS["count"] or 0) > (LIMITS["write"] or 0) >= (LIMITS["command"] or 0)
+    assert LIMITS["index"] is None and max_time("index") == {}
+    assert LIMITS["scan"] is None  # a find's maxTimeMS would hold for the whole scan
+    assert max_time("count") == {"maxTimeMS": 3_600_000}
+    assert max_time_ms("read") == 300_000
+    assert (LIMITS["count"] or 0) > (LIMITS["read"] or 0) > (LIMITS["metadata"] or 0) > 0
 
 
-def test_index_builds_carry_no_time_limit_and_writes_do(
+def test_index_builds_carry_no_time_limit_and_counts_do(
     pair: Pair, production_uri: str, capsys: Capsys
 ) -> None:
     pair.local.items.insert_many([{"_id": i, "k": i} for i in range(5)])
@@ -68,9 +70,14 @@ def test_index_builds_carry_no_time_limit_and_writes_do(
 
     commands = _names(sent)
     builds = [c for name, c in commands if name == "createIndexes"]
-    writes = [c for name, c in commands if name == "insert" and c.get("insert") == "items"]
+    # syncd's reads of a collection's options (pymongo's own check before `create` is not)
+    listings = [
+        c
+        for name, c in commands
+        if name == "listCollections" and "name" in c.get("filter", {}) and not c.get("nameOnly")
+    ]
     assert builds and all("maxTimeMS" not in c for c in builds)
-    assert writes and all(0 < c["maxTimeMS"] <= 1000 * (LIMITS["write"] or 0) for c in writes)
+    assert listings and all(c["maxTimeMS"] == max_time_ms("metadata") for c in listings)
     # Nor does a socket timeout of syncd's cut a build: the client has none.
     endpoint = Endpoint(name="production", uri=SecretRef("literal", production_uri))
     connected = open_endpoint(endpoint)

@@ -20,6 +20,7 @@ from syncd.engine.privileges import check_validation
 from syncd.engine.rawbson import id_value
 from syncd.engine.retry import with_retries
 from syncd.engine.specs import index_model_args
+from syncd.engine.timeouts import max_time
 from syncd.errors import SyncdError
 from syncd.lease.guard import check_writes
 
@@ -51,17 +52,13 @@ def prepare_collection(db: Database[Any], plan: CollectionPlan) -> None:
             extra={"collection": plan.name, "left_out": "; ".join(specs.left_out)},
         )
     if specs.create is not None:
-        with_retries(
-            lambda: _create(db, plan.name, specs.create or {}),
-            what=f"create {plan.name}",
-            limit="command",
-        )
+        with_retries(lambda: _create(db, plan.name, specs.create or {}), what=f"create {plan.name}")
     if specs.collmod:
         command = {"collMod": plan.name, **specs.collmod}
-        with_retries(lambda: db.command(command), what=f"collMod {plan.name}", limit="command")
+        with_retries(lambda: db.command(command), what=f"collMod {plan.name}")
     for name in specs.drop_indexes:
         drop = partial(_drop_index, db[plan.name], name)
-        with_retries(drop, what=f"drop index {plan.name}", limit="command")
+        with_retries(drop, what=f"drop index {plan.name}")
 
 
 def _create(db: Database[Any], name: str, options: dict[str, Any]) -> None:
@@ -86,10 +83,9 @@ def finish_collection(db: Database[Any], plan: CollectionPlan) -> None:
         for spec in plan.specs.create_indexes:
             keys, kwargs = index_model_args(spec)
             models.append(IndexModel(keys, **kwargs))
-        with_retries(
-            lambda: db[plan.name].create_indexes(models),
+        with_retries(  # no maxTimeMS: a build answers when the index is built (timeouts.py)
+            lambda: db[plan.name].create_indexes(models, **max_time("index")),
             what=f"create indexes {plan.name}",
-            limit="index",  # none: a build answers when the index is built
         )
 
 
@@ -118,9 +114,7 @@ def _delete(coll: Collection[Any], ids: list[Any]) -> int:
     # the list (1000 ids: ~4 s); by _id either way, so a retried batch does the same.
     ops = [DeleteOne({"_id": _id}) for _id in ids]
     check_writes(coll.database)  # a lost write lease stops the run before this batch
-    with_retries(
-        lambda: coll.bulk_write(ops, ordered=False), what=f"delete {coll.name}", limit="write"
-    )
+    with_retries(lambda: coll.bulk_write(ops, ordered=False), what=f"delete {coll.name}")
     return len(ids)
 
 
@@ -198,7 +192,6 @@ def _bulk(
         result = with_retries(
             lambda: coll.bulk_write(ops, ordered=False, bypass_document_validation=bypass),
             what=f"write {coll.name}",
-            limit="write",
         )
         _count(result.inserted_count, result.upserted_count + result.matched_count, applied)
         pause.point("write.batch")

@@ -258,7 +258,6 @@ def _flush(coll: Any, ops: list[Any], *, bypass: bool, force: bool = False) -> l
             with_retries(
                 lambda: coll.bulk_write(batch, ordered=False, bypass_document_validation=bypass),
                 what=f"restore {coll.name}",
-                limit="write",
             )
         except BulkWriteError as exc:
             check_validation(coll.name, exc.details)

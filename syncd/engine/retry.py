@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import TypeVar
 
 from pymongo.errors import (
@@ -23,9 +23,7 @@ from pymongo.errors import (
 )
 
 from syncd.config.secrets import redact
-from syncd.engine import timeouts
 from syncd.engine.privileges import UNAUTHORIZED, unauthorized_hint
-from syncd.engine.timeouts import Kind
 from syncd.errors import SyncdError
 
 log = logging.getLogger("syncd.engine")
@@ -52,16 +50,12 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
-def with_retries(
-    step: Callable[[], T], *, what: str, attempts: int = ATTEMPTS, limit: Kind | None = None
-) -> T:
-    """Run `step`; on a transient error wait (0.5 s, 1 s, 2 s ...) and run it again. Each
-    attempt runs under the time limit of its `limit` kind (timeouts.py), if given."""
+def with_retries(step: Callable[[], T], *, what: str, attempts: int = ATTEMPTS) -> T:
+    """Run `step`; on a transient error wait (0.5 s, 1 s, 2 s ...) and run it again."""
     delay = FIRST_DELAY
     for attempt in range(1, attempts + 1):
         try:
-            with timeouts.limit(limit) if limit is not None else nullcontext():
-                return step()
+            return step()
         except (*TRANSIENT, OperationFailure) as exc:
             if attempt == attempts or not is_transient(exc):
                 raise

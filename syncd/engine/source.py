@@ -15,12 +15,13 @@ from pymongo.database import Database
 
 from syncd import pause
 from syncd.config.model import OWN_PREFIX, own_collection
-from syncd.engine import changestream, server, timeouts
+from syncd.engine import changestream, server
 from syncd.engine.changestream import ChangeSink, Drained, Router
 from syncd.engine.fetch import batched
 from syncd.engine.policy import PLAIN, View
 from syncd.engine.rawbson import split_documents
 from syncd.engine.retry import with_retries
+from syncd.engine.timeouts import max_time, max_time_ms
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ class MongoSource:
 
     def list_collections(self) -> list[str]:
         names = []
-        for info in self.db.list_collections(filter={"type": "collection"}):
+        for info in self.db.list_collections(filter={"type": "collection"}, **max_time("metadata")):
             name = str(info["name"])
             if not name.startswith(SKIPPED_PREFIXES):
                 names.append(name)
@@ -128,7 +129,7 @@ class MongoSource:
     def skipped_collections(self) -> dict[str, str]:
         """Name -> why it is not synced: views, system, time-series and syncd's own collections."""
         skipped = {}
-        for info in self.db.list_collections():
+        for info in self.db.list_collections(**max_time("metadata")):
             name, kind = str(info["name"]), info.get("type", "collection")
             if own_collection(name):
                 skipped[name] = "syncd's own collection"
@@ -141,11 +142,7 @@ class MongoSource:
         return skipped
 
     def collection_spec(self, name: str) -> CollectionSpec | None:
-        with timeouts.limit("command"):
-            return self._collection_spec(name)
-
-    def _collection_spec(self, name: str) -> CollectionSpec | None:
-        infos = list(self.db.list_collections(filter={"name": name}))
+        infos = list(self.db.list_collections(filter={"name": name}, **max_time("metadata")))
         if not infos or infos[0].get("type", "collection") != "collection":
             return None
         info = infos[0]
@@ -178,8 +175,8 @@ class MongoSource:
 
     def count(self, name: str) -> int:
         view = self.view(name)
-        with view.reading(self.label), timeouts.limit("count"):
-            return int(self.db[name].count_documents(view.query or {}))
+        with view.reading(self.label):
+            return int(self.db[name].count_documents(view.query or {}, **max_time("count")))
 
     def record_count(self, name: str, *, expected: int | None = None) -> int:
         """The collection's document count from its record count (cheap on MongoDB); of a
@@ -191,9 +188,8 @@ class MongoSource:
         anyone is told they differ."""
         what = f"count {name} ({self.label})"
         if self.view(name).query is None:
-            estimate = int(
-                with_retries(self.db[name].estimated_document_count, what=what, limit="count")
-            )
+            estimate_count = partial(self.db[name].estimated_document_count, **max_time("metadata"))
+            estimate = int(with_retries(estimate_count, what=what))
             if expected is None or estimate == expected:
                 return estimate
         return int(with_retries(partial(self.count, name), what=what))
@@ -203,7 +199,7 @@ class MongoSource:
         if self._version is None:
             client = self.db.client
             self._version = with_retries(
-                lambda: server.version(client), what=f"buildInfo ({self.label})", limit="command"
+                lambda: server.version(client), what=f"buildInfo ({self.label})"
             )
         return self._version
 
@@ -212,7 +208,6 @@ class MongoSource:
             reason = with_retries(
                 lambda: changestream.unsupported_reason(self.db),
                 what=f"hello ({self.label})",
-                limit="command",
             )
             self._unsupported = (reason,)
         return self._unsupported[0]
@@ -254,13 +249,14 @@ class MongoSource:
         def read() -> list[bytes]:
             found: list[bytes] = []
             query = view.by_id(ids)
-            with view.reading(self.label), self.db[name].find_raw_batches(query) as cursor:
+            cursor = self.db[name].find_raw_batches(query, max_time_ms=max_time_ms("read"))
+            with view.reading(self.label), cursor:
                 for batch in cursor:
                     found.extend(map(view.transform, split_documents(batch)))
             pause.point("fetch.batch")
             return found
 
-        return with_retries(read, what=f"read {name} by _id ({self.label})", limit="read")
+        return with_retries(read, what=f"read {name} by _id ({self.label})")
 
 
 def read_by_id(
