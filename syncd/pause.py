@@ -18,6 +18,8 @@ Without `SYNCD_PAUSE_DIR` (every real run) a point is one environment lookup. Th
 - `lease.taken`: the write lease on the target was just taken;
 - `read.batch`: a batch of a collection was read whole from a side (scan, first copy), also
   as `read.batch@DATABASE`, for one side's reads;
+- `changes.fence`: a read of a change stream has its fence (the operation time it reads up
+  to), also as `changes.fence@DATABASE`;
 - `fetch.batch`: a batch of documents was read by `_id`;
 - `write.batch`: a batch of writes was applied to the target;
 - `backup.write`: a backup has put the first documents of a collection on disk.

@@ -29,6 +29,7 @@ from bson.timestamp import Timestamp
 from pymongo.database import Database
 from pymongo.errors import OperationFailure
 
+from syncd import pause
 from syncd.engine import server
 from syncd.engine.rawbson import raw_id
 from syncd.engine.retry import first_line, is_transient
@@ -113,6 +114,7 @@ def drain(
     wanted = sorted(set(names))
     found = Drained(token=token)
     fence = operation_time(db)
+    pause.point("changes.fence", db.name)
     pipeline: list[dict[str, Any]] = [
         {
             "$match": {
