@@ -29,11 +29,11 @@ SERVER_SELECTION_MS = 10_000
 # not speak TLS, a host that drops packets) has failed, with its cause, before the command
 # gives up on the endpoint, so the message can say why rather than only "timed out".
 CONNECT_TIMEOUT_MS = SERVER_SELECTION_MS // 2
-SOCKET_TIMEOUT_MS = 120_000
+# No socketTimeoutMS: one limit for every operation cut index builds and long counts;
+# each kind of operation has its own (engine/timeouts.py).
 DEFAULTS: dict[str, Any] = {
     "serverSelectionTimeoutMS": SERVER_SELECTION_MS,
     "connectTimeoutMS": CONNECT_TIMEOUT_MS,
-    "socketTimeoutMS": SOCKET_TIMEOUT_MS,
     "appname": "syncd",
     "retryWrites": True,
     "retryReads": True,

@@ -165,7 +165,8 @@ def test_a_stalled_server_times_out_and_the_rerun_converges(
     capsys: Capsys,
 ) -> None:
     """Bytes held (not refused) by a stalled server: the URI's socketTimeoutMS ends each
-    attempt, the sync fails with exit 1 instead of hanging for syncd's 120 s default."""
+    attempt, the sync fails with exit 1 instead of hanging (syncd sets no socket timeout of
+    its own: engine/timeouts.py)."""
     pair = push_through_proxy
     result = run_during("write.batch", proxy.stall, capsys, pair, *PUSH)
 

@@ -49,6 +49,7 @@ from pymongo.database import Database
 from pymongo.errors import OperationFailure
 
 from syncd import pause
+from syncd.engine import server
 from syncd.engine.rawbson import raw_id
 from syncd.engine.retry import first_line, is_transient
 from syncd.engine.sharding import is_mongos
@@ -99,7 +100,7 @@ def raw_database(db: Database[Any]) -> Database[Any]:
 
 def unsupported_reason(db: Database[Any]) -> str | None:
     """Why this server has no change streams (a standalone mongod), or None."""
-    hello = db.client.admin.command("hello")
+    hello = server.hello(db.client)
     if hello.get("setName") or hello.get("msg") == "isdbgrid":
         return None
     return "a standalone server has no change streams"

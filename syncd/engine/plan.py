@@ -169,7 +169,7 @@ def plan_collections(
         source_spec, target_spec = read_spec(sides.source, name), read_spec(sides.target, name)
         plan.expiry = expiry_rules(target_spec)
         plan.source_exists = source_spec is not None
-        plan.specs = compare_specs(source_spec, target_spec)
+        plan.specs = compare_specs(source_spec, target_spec, sides.target.server_version())
         uuids = {SRC: _uuid(source_spec), TGT: _uuid(target_spec)}
         first = (
             _first_copy_count(sides, name, exists=target_spec is not None)

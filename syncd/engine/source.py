@@ -16,13 +16,14 @@ from pymongo.database import Database
 
 from syncd import pause
 from syncd.config.model import OWN_PREFIX, own_collection
-from syncd.engine import changestream
+from syncd.engine import changestream, server
 from syncd.engine.changestream import ChangeSink, Drained, Router
 from syncd.engine.fetch import batched
 from syncd.engine.policy import PLAIN, View
 from syncd.engine.rawbson import split_documents
 from syncd.engine.rawcursor import find_documents
 from syncd.engine.retry import with_retries
+from syncd.engine.timeouts import max_time, max_time_ms
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,11 @@ class DocumentSource(Protocol):
 
     def changes_unsupported(self) -> str | None:
         """Why changes cannot be followed here (no change streams), or None."""
+        ...
+
+    def server_version(self) -> tuple[int, ...]:
+        """The server's version, () when there is none: which options and index fields it
+        knows (specs.py leaves out the others)."""
         ...
 
     def current_token(self) -> bytes:
@@ -109,13 +115,14 @@ class MongoSource:
         self.batch_size = batch_size
         self.views = views
         self._unsupported: tuple[str | None] | None = None
+        self._version: tuple[int, ...] | None = None
 
     def view(self, name: str) -> View:
         return PLAIN if self.views is None else self.views(name)
 
     def list_collections(self) -> list[str]:
         names = []
-        for info in self.db.list_collections(filter={"type": "collection"}):
+        for info in self.db.list_collections(filter={"type": "collection"}, **max_time("metadata")):
             name = str(info["name"])
             if not name.startswith(SKIPPED_PREFIXES):
                 names.append(name)
@@ -124,7 +131,7 @@ class MongoSource:
     def skipped_collections(self) -> dict[str, str]:
         """Name -> why it is not synced: views, system, time-series and syncd's own collections."""
         skipped = {}
-        for info in self.db.list_collections():
+        for info in self.db.list_collections(**max_time("metadata")):
             name, kind = str(info["name"]), info.get("type", "collection")
             if own_collection(name):
                 skipped[name] = "syncd's own collection"
@@ -137,7 +144,7 @@ class MongoSource:
         return skipped
 
     def collection_spec(self, name: str) -> CollectionSpec | None:
-        infos = list(self.db.list_collections(filter={"name": name}))
+        infos = list(self.db.list_collections(filter={"name": name}, **max_time("metadata")))
         if not infos or infos[0].get("type", "collection") != "collection":
             return None
         info = infos[0]
@@ -164,21 +171,38 @@ class MongoSource:
     def count(self, name: str) -> int:
         view = self.view(name)
         with view.reading(self.label):
-            return int(self.db[name].count_documents(view.query or {}))
+            return int(self.db[name].count_documents(view.query or {}, **max_time("count")))
 
-    def record_count(self, name: str) -> int:
+    def record_count(self, name: str, *, expected: int | None = None) -> int:
         """The collection's document count from its record count (cheap on MongoDB); of a
-        filtered collection, the count of its matching documents."""
-        coll, view = self.db[name], self.view(name)
-        count: Callable[[], int] = coll.estimated_document_count
-        if view.query is not None:
-            count = partial(self.count, name)
-        return int(with_retries(count, what=f"count {name} ({self.label})"))
+        filtered collection, the count of its matching documents.
+
+        A record count is metadata, which MongoDB documents as wrong after an unclean
+        shutdown and on a sharded cluster (orphaned documents): when it differs from
+        `expected` (what a verification needs), the documents are counted exactly before
+        anyone is told they differ."""
+        what = f"count {name} ({self.label})"
+        if self.view(name).query is None:
+            estimate_count = partial(self.db[name].estimated_document_count, **max_time("metadata"))
+            estimate = int(with_retries(estimate_count, what=what))
+            if expected is None or estimate == expected:
+                return estimate
+        return int(with_retries(partial(self.count, name), what=what))
+
+    def server_version(self) -> tuple[int, ...]:
+        """The server's version ((8, 0, 4)): what options and index fields it knows."""
+        if self._version is None:
+            client = self.db.client
+            self._version = with_retries(
+                lambda: server.version(client), what=f"buildInfo ({self.label})"
+            )
+        return self._version
 
     def changes_unsupported(self) -> str | None:
         if self._unsupported is None:
             reason = with_retries(
-                lambda: changestream.unsupported_reason(self.db), what=f"hello ({self.label})"
+                lambda: changestream.unsupported_reason(self.db),
+                what=f"hello ({self.label})",
             )
             self._unsupported = (reason,)
         return self._unsupported[0]
@@ -220,7 +244,8 @@ class MongoSource:
         def read() -> list[bytes]:
             found: list[bytes] = []
             query = view.by_id(ids)
-            with view.reading(self.label), self.db[name].find_raw_batches(query) as cursor:
+            cursor = self.db[name].find_raw_batches(query, max_time_ms=max_time_ms("read"))
+            with view.reading(self.label), cursor:
                 for batch in cursor:
                     found.extend(map(view.transform, split_documents(batch)))
             pause.point("fetch.batch")
