@@ -167,4 +167,6 @@ def _print(report: dict[str, Any]) -> None:
 def _found_by(entry: dict[str, Any]) -> str:
     if entry["mode"] == "changes":
         return "change streams"
-    return f"full read ({entry['full_read_reason']})"
+    if entry["mode"] == "full":
+        return f"full read ({entry['full_read_reason']})"
+    return "; ".join(f"{endpoint}: {how}" for endpoint, how in entry["found_by"].items())

@@ -217,6 +217,58 @@ class CollectionScratch:
             )
             conn.execute("COMMIT")
 
+    def whole_path(self, side: str) -> Path:
+        """Where a side read whole is scanned (its candidates then go to its scan)."""
+        return self.work_dir / f"{side}.whole.sqlite"
+
+    def whole_candidates(
+        self, side: str, memory: SyncMemory, pair: Pair, *, source: str, target: str
+    ) -> None:
+        """After `side` was read whole into `whole_path(side)`: its documents the memory
+        holds otherwise (or not at all), and those the memory holds that it no longer
+        has, become candidates. Bounded by the size of the change, not of the side."""
+        column = "bs" if side == SRC else "bt"
+        with self._joined(memory, pair, source=source, target=target) as conn:
+            conn.execute("ATTACH DATABASE ? AS whole", (self.whole_path(side).as_uri(),))
+            conn.execute("BEGIN")
+            conn.execute(
+                "INSERT INTO cand (idkey, rid) SELECT w.idkey, w.rid FROM whole.docs w "  # noqa: S608
+                f"LEFT JOIN memo m ON m.idkey = w.idkey WHERE m.{column} IS NOT w.digest "
+                "ON CONFLICT (idkey) DO UPDATE SET rid = COALESCE(cand.rid, excluded.rid)"
+            )
+            conn.execute(
+                "INSERT OR IGNORE INTO cand (idkey) SELECT m.idkey FROM memo m "  # noqa: S608
+                f"WHERE m.{column} IS NOT NULL AND NOT EXISTS "
+                "(SELECT 1 FROM whole.docs w WHERE w.idkey = m.idkey)"
+            )
+            conn.execute("COMMIT")
+
+    def fill_from_whole(self, side: str) -> None:
+        """Once every candidate is known: each holds on `side` what its whole read found
+        (absent: gone from there); nothing is left to read of that side."""
+        schema = "src" if side == SRC else "main"
+        conn = self._diff()
+        try:
+            conn.execute("ATTACH DATABASE ? AS whole", (self.whole_path(side).as_uri(),))
+            conn.execute("BEGIN")
+            conn.execute(f"UPDATE cand SET seen_{side} = 1, fetch_{side} = 0")  # noqa: S608
+            conn.execute(f"DELETE FROM {schema}.docs")  # noqa: S608
+            conn.execute(
+                f"INSERT INTO {schema}.docs SELECT w.idkey, w.rid, w.digest, w.off, w.len "  # noqa: S608
+                "FROM whole.docs w JOIN cand c ON c.idkey = w.idkey"
+            )
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    def want_all(self, side: str) -> None:
+        """Every candidate `side` said nothing of is to be read there by `_id`."""
+        conn = open_scratch(self.scan_path(TGT))
+        try:
+            conn.execute(f"UPDATE cand SET fetch_{side} = 1 WHERE NOT seen_{side}")  # noqa: S608
+        finally:
+            conn.close()
+
     def to_fetch(self, side: str) -> list[tuple[bytes, object]]:
         """(idkey, `_id` value) of the candidates whose current version on `side` must be
         read (an update event names a document, not its content)."""
