@@ -187,7 +187,7 @@ def test_a_source_collection_dropped_and_recreated_falls_back_and_converges(
 
     assert result.code == 0, result.err
     assert re.search(
-        r"contracts: reading local whole \((dropped|the collection was)[^)]*\); production: by its "
+        r"contracts: reading local whole \((dropped|the collection was).*\); production: by its "
         r"change stream",
         result.err,
     )

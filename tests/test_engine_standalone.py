@@ -6,6 +6,7 @@ pull into a standalone local sends production no read of a whole collection."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from pymongo import monitoring
 from pymongo.database import Database
 
 from tests.engine_kit import Pair, make_pair, snapshot, syncd
+from tests.support.delayproxy import DelayProxy
 from tests.support.servers import MongoServer
 
 Capsys = pytest.CaptureFixture[str]
@@ -164,3 +166,31 @@ def test_a_push_from_a_standalone_local_follows_production_for_drift(
     again = json.loads(syncd(capsys, pair.config, *PUSH, "--dry-run", "--json").out)
     assert {c["mode"] for c in again["collections"]} == {"target-changes"}
     assert not any(c["inserts"] + c["updates"] + c["deletes"] for c in again["collections"])
+
+
+def test_a_no_op_pull_into_a_standalone_reads_no_whole_collection_through_the_link(
+    standalone_local: tuple[Pair, MongoServer], capsys: Capsys
+) -> None:
+    """Through the benchmark's proxy (bench/far.py), with no delay: a no-op pull into a
+    standalone local reads a small share of what production holds (its stream, its
+    listings), not production whole."""
+    pair, _ = standalone_local
+    pair.production.contracts.insert_many(
+        [{"_id": i, "status": "draft", "text": "x" * 2000} for i in range(500)]
+    )
+    size = pair.production.command("dbStats")["dataSize"]
+    host, port = pair.production.client.address or ("127.0.0.1", 0)
+    with DelayProxy(host, port, delay=0.0) as proxy:
+        far = pair.production_uri.replace(f"{host}:{port}", f"127.0.0.1:{proxy.port}")
+        pair = dataclasses.replace(pair, production_uri=far)
+        pair.configure(hook=False, collections=RULES, before_sync="changes")
+        first = syncd(capsys, pair.config, *PULL)
+        assert first.code == 0, first.err
+        copied = proxy.reset()
+        noop = syncd(capsys, pair.config, *PULL)
+        counted = proxy.reset()
+
+    assert noop.code == 0, noop.err
+    assert copied.bytes_down > size  # the first pull read production whole, through the proxy
+    assert counted.bytes_down < 0.05 * size, counted
+    assert counted.requests > 0

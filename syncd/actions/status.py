@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,9 +21,19 @@ from syncd.lease.status import lease_state
 
 def run(config: Config, args: argparse.Namespace) -> int:
     flows = [get_flow(config, args.flow).name] if args.flow else sorted(config.flows)
-    report: dict[str, Any] = {"endpoints": _endpoints(config), "flows": {}}
-    for flow in flows:
-        report["flows"][flow] = _flow_status(config, flow)
+    # Every endpoint and every flow at once: over a slow link status costs its round
+    # trips, as a no-op sync does, not their sum.
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="status") as pool:
+        endpoints = {
+            name: pool.submit(_endpoint, config, name) for name in sorted(config.endpoints)
+        }
+        planned = {flow: pool.submit(_flow_status, config, flow) for flow in flows}
+        report: dict[str, Any] = {
+            "endpoints": {name: entry.result() for name, entry in endpoints.items()},
+            "flows": {},
+        }
+        for flow in flows:
+            report["flows"][flow] = planned[flow].result()
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:
@@ -31,24 +42,22 @@ def run(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK if healthy else EXIT_FAILED
 
 
-def _endpoints(config: Config) -> dict[str, dict[str, Any]]:
-    result = {}
-    for name, endpoint in sorted(config.endpoints.items()):
-        entry: dict[str, Any] = {"reachable": False, "protected": endpoint.protected}
+def _endpoint(config: Config, name: str) -> dict[str, Any]:
+    endpoint = config.endpoints[name]
+    entry: dict[str, Any] = {"reachable": False, "protected": endpoint.protected}
+    try:
+        connected = open_endpoint(endpoint)
+    except SyncdError as exc:
+        entry["error"] = str(exc)
+    else:
         try:
-            connected = open_endpoint(endpoint)
-        except SyncdError as exc:
-            entry["error"] = str(exc)
-        else:
-            try:
-                entry.update(
-                    reachable=True, version=connected.server_version(), database=connected.database
-                )
-                entry["lease"] = lease_state(config.state_dir, connected).as_json()
-            finally:
-                connected.close()
-        result[name] = entry
-    return result
+            entry.update(
+                reachable=True, version=connected.server_version(), database=connected.database
+            )
+            entry["lease"] = lease_state(config.state_dir, connected).as_json()
+        finally:
+            connected.close()
+    return entry
 
 
 def _flow_status(config: Config, flow_name: str) -> dict[str, Any]:

@@ -124,6 +124,17 @@ class ChangeFinder(Protocol):
         """`which`'s stream cannot vouch for this collection: the finder to use instead."""
         ...
 
+    def checked(self, sides: Sides, uuids: dict[str, bytes | None]) -> ChangeFinder:
+        """The finder to use given each side's collection uuid now. A point without a uuid
+        was taken while the collection did not exist (its uuid is read after the point's
+        token): everything it holds now was written after the token, so the stream has
+        it; a drop since then is an event in the stream too."""
+        ...
+
+    def early(self, scratch: CollectionScratch, sides: Sides) -> None:
+        """What can be read before the streams are, while they are (another thread)."""
+        ...
+
     def fill(self, scratch: CollectionScratch, sides: Sides, progress: Progress) -> None:
         """Put what the plan needs of both sides into `scratch`."""
         ...
@@ -148,6 +159,12 @@ class _NoStream:
 
     def lost(self, which: str, reason: str) -> ChangeFinder:
         return self  # type: ignore[return-value]
+
+    def checked(self, sides: Sides, uuids: dict[str, bytes | None]) -> ChangeFinder:
+        return self  # type: ignore[return-value]
+
+    def early(self, scratch: CollectionScratch, sides: Sides) -> None:
+        return None  # a full read may yet turn out a first copy, which reads nothing
 
 
 @dataclass
@@ -237,6 +254,10 @@ class SideFinder(Protocol):
         """Where the side stands after this sync (`now`: where it stood at the start)."""
         ...
 
+    def early(self, scratch: CollectionScratch, sides: Sides, which: str) -> None:
+        """What can be read of this side before any stream is (a whole read)."""
+        ...
+
     def read(self, scratch: CollectionScratch, sides: Sides, which: str) -> None:
         """What only this side can say: a whole read's candidates (the documents it holds
         otherwise than the memory says)."""
@@ -266,6 +287,9 @@ class Streamed:
     def point(self, now: Point) -> Point:
         return self.at
 
+    def early(self, scratch: CollectionScratch, sides: Sides, which: str) -> None:
+        return None
+
     def read(self, scratch: CollectionScratch, sides: Sides, which: str) -> None:
         return None  # read for every collection at once by `follow_changes`
 
@@ -281,6 +305,7 @@ class ReadWhole:
 
     reason: str
     more: bool = False
+    scanned: bool = False  # read already, before the streams (`early`)
 
     @property
     def found(self) -> Found:
@@ -295,16 +320,26 @@ class ReadWhole:
     def point(self, now: Point) -> Point:
         return now
 
+    def early(self, scratch: CollectionScratch, sides: Sides, which: str) -> None:
+        """Read while the other side's stream is: a side read whole from the start has no
+        stream whose findings the scratch holds (`start_changes` keeps what this writes)."""
+        self._scan(scratch, sides, which)
+        self.scanned = True
+
     def read(self, scratch: CollectionScratch, sides: Sides, which: str) -> None:
+        if not self.scanned:  # a stream that was lost: forget what it said first
+            scratch.restart_side(which)
+            self._scan(scratch, sides, which)
+        scratch.whole_candidates(
+            which, sides.memory, sides.pair, source=sides.source_name, target=sides.target_name
+        )
+
+    def _scan(self, scratch: CollectionScratch, sides: Sides, which: str) -> None:
         side, name = sides.side(which), scratch.name
-        scratch.restart_side(which)  # what a stream said before it was lost
         spool = scratch.spool_path(SRC) if which == SRC else None
         scan = partial(scan_collection, side, name, scratch.whole_path(which), spool=spool)
         with failing_clearly("reading", name, side.label):
             with_retries(scan, what=f"read {name} ({side.label})")
-        scratch.whole_candidates(
-            which, sides.memory, sides.pair, source=sides.source_name, target=sides.target_name
-        )
 
     def complete(self, scratch: CollectionScratch, sides: Sides, which: str) -> None:
         scratch.fill_from_whole(which)
@@ -333,6 +368,9 @@ class ById:
     def point(self, now: Point) -> Point:
         return now
 
+    def early(self, scratch: CollectionScratch, sides: Sides, which: str) -> None:
+        return None
+
     def read(self, scratch: CollectionScratch, sides: Sides, which: str) -> None:
         return None
 
@@ -357,6 +395,18 @@ class ByChanges:
     def lost(self, which: str, reason: str) -> ChangeFinder:
         self.by_side[which] = ReadWhole(reason)
         return self
+
+    def checked(self, sides: Sides, uuids: dict[str, bytes | None]) -> ChangeFinder:
+        for which, finder in list(self.by_side.items()):
+            point = finder.point(Point(None, None))
+            if finder.token() is not None and point.uuid not in (None, uuids.get(which)):
+                endpoint = sides.endpoint(which)
+                self.lost(which, f"the collection was dropped or recreated on {endpoint}")
+        return self
+
+    def early(self, scratch: CollectionScratch, sides: Sides) -> None:
+        for which, finder in list(self.by_side.items()):
+            finder.early(scratch, sides, which)
 
     def fill(self, scratch: CollectionScratch, sides: Sides, progress: Progress) -> None:
         kw: dict[str, Any] = {"source": sides.source_name, "target": sides.target_name}
@@ -406,8 +456,11 @@ def _fetch(
 
 def stream_state(sides: Sides) -> None:
     """Per side: whether it has change streams, and where its stream stands now. Taken
-    before anything is read: what is written while the sync runs is seen by the next."""
-    for which in (SRC, TGT):
+    before anything is read, the listing of collections included (a collection's uuid is
+    read after its point's token): what is written while the sync runs is seen by the
+    next. Both sides at once."""
+
+    def state(which: str) -> tuple[str | None, bytes | None]:
         side = sides.side(which)
         reason = side.changes_unsupported()
         token = None
@@ -416,26 +469,21 @@ def stream_state(sides: Sides) -> None:
                 token = with_retries(side.current_token, what=f"open change stream ({side.label})")
             except Exception as exc:  # noqa: BLE001 - any refusal means: read whole
                 reason = f"its change stream cannot be opened ({type(exc).__name__}: {exc})"
+        return reason, token
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="state") as pool:
+        states = dict(zip((SRC, TGT), pool.map(state, (SRC, TGT)), strict=True))
+    for which, (reason, token) in states.items():
         sides.unsupported[which], sides.now[which] = reason, token
+    sides.target.forget_listing()  # read again, after the tokens
 
 
-def choose(
-    name: str,
-    sides: Sides,
-    *,
-    full: bool,
-    uuids: dict[str, bytes | None],
-    exists: dict[str, bool],
-) -> ChangeFinder:
-    """How to find this collection's changes, before any stream is read: the one place
-    the choice is made (a stream that cannot vouch for a collection turns that side into
-    a whole read later, `ChangeFinder.lost`).
-
-    A point without a uuid was taken while the collection did not exist (its uuid is read
-    after the point's token): everything it holds now was written after the token, so
-    the stream has it; a drop since then is an event in the stream too."""
-    if exists[SRC] and (count := _first_copy_count(sides, name, exists=exists[TGT])):
-        return FirstCopy(count)
+def choose(name: str, sides: Sides, *, full: bool) -> ChangeFinder:
+    """How to find this collection's changes, from the memory alone, before any stream
+    is read: the one place the choice is made. What is learnt later changes it only in
+    `ChangeFinder` methods: a stream that cannot vouch for a collection, or a collection
+    uuid other than its point's (`checked`), turns that side into a whole read; a
+    collection new to the memory is a first copy when its target is empty (`settled`)."""
     if full:
         return FullRead("--full asked for a full read")
     if not sides.memory.knows(sides.pair, name):
@@ -451,8 +499,6 @@ def choose(
             by_side[which] = ReadWhole(reason)
         elif point is None or point.token is None:
             by_side[which] = ReadWhole(f"no resume point yet for {endpoint}")
-        elif point.uuid is not None and point.uuid != uuids.get(which):
-            by_side[which] = ReadWhole(f"the collection was dropped or recreated on {endpoint}")
         else:
             by_side[which] = Streamed(point)
     if not sides.scan_unfollowed and by_side[SRC].token() is not None:
@@ -465,23 +511,41 @@ def choose(
     return ByChanges(by_side)
 
 
+def settled(
+    finder: ChangeFinder, sides: Sides, uuids: dict[str, bytes | None], first_copy: int
+) -> ChangeFinder:
+    """The choice once the collections' specs are read (meanwhile the streams were): a
+    first copy into an empty target (`first_copy_counts`), else the finder as its
+    collection's uuids leave it (`ChangeFinder.checked`)."""
+    if first_copy:
+        return FirstCopy(first_copy)
+    return finder.checked(sides, uuids)
+
+
 def read_whole(reason: str) -> ChangeFinder:
     """The finder of a collection planned again by reading both sides whole (a `changes`
     backup must know the ids a first copy inserts before it writes them)."""
     return FullRead(reason)
 
 
-def _first_copy_count(sides: Sides, name: str, *, exists: bool) -> int:
-    """The source's document count (by its record count) when `name` is a first copy: a
-    live source with documents, an empty (or missing) target collection and no memory of
-    it; else 0."""
-    if not isinstance(sides.source, MongoSource) or sides.memory.knows(sides.pair, name):
-        return 0
-    with failing_clearly("reading", name, sides.target.label):
-        if exists and not _empty(sides.target, name):
-            return 0
-    with failing_clearly("reading", name, sides.source.label):
-        return sides.source.record_count(name)
+def first_copy_counts(sides: Sides, exists: dict[str, dict[str, bool]]) -> dict[str, int]:
+    """Per collection that is a first copy, the source's document count (by its record
+    count): a live source with documents, an empty (or missing) target collection and no
+    memory of it. Counted for all at once (a round trip each over a slow link)."""
+    if not isinstance(sides.source, MongoSource):
+        return {}
+    source = sides.source
+    unknown = [n for n, e in exists.items() if e[SRC] and not sides.memory.knows(sides.pair, n)]
+
+    def count(name: str) -> int:
+        with failing_clearly("reading", name, sides.target.label):
+            if exists[name][TGT] and not _empty(sides.target, name):
+                return 0
+        with failing_clearly("reading", name, source.label):
+            return source.record_count(name)
+
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="count") as pool:
+        return {n: c for n, c in zip(unknown, pool.map(count, unknown), strict=True) if c}
 
 
 def _empty(target: MongoSource, name: str) -> bool:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from syncd.config.model import Config, DriftPolicy, Flow, own_collection
 from syncd.endpoints import Connected, Connections, opened, refuse_same_database
-from syncd.engine.changes import Sides
+from syncd.engine.changes import Sides, stream_state
 from syncd.engine.memory import Pair, SyncMemory
 from syncd.engine.plan import CollectionPlan, Plan, plan_collections
 from syncd.engine.policy import Policies
@@ -202,6 +202,7 @@ def _plan(
     read_ahead: bool = False,
 ) -> Plan:
     assert isinstance(sides.source, MongoSource)  # noqa: S101 - a flow reads an endpoint
+    stream_state(sides)  # before the listing: see there
     available = set(sides.source.list_collections()) | set(sides.target.list_collections())
     names = skip_unsyncable(
         select_collections(config, flow, options.collections, available),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -27,6 +28,10 @@ from syncd.engine.specs import SpecChanges, compare_specs
 
 log = logging.getLogger("syncd.engine")
 SAMPLE_IDS = 10
+# Independent reads of a run at once: over a slow link a run costs its round trips, not
+# its collections. (mongorestore restores 4 collections at once; pymongo opens a
+# connection per concurrent request.)
+SPEC_READERS, FILLERS = 8, 4
 
 
 @dataclass
@@ -170,29 +175,51 @@ def plan_collections(
     `spool_target` keeps the target's documents as a full read sees them, for a full
     backup before the sync that then needs no second read of the target; `read_ahead`
     reads the before-images of a `changes` backup while the source's stream is read."""
-    changes.stream_state(sides)
+    if not sides.now:  # (a sync took it before listing the collections)
+        changes.stream_state(sides)
     sides.spool_target = spool_target
     plans: dict[str, CollectionPlan] = {}
     finders: dict[str, ChangeFinder] = {}
     scratches: dict[str, CollectionScratch] = {}
+    with ThreadPoolExecutor(max_workers=1 + FILLERS, thread_name_prefix="plan") as pool:
+        # The specs (a listing of indexes per collection and side) and the sides read
+        # whole are read while the streams are: none needs another.
+        reading = pool.submit(_read_specs, sides, names)
+        early = {}
+        for name in names:
+            plans[name] = CollectionPlan(name, drift_for(name))
+            plans[name].scratch = scratches[name] = workspace.for_collection(name)
+            finders[name] = changes.choose(name, sides, full=full)
+            early[name] = pool.submit(finders[name].early, scratches[name], sides)
+        try:
+            changes.follow_changes(sides, finders, scratches, read_ahead=read_ahead)
+        finally:
+            specs = reading.result()
+            for done in early.values():
+                done.result()
+    exists = {n: {w: specs[w, n] is not None for w in (SRC, TGT)} for n in names}
+    first_copies = changes.first_copy_counts(sides, exists)
     for name in names:
-        plan = plans[name] = CollectionPlan(name, drift_for(name))
-        plan.scratch = scratches[name] = workspace.for_collection(name)
-        source_spec, target_spec = read_spec(sides.source, name), read_spec(sides.target, name)
+        plan = plans[name]
+        source_spec, target_spec = specs[SRC, name], specs[TGT, name]
         plan.source_exists = source_spec is not None
         plan.specs = compare_specs(source_spec, target_spec)
         uuids = {SRC: _uuid(source_spec), TGT: _uuid(target_spec)}
-        exists = {SRC: source_spec is not None, TGT: target_spec is not None}
-        finders[name] = changes.choose(name, sides, full=full, uuids=uuids, exists=exists)
         plan.points = {sides.endpoint(w): Point(sides.now.get(w), uuids[w]) for w in (SRC, TGT)}
-    changes.follow_changes(sides, finders, scratches, read_ahead=read_ahead)
+        finders[name] = changes.settled(finders[name], sides, uuids, first_copies.get(name, 0))
     _say_sides_read_whole({name: finder.found(sides) for name, finder in finders.items()})
-    for name in names:
-        plan, finder = plans[name], finders[name]
-        finder.fill(scratches[name], sides, reporter.counter(name, "read source"))
-        classify_plan(plan, sides)
-        finder.describe(plan, sides)
-        reporter.planned(plan)
+
+    def fill(name: str) -> None:
+        finders[name].fill(scratches[name], sides, reporter.counter(name, "read source"))
+
+    with ThreadPoolExecutor(max_workers=FILLERS, thread_name_prefix="fill") as pool:
+        filled = {name: pool.submit(fill, name) for name in names}
+        for name in names:
+            plan, finder = plans[name], finders[name]
+            filled[name].result()
+            classify_plan(plan, sides)
+            finder.describe(plan, sides)
+            reporter.planned(plan)
     return Plan(flow, sides.source_name, sides.target_name, [plans[n] for n in names], sides.pair)
 
 
@@ -252,6 +279,18 @@ def classify_plan(plan: CollectionPlan, sides: Sides) -> None:
         )
     else:
         plan.source_count, plan.target_count = scratch.count(SRC), scratch.count(TGT)
+
+
+def _read_specs(sides: Sides, names: Sequence[str]) -> dict[tuple[str, str], CollectionSpec | None]:
+    """Both sides' specs of every collection, `SPEC_READERS` at a time: over a slow link
+    a listing of indexes costs a round trip, whatever the collection holds."""
+    wanted = [(which, name) for name in names for which in (SRC, TGT)]
+
+    def read(key: tuple[str, str]) -> CollectionSpec | None:
+        return read_spec(sides.side(key[0]), key[1])
+
+    with ThreadPoolExecutor(max_workers=SPEC_READERS, thread_name_prefix="spec") as pool:
+        return dict(zip(wanted, pool.map(read, wanted), strict=True))
 
 
 def read_spec(source: DocumentSource, name: str) -> CollectionSpec | None:
