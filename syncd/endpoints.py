@@ -19,6 +19,7 @@ from syncd.config.model import Endpoint
 from syncd.config.secrets import redact, resolve, uri_database, uri_hosts
 from syncd.engine.retry import first_line
 from syncd.errors import EndpointUnreachable, Refused, SecretError
+from syncd.primary_reads import on_primary
 
 log = logging.getLogger("syncd.endpoints")
 
@@ -88,7 +89,9 @@ def open_endpoint(endpoint: Endpoint, *, check: bool = True) -> Connected:
             "(mongodb://host/DBNAME) or set `database:` in the config"
         )
     try:
-        client: MongoClient[Any] = MongoClient(uri, **client_options(uri))
+        client: MongoClient[Any] = MongoClient(
+            on_primary(uri, endpoint.name), **client_options(uri)
+        )
     except (ConfigurationError, InvalidURI, ValueError) as exc:
         raise SecretError(
             f"endpoint '{endpoint.name}': invalid connection string ({redact(str(exc))})"

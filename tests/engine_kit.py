@@ -6,17 +6,13 @@ Snapshots compare raw BSON, as the engine does: field order and numeric types co
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import threading
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +26,7 @@ from syncd.backup import BackupSource, list_backups
 from syncd.cli import main
 from syncd.config.model import own_collection
 from syncd.engine.rawbson import id_document, raw_id
+from tests.support.pause import Holds
 
 RESET_PASSWORD = "Admin123"  # the seed's "default password after sync"
 HOOK_USERS = ("hectorneira2005@hotmail.com", "legal@valkyria.com", "admin@valkyria.com")
@@ -239,8 +236,6 @@ def backup_contents(pair: Pair) -> dict[str, dict[str, dict[bytes, bytes]]]:
 
 # -- processes and faults, shared by the interrupt and fault tests -------------------------
 
-POLL = 0.005  # seconds between polls
-DEADLINE = 120.0  # seconds; generous for a loaded 2-core machine, never reached when healthy
 # A run killed or cut off from its target leaves its write lease there; the next run takes it
 # over once it expired: 60 s by default, this with SYNCD_LEASE_SECONDS (README, the knob for
 # tests and operations). Renewed every quarter of it, given up unconfirmed for half of it:
@@ -248,25 +243,13 @@ DEADLINE = 120.0  # seconds; generous for a loaded 2-core machine, never reached
 LEASE_SECONDS = "8"
 
 
-def when(condition: Callable[[], bool], action: Callable[[], object]) -> threading.Thread:
-    """In a thread: poll `condition`, then run `action` once (never, past DEADLINE)."""
-
-    def watch() -> None:
-        deadline = time.monotonic() + DEADLINE
-        while not condition():
-            if time.monotonic() > deadline:
-                return
-            threading.Event().wait(POLL)
-        action()
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
-
-
-def start_syncd(pair: Pair, log: Path, *args: str) -> subprocess.Popen[bytes]:
-    """`syncd -c CONFIG ARGS...` as a real process (FORCE unset), output to `log`."""
+def start_syncd(
+    pair: Pair, log: Path, *args: str, holds: Holds | None = None
+) -> subprocess.Popen[bytes]:
+    """`syncd -c CONFIG ARGS...` as a real process (FORCE unset), output to `log`; held at
+    the points of `holds`."""
     env = {k: v for k, v in os.environ.items() if k != "FORCE"}
+    env.update(holds.env if holds else {})
     with log.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "syncd.cli", "-c", str(pair.config), *args],
@@ -276,21 +259,3 @@ def start_syncd(pair: Pair, log: Path, *args: str) -> subprocess.Popen[bytes]:
             env=env,
             cwd=pair.root,
         )
-
-
-def kill_when(proc: subprocess.Popen[bytes], started: Callable[[], bool], log: Path) -> None:
-    """SIGKILL `proc` as soon as `started()` is true; fail if it ends first."""
-    deadline = time.monotonic() + DEADLINE
-    while not started():
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=POLL)  # paces the polling; returns early only if it ended
-        if proc.returncode is not None:
-            pytest.fail(
-                f"syncd ended (exit {proc.returncode}) before it could be killed:\n"
-                + log.read_text(errors="replace")[-2000:]
-            )
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("syncd never reached the point to kill it at")
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait(timeout=30) == -signal.SIGKILL

@@ -20,6 +20,8 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from tests.engine_kit import Pair, make_pair, snapshot, syncd
+from tests.support.daemon import wait_until
+from tests.support.pause import during
 from tests.support.servers import MongoServer
 
 PUSH = ("sync", "to_production", "--yes")
@@ -112,7 +114,9 @@ def test_a_sync_on_a_busy_source_catches_up_to_its_start_and_ends(
     pushed: Pair, capsys: Capsys
 ) -> None:
     """A source that never stops writing: the sync reads the changes up to the moment it
-    began, not the writes that follow it, and ends while they go on."""
+    began, not the writes that follow it, and ends while they go on. The writer starts
+    once the source's stream read has its fence (held there until 100 writes are past it),
+    so the writes before the fence never pass the change budget, however fast they are."""
     pair = pushed
     stop, written = threading.Event(), [0]
 
@@ -123,13 +127,19 @@ def test_a_sync_on_a_busy_source_catches_up_to_its_start_and_ends(
             pair.local.contracts.update_one({"_id": written[0] % 50}, {"$inc": {"n": 1000}})
 
     writer = threading.Thread(target=keep_writing, daemon=True)
-    writer.start()
+
+    def start_writing() -> None:
+        writer.start()
+        wait_until(lambda: written[0] >= 100, what="writes past the fence")
+
     try:
-        result = syncd(capsys, pair.config, *PUSH)
+        with during(pair.root, {f"changes.fence@{pair.local.name}": start_writing}):
+            result = syncd(capsys, pair.config, *PUSH)
         still_writing = writer.is_alive() and not stop.is_set()
     finally:
         stop.set()
-        writer.join()
+        if writer.is_alive():
+            writer.join()
 
     assert result.code == 0, result.err
     assert still_writing, "the sync followed the writes until the writer gave up"

@@ -1,6 +1,6 @@
 """A sync cut short is safe to run again: `syncd sync` runs as a real process and is
-SIGKILLed once the target starts changing; the next run converges with no manual clean-up,
-no duplicate-key error and no drift."""
+SIGKILLed while held after its first batch of writes (a pause point, `syncd/pause.py`); the
+next run converges with no manual clean-up, no duplicate-key error and no drift."""
 
 from __future__ import annotations
 
@@ -9,12 +9,16 @@ from typing import Any
 import pytest
 from pymongo.database import Database
 
-from tests.engine_kit import Pair, kill_when, snapshot, start_syncd, syncd
+from tests.engine_kit import Pair, snapshot, start_syncd, syncd
+from tests.support.pause import Holds, kill_at
 
 Capsys = pytest.CaptureFixture[str]
 PUSH = ("sync", "to_production", "--yes")
 DOCS = 10_000  # about 10 write batches: room to be killed part-way
-CHANGED = 2_000  # step 2: under a quarter of the collection, so followed by change streams
+# step 2: these, then again the first batch the killed run wrote (1,000): under a quarter of
+# the collection in all, so the re-run is found by change streams
+CHANGED = 1_200
+WRITTEN = "write.batch"  # held, then killed, after the first batch reached the target
 
 
 def fill(db: Database[Any], count: int, version: int = 1) -> None:
@@ -33,8 +37,9 @@ def test_a_killed_sync_converges_on_the_next_run(pair: Pair, capsys: Capsys) -> 
     target = pair.production.items
 
     # 1. the first push, into an empty target, killed while inserting
-    proc = start_syncd(pair, pair.root / "first.log", *PUSH)
-    kill_when(proc, lambda: target.estimated_document_count() > 0, pair.root / "first.log")
+    holds = Holds.at(pair.root, WRITTEN)
+    proc = start_syncd(pair, pair.root / "first.log", *PUSH, holds=holds)
+    kill_at(proc, holds, WRITTEN)
     assert 0 < target.count_documents({}) < DOCS, "killed mid-way"
 
     rerun = syncd(capsys, pair.config, *PUSH)
@@ -52,10 +57,9 @@ def test_a_killed_sync_converges_on_the_next_run(pair: Pair, capsys: Capsys) -> 
     assert settle.code == 0, settle.err
     changed = {"_id": {"$lt": CHANGED}}
     pair.local.items.update_many(changed, {"$set": {"v": 2}})
-    proc = start_syncd(pair, pair.root / "second.log", *PUSH)
-    kill_when(
-        proc, lambda: target.find_one({"v": 2}, {"_id": 1}) is not None, pair.root / "second.log"
-    )
+    holds = Holds.at(pair.root, WRITTEN)
+    proc = start_syncd(pair, pair.root / "second.log", *PUSH, holds=holds)
+    kill_at(proc, holds, WRITTEN)
     assert target.count_documents({"v": 1, **changed}) > 0, "killed mid-way"
     # the source moves on before the re-run: what the killed run wrote (v 2) is now neither
     # the source (v 3) nor the memory (v 1), yet it is syncd's own write, not drift

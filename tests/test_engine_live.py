@@ -5,7 +5,6 @@ break the sync or its result."""
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +12,9 @@ import pytest
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from tests.engine_kit import Pair, collection_uuid, make_pair, snapshot, syncd, when
+from tests.engine_kit import Pair, collection_uuid, make_pair, snapshot, syncd
 from tests.support.faultproxy import FaultProxy
+from tests.support.pause import during
 from tests.support.servers import Server
 
 Capsys = pytest.CaptureFixture[str]
@@ -39,17 +39,23 @@ def test_readers_never_see_the_target_shrink_during_a_sync(
         while not done.is_set():
             seen.append(reader.count_documents({}))
 
+    def read_between_batches() -> None:  # one read at least lands while the sync writes
+        seen.append(reader.count_documents({}))
+        mid_sync.append(seen[-1])
+
+    mid_sync: list[int] = []
     thread = threading.Thread(target=read)
     thread.start()
     try:
-        result = syncd(capsys, pair.config, *PUSH)
+        with during(pair.root, {"write.batch": read_between_batches}):
+            result = syncd(capsys, pair.config, *PUSH)
     finally:
         done.set()
         thread.join(timeout=30)
 
     assert result.code == 0, result.err
     assert f"{count} to update" in result.out
-    assert len(seen) > 1
+    assert mid_sync == [count]
     assert min(seen) == count
     assert collection_uuid(pair.production, "items") == uuid
     assert pair.production.items.count_documents({"v": 2}) == count
@@ -75,26 +81,16 @@ def test_connections_dropped_while_writing_do_not_break_the_sync(
             hook=False,
         )
         dropped: list[int] = []  # target count when the connections were cut
-        done = threading.Event()
 
-        def cut_twice() -> None:
-            deadline = time.monotonic() + 120
-            for threshold in (1, count // 2):
-                while production_db.items.estimated_document_count() < threshold:
-                    if done.wait(POLL) or time.monotonic() > deadline:
-                        return
-                if proxy.drop_connections():
-                    dropped.append(production_db.items.count_documents({}))
+        def cut() -> None:
+            assert proxy.drop_connections(), "syncd had connections open to cut"
+            dropped.append(production_db.items.count_documents({}))
 
-        thread = threading.Thread(target=cut_twice)
-        thread.start()
-        try:
+        # after the first and the fourth of six batches
+        with during(tmp_path, {"write.batch": cut, "write.batch#4": cut}):
             result = syncd(capsys, pair.config, *PUSH)
-        finally:
-            done.set()
-            thread.join(timeout=30)
 
-    assert dropped and min(dropped) < count, "the connections were cut while writing"
+    assert len(dropped) == 2 and max(dropped) < count, "the connections were cut while writing"
     assert result.code == 0, result.err
     assert "duplicate key" not in result.text.lower()
     assert snapshot(production_db) == snapshot(local_db)
@@ -108,19 +104,14 @@ def test_a_write_to_the_target_during_the_sync_fails_verification(
     count = 5_000
     pair.local.items.insert_many([{"_id": i, "pad": "x" * 200} for i in range(count)])
     target = production_client[pair.production.name].items
-    wrote = threading.Event()
 
     def write() -> None:
         target.insert_one({"_id": "written by the app", "during": "sync"})
-        wrote.set()
 
-    thread = when(lambda: target.estimated_document_count() > 0, write)
-    try:
+    with during(pair.root, {"write.batch": write}) as held:
         result = syncd(capsys, pair.config, *PUSH)
-    finally:
-        thread.join(timeout=30)
 
-    assert wrote.is_set()
+    assert held.acted == {"write.batch"}
     assert result.code == 1
     assert "items on 'production'" in result.err
     assert "after writing, 1 document(s) differ from the source" in result.err
@@ -140,22 +131,22 @@ def test_an_app_write_to_a_document_the_sync_just_wrote_fails_verification(
     assert syncd(capsys, pair.config, *PUSH).code == 0
     pair.local.items.update_many({}, {"$set": {"v": 2}})
     target = production_client[pair.production.name].items
-    wrote = threading.Event()
+    overwritten: list[Any] = []
 
-    def overwrite() -> None:
-        target.update_one({"_id": 0}, {"$set": {"v": "written by the app"}})
-        wrote.set()
+    def overwrite() -> None:  # one of the documents of the batch the sync just wrote
+        _id = target.find_one({"v": 2}, {"_id": 1})["_id"]  # type: ignore[index]
+        target.update_one({"_id": _id}, {"$set": {"v": "written by the app"}})
+        overwritten.append(_id)
 
-    thread = when(lambda: (target.find_one({"_id": 0}) or {}).get("v") == 2, overwrite)
-    try:
+    with during(pair.root, {"write.batch": overwrite}):
         result = syncd(capsys, pair.config, *PUSH)
-    finally:
-        thread.join(timeout=30)
 
-    assert wrote.is_set()
+    assert len(overwritten) == 1
     assert result.code == 1, result.text
     assert "items on 'production'" in result.err
     assert "after writing, 1 document(s) differ from the source" in result.err
     rerun = syncd(capsys, pair.config, *PUSH)
     assert rerun.code == 3
-    assert target.find_one({"_id": 0}, {"_id": 0, "v": 1}) == {"v": "written by the app"}
+    assert target.find_one({"_id": overwritten[0]}, {"_id": 0, "v": 1}) == {
+        "v": "written by the app"
+    }

@@ -6,8 +6,6 @@ the input, the test takes it through `backup create` and `backup restore` too.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from typing import Any
 
 import bson
@@ -17,7 +15,6 @@ from pymongo.database import Database
 
 from syncd.backup import list_backups
 from tests.engine_kit import (
-    DEADLINE,
     Outcome,
     Pair,
     backup_contents,
@@ -26,8 +23,8 @@ from tests.engine_kit import (
     snapshot,
     syncd,
     user_collections,
-    when,
 )
+from tests.support.pause import during
 
 Capsys = pytest.CaptureFixture[str]
 PUSH = ("sync", "to_production", "--yes")
@@ -221,21 +218,11 @@ def fill(db: Database[Any], name: str, count: int, version: int = 1) -> None:
         )
 
 
-def sync_dropping_source(pair: Pair, capsys: Capsys, receiving: Callable[[], bool]) -> Outcome:
-    finished, dropped_during = threading.Event(), threading.Event()
-
-    def drop() -> None:
-        pair.local.drop_collection("items")
-        if not finished.is_set():
-            dropped_during.set()
-
-    thread = when(lambda: receiving() or finished.is_set(), drop)
-    try:
+def sync_dropping_source(pair: Pair, capsys: Capsys) -> Outcome:
+    """The push, held once its first batch reached the target while the source is dropped."""
+    with during(pair.root, {"write.batch": lambda: pair.local.drop_collection("items")}) as held:
         result = syncd(capsys, pair.config, *PUSH)
-    finally:
-        finished.set()
-        thread.join(timeout=DEADLINE)
-    assert dropped_during.is_set(), "the sync ended before the drop"
+    assert held.acted == {"write.batch"}  # the drop landed during the sync
     return result
 
 
@@ -243,25 +230,19 @@ def sync_dropping_source(pair: Pair, capsys: Capsys, receiving: Callable[[], boo
 def test_a_source_collection_dropped_during_the_sync(
     pair: Pair, capsys: Capsys, first_copy: bool
 ) -> None:
-    """Dropped once the target starts receiving: either the snapshot read before the drop
-    is applied and verified, or the run fails cleanly naming the source. The next run sees
-    the collection missing on the source, which counts as empty: the target's documents
-    are deleted (after a backup), with no drift, and the collection itself is kept."""
+    """Dropped once the target received the first batch: either the snapshot read before
+    the drop is applied and verified, or the run fails cleanly naming the source. The next
+    run sees the collection missing on the source, which counts as empty: the target's
+    documents are deleted (after a backup), with no drift, and the collection itself is
+    kept."""
     fill(pair.local, "items", DROPPED_DOCS if first_copy else DROPPED_DOCS // 4)
     pair.local.other.insert_many([{"_id": i} for i in range(10)])
-    target = pair.production.items
     if not first_copy:  # the target holds v1: the source is scanned and spooled, then written
         ok(syncd(capsys, pair.config, *PUSH))
         pair.local.items.update_many({}, {"$set": {"v": 2}})
-
-    def receiving() -> bool:
-        if first_copy:  # streamed: read and written at once
-            return target.estimated_document_count() > 0
-        return target.find_one({"v": 2}, {"_id": 1}) is not None
-
     read = snapshot(pair.local, ["items"])
 
-    result = sync_dropping_source(pair, capsys, receiving)
+    result = sync_dropping_source(pair, capsys)
 
     assert "Traceback" not in result.text
     if result.code == 0:

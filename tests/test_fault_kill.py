@@ -27,17 +27,15 @@ from pymongo.database import Database
 from syncd.backup import list_backups
 from syncd.engine.memory import memory_path
 from tests.engine_kit import (
-    DEADLINE,
     Outcome,
     Pair,
     backup_contents,
-    kill_when,
     make_pair,
     snapshot,
     start_syncd,
     syncd,
-    when,
 )
+from tests.support.pause import Holds, during, kill_at
 from tests.support.servers import MongoServer
 
 Capsys = pytest.CaptureFixture[str]
@@ -137,12 +135,9 @@ def test_production_killed_mid_sync_and_restarted_then_the_rerun_converges(
             server.kill()
             server.restart()
 
-        crash = when(lambda: production.items.estimated_document_count() > 0, crash_and_restart)
-        try:
+        with during(tmp_path, {"write.batch": crash_and_restart}):
             result = syncd(capsys, pair.config, *PUSH)
-        finally:
-            crash.join(timeout=DEADLINE)
-        assert not crash.is_alive() and server.is_running
+        assert server.is_running
         assert at_kill and 0 < at_kill[0] < 10_000, "killed mid-way"
 
         assert result.code in (0, 1), result.text
@@ -179,8 +174,10 @@ def test_a_killed_backup_is_never_listed_and_the_next_backup_cleans_it(
     fill_random(pair.production, 10_000)  # ~10 MB that gzip cannot shrink
     log = pair.root / "backup.log"
 
-    proc = start_syncd(pair, log, "backup", "create", "production")
-    kill_when(proc, lambda: partial_backup_file(pair.backups), log)
+    holds = Holds.at(pair.root, "backup.write")
+    proc = start_syncd(pair, log, "backup", "create", "production", holds=holds)
+    kill_at(proc, holds, "backup.write")
+    assert partial_backup_file(pair.backups)
 
     assert hidden_entries(pair.backups), "the killed writer left its temporary directory"
     listed = syncd(capsys, pair.config, "backup", "list", "--json")
@@ -209,8 +206,10 @@ def test_a_killed_restore_leaves_a_target_the_same_restore_converges_from(
     before_restore = snapshot(pair.production)
     log = pair.root / "restore.log"
 
-    proc = start_syncd(pair, log, "backup", "restore", good.name, "--yes")
-    kill_when(proc, lambda: pair.production.items.find_one({"v": 1}) is not None, log)
+    holds = Holds.at(pair.root, "write.batch")
+    proc = start_syncd(pair, log, "backup", "restore", good.name, "--yes", holds=holds)
+    kill_at(proc, holds, "write.batch")
+    assert pair.production.items.find_one({"v": 1}) is not None, "the restore began writing"
 
     assert pair.production.items.count_documents({"v": 2}) > 0, "killed mid-way"
     safety = [b for b in list_backups(pair.backups) if b.name != good.name]

@@ -8,7 +8,6 @@ attempts is unchanged) and the URIs carry short timeouts, which syncd must honou
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,9 @@ from pymongo.database import Database
 from syncd.config.model import Endpoint, SecretRef
 from syncd.endpoints import client_options, open_endpoint
 from syncd.engine import retry
-from tests.engine_kit import DEADLINE, Outcome, Pair, make_pair, snapshot, syncd, when
+from tests.engine_kit import Outcome, Pair, make_pair, snapshot, syncd
 from tests.support.faultproxy import FaultProxy
+from tests.support.pause import during
 from tests.support.servers import Server
 
 Capsys = pytest.CaptureFixture[str]
@@ -30,19 +30,14 @@ PULL = ("sync", "from_production", "--yes")
 SHORT = {"serverSelectionTimeoutMS": "2000", "connectTimeoutMS": "2000", "socketTimeoutMS": "5000"}
 
 
-def once_writing(target: Database[Any], action: Callable[[], object]) -> threading.Thread:
-    """Run `action` once the sync's first documents reach `target`."""
-    return when(lambda: target.items.estimated_document_count() > 0, action)
+def outage(proxy: FaultProxy) -> Callable[[], None]:
+    """The proxy refuses and cuts every connection, until `refuse(False)`."""
 
-
-def outage_once_writing(proxy: FaultProxy, target: Database[Any]) -> threading.Thread:
-    """Once writing: the proxy refuses and cuts every connection, until `refuse(False)`."""
-
-    def outage() -> None:
+    def cut() -> None:
         proxy.refuse(True)
         proxy.drop_connections()
 
-    return once_writing(target, outage)
+    return cut
 
 
 @pytest.fixture(autouse=True)
@@ -87,15 +82,14 @@ def fill(db: Database[Any], count: int, pad: int = 1000) -> None:
         )
 
 
-def run_with(thread: threading.Thread, capsys: Capsys, config: Path, *args: str) -> Outcome:
-    try:
-        return syncd(capsys, config, *args)
-    finally:
-        thread.join(timeout=DEADLINE)
-
-
-def spool_growing(state_dir: Path) -> bool:
-    return any(p.stat().st_size > 0 for p in (state_dir / "tmp").glob("run-*/*/src.spool"))
+def run_during(
+    point: str, action: Callable[[], object], capsys: Capsys, pair: Pair, *args: str
+) -> Outcome:
+    """`syncd ARGS...`, held at `point` (syncd/pause.py) while `action` runs."""
+    with during(pair.root, {point: action}) as held:
+        result = syncd(capsys, pair.config, *args)
+    assert held.acted == {point}
+    return result
 
 
 def test_uri_timeouts_win_over_syncds_defaults(server_local: Server) -> None:
@@ -122,18 +116,10 @@ def test_connections_cut_while_reading_the_source_are_retried(
 ) -> None:
     fill(production_db, 8_000)
     pair = proxied_pair(local_db, production_db, local_uri, proxy, tmp_path)
-    proxy.set_delay(0.01)  # a slow link: the 8 MB read takes seconds
-
-    def cut_then_speed_up() -> None:
-        proxy.drop_connections()
-        proxy.set_delay(0)
-
-    def reading() -> bool:  # spooled (a target with data) or streamed (an empty target)
-        return spool_growing(pair.state_dir) or local_db.items.estimated_document_count() > 0
-
-    cut = when(reading, cut_then_speed_up)
-
-    result = run_with(cut, capsys, pair.config, *PULL)
+    # held after the first batch: the next batch's reply dies on the wire
+    result = run_during(
+        f"read.batch@{production_db.name}", proxy.cut_next_reply, capsys, pair, *PULL
+    )
 
     assert result.code == 0, result.err
     assert "transient error, retrying" in result.err
@@ -151,8 +137,7 @@ def test_an_outage_longer_than_the_retries_fails_cleanly_and_the_rerun_converges
     capsys: Capsys,
 ) -> None:
     pair = push_through_proxy
-    cut = outage_once_writing(proxy, production_db)
-    result = run_with(cut, capsys, pair.config, *PUSH)
+    result = run_during("write.batch", outage(proxy), capsys, pair, *PUSH)
 
     assert result.code == 1
     assert result.err.count("transient error, retrying") == retry.ATTEMPTS - 1
@@ -182,9 +167,7 @@ def test_a_stalled_server_times_out_and_the_rerun_converges(
     """Bytes held (not refused) by a stalled server: the URI's socketTimeoutMS ends each
     attempt, the sync fails with exit 1 instead of hanging for syncd's 120 s default."""
     pair = push_through_proxy
-    stall = once_writing(production_db, proxy.stall)
-
-    result = run_with(stall, capsys, pair.config, *PUSH)
+    result = run_during("write.batch", proxy.stall, capsys, pair, *PUSH)
 
     assert result.code == 1
     assert "syncd: writing items on 'production'" in result.err
@@ -209,8 +192,7 @@ def test_a_cut_short_sync_then_more_source_edits_is_not_drift(
 ) -> None:
     """The soak's finding: production keeps changing between the failed pull and the next."""
     pair = push_through_proxy
-    cut = outage_once_writing(proxy, production_db)
-    assert run_with(cut, capsys, pair.config, *PUSH).code == 1
+    assert run_during("write.batch", outage(proxy), capsys, pair, *PUSH).code == 1
     proxy.refuse(False)
     written = [d["_id"] for d in production_db.items.find({}, {"_id": 1}).limit(10)]
     assert written, "the cut-short sync wrote something"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +17,12 @@ import pytest
 from pymongo.database import Database
 
 from syncd.backup import BackupWriter, list_backups
+from syncd.backup.create import BATCH_BYTES
 from syncd.engine import retry
 from syncd.engine.source import CollectionSpec
-from tests.engine_kit import (
-    DEADLINE,
-    Outcome,
-    Pair,
-    backup_contents,
-    make_pair,
-    snapshot,
-    syncd,
-    when,
-)
+from tests.engine_kit import Outcome, Pair, backup_contents, make_pair, snapshot, syncd
 from tests.support.faultproxy import FaultProxy
+from tests.support.pause import DEADLINE, during
 from tests.support.servers import Server
 
 Capsys = pytest.CaptureFixture[str]
@@ -101,21 +94,15 @@ def test_a_target_edit_during_a_first_copy_is_never_taken_for_the_copy(
     for the next sync; either way it is named, never remembered as copied."""
     pair.configure(hook=False, before_sync="changes")
     pair.local.contracts.insert_many(contracts(10_000, pad=200))
-    finished = threading.Event()
 
-    def edit() -> None:
-        pair.production.contracts.update_one({"_id": 0}, {"$set": {"status": "edited"}})
+    def edit() -> None:  # the first batch copied holds _id 0
+        done = pair.production.contracts.update_one({"_id": 0}, {"$set": {"status": "edited"}})
+        assert done.modified_count == 1
 
-    thread = when(
-        lambda: finished.is_set() or pair.production.contracts.find_one({"_id": 0}) is not None,
-        edit,
-    )
-    try:
+    with during(pair.root, {"write.batch": edit}) as held:
         first = syncd(capsys, pair.config, *PUSH)
-    finally:
-        finished.set()
-        thread.join(timeout=DEADLINE)
 
+    assert held.acted == {"write.batch"}
     assert "Traceback" not in first.text
     if first.code != 0:
         assert "contracts on 'production'" in first.err, first.err
@@ -152,13 +139,11 @@ def proxied(
     return make_pair(local_db, production_db, local_uri, uri, tmp_path, hook=False)
 
 
-def backup_in_progress(pair: Pair) -> Callable[[], bool]:
-    """True once a backup of production has begun writing a collection's documents."""
-
-    def writing() -> bool:
-        return pair.backups.is_dir() and any(pair.backups.glob(".tmp-production_*/*/*.bson.gz"))
-
-    return writing
+BACKING_UP = "backup.write"  # held once a backup has its first documents on disk
+# documents of ~1 KB a backup reads in two batches (of BATCH_BYTES): the second is read after
+# the first is on disk, where the run is held
+TWO_BATCHES = 3 * BATCH_BYTES // 2 // 1000
+READING_BY_ID = "fetch.batch"  # held once the first batch of documents was read by _id
 
 
 class Retried(logging.Handler):
@@ -184,43 +169,38 @@ def retried() -> Iterator[Retried]:
         logger.removeHandler(handler)
 
 
-def outage_when(
-    proxy: FaultProxy, condition: Callable[[], bool], retried: Retried
-) -> threading.Thread:
-    """Once `condition`: every connection cut and new ones refused (longer than the
-    driver's own single retry) until syncd says it retries; then the link is back."""
+def outage_at(
+    point: str, proxy: FaultProxy, retried: Retried, capsys: Capsys, pair: Pair, *args: str
+) -> Outcome:
+    """`syncd ARGS...`, held at `point` while every connection is cut and new ones refused
+    (longer than the driver's own single retry); the link is back once syncd says it
+    retries."""
+    ended = threading.Event()
 
-    def outage() -> None:
-        proxy.refuse(True)
-        proxy.drop_connections()
-        proxy.set_delay(0)
-        when(retried.seen.is_set, lambda: proxy.refuse(False))
+    def link_back() -> None:
+        while not ended.is_set():
+            if retried.seen.wait(0.01):
+                proxy.refuse(False)
+                return
 
-    return when(condition, outage)
-
-
-def run_with(thread: threading.Thread, capsys: Capsys, pair: Pair, *args: str) -> Outcome:
-    try:
-        return syncd(capsys, pair.config, *args)
-    finally:
-        thread.join(timeout=DEADLINE)
+    back = threading.Thread(target=link_back, daemon=True)
+    with during(pair.root, {point: lambda: (proxy.refuse(True), proxy.drop_connections())}) as held:
+        back.start()
+        try:
+            result = syncd(capsys, pair.config, *args)
+        finally:
+            ended.set()
+            back.join(timeout=DEADLINE)
+    assert held.acted == {point}
+    return result
 
 
 def test_a_backup_cut_while_reading_reads_the_collection_again(
     proxied: Pair, proxy: FaultProxy, retried: Retried, capsys: Capsys
 ) -> None:
     pair = proxied
-    pair.production.contracts.insert_many(contracts(6_000, pad=1000))
-    proxy.set_delay(0.01)  # a slow link: the cut lands while the collection is read
-
-    result = run_with(
-        outage_when(proxy, backup_in_progress(pair), retried),
-        capsys,
-        pair,
-        "backup",
-        "create",
-        "production",
-    )
+    pair.production.contracts.insert_many(contracts(TWO_BATCHES, pad=1000))
+    result = outage_at(BACKING_UP, proxy, retried, capsys, pair, "backup", "create", "production")
 
     assert result.code == 0, result.err
     assert "transient error, retrying" in result.err
@@ -238,9 +218,7 @@ def test_before_images_cut_while_reading_are_read_again(
     assert syncd(capsys, pair.config, *PUSH).code == 0
     before = snapshot(pair.production)
     pair.local.contracts.update_many({}, {"$set": {"status": "signed"}})
-    proxy.set_delay(0.01)
-
-    result = run_with(outage_when(proxy, backup_in_progress(pair), retried), capsys, pair, *PUSH)
+    result = outage_at(READING_BY_ID, proxy, retried, capsys, pair, *PUSH)
 
     assert result.code == 0, result.err
     assert "transient error, retrying" in result.err
@@ -254,23 +232,15 @@ def test_the_safety_backup_before_a_restore_survives_a_cut(
     proxied: Pair, proxy: FaultProxy, retried: Retried, capsys: Capsys
 ) -> None:
     pair = proxied
-    pair.production.contracts.insert_many(contracts(3_000, pad=1000))
+    pair.production.contracts.insert_many(contracts(TWO_BATCHES, pad=1000))
     made = syncd(capsys, pair.config, "backup", "create", "production")
     assert made.code == 0, made.err
     (first,) = [b.name for b in list_backups(pair.backups)]
     original = snapshot(pair.production)
     pair.production.contracts.update_many({}, {"$set": {"status": "edited"}})
     edited = snapshot(pair.production)
-    proxy.set_delay(0.01)
-
-    result = run_with(
-        outage_when(proxy, backup_in_progress(pair), retried),
-        capsys,
-        pair,
-        "backup",
-        "restore",
-        first,
-        "--yes",
+    result = outage_at(
+        BACKING_UP, proxy, retried, capsys, pair, "backup", "restore", first, "--yes"
     )
 
     assert result.code == 0, result.err

@@ -2,8 +2,9 @@
 
 Two "machines" share nothing but production: each has its own state directory, its own
 local database and its own config, and runs the real `syncd` command as a process. A run
-is held in the middle of its work with SIGSTOP (after its lease document appeared), so
-the other machine meets a live lease deterministically; SIGCONT lets it go on.
+is held right after it took its lease (a pause point, `syncd/pause.py`) and frozen there
+with SIGSTOP, so the other machine meets a live lease deterministically, whatever the speed
+of the machine; SIGCONT lets it go on.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import signal
 import socket
 import subprocess
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -30,16 +31,10 @@ from syncd.config import load_config
 from syncd.endpoints import open_endpoint
 from syncd.lease import LeaseLost, target_lease, write_lease
 from tests.conftest import AuthServer, DbNames
-from tests.engine_kit import (
-    DEADLINE,
-    Pair,
-    backup_contents,
-    config_text,
-    snapshot,
-    syncd,
-)
+from tests.engine_kit import Pair, backup_contents, config_text, snapshot, syncd
 from tests.safety_cli import SYNCD, Ran, run_syncd, syncd_env
 from tests.support.daemon import SyncdDaemon, wait_until
+from tests.support.pause import DEADLINE, Holds, stop_at
 from tests.support.servers import FAIL_FAST, Credentials, Server
 
 Capsys = pytest.CaptureFixture[str]
@@ -50,7 +45,8 @@ Db = Database[dict[str, Any]]
 LEASES = "_syncd_leases"
 HOST = socket.gethostname()
 SHORT_EXPIRY = {"SYNCD_LEASE_SECONDS": "3"}
-CONTRACTS = 3000  # enough work that a run is still holding its lease when it is stopped
+CONTRACTS = 3000
+LEASE_TAKEN = "lease.taken"  # where a held run waits (syncd/pause.py)
 
 
 @dataclass
@@ -62,21 +58,28 @@ class Machine:
     config: Path
     root: Path
     procs: list[subprocess.Popen[bytes]]
+    holds: dict[int, Holds] = field(default_factory=dict)  # pid -> its pause points
 
     def run(self, *args: str, env: dict[str, str] | None = None) -> Ran:
         return run_syncd(self.config, *args, env=env)
 
-    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        self, *args: str, env: dict[str, str] | None = None, hold: bool = False
+    ) -> subprocess.Popen[bytes]:
+        """`hold`: the run waits once it took its lease, for `stopped_holding`."""
         log = self.log(len(self.procs))
+        holds = Holds.at(self.root, LEASE_TAKEN) if hold else None
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 [str(SYNCD), "-c", str(self.config), *args],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=syncd_env(env),
+                env=syncd_env({**(env or {}), **(holds.env if holds else {})}),
             )
         self.procs.append(proc)
+        if holds is not None:
+            self.holds[proc.pid] = holds
         return proc
 
     def log(self, index: int) -> Path:
@@ -126,16 +129,14 @@ def lease_of(production: Db, pid: int | None = None) -> dict[str, Any] | None:
     return production[LEASES].find_one(query)
 
 
-def stopped_holding(proc: subprocess.Popen[bytes], production: Db) -> dict[str, Any]:
-    """SIGSTOP `proc` as soon as it holds production's lease; its lease document."""
-    wait_until(
-        lambda: lease_of(production, proc.pid) is not None or proc.poll() is not None,
-        timeout=DEADLINE,
-        what="the run to take the lease",
-    )
-    os.kill(proc.pid, signal.SIGSTOP)
+def stopped_holding(
+    machine: Machine, proc: subprocess.Popen[bytes], production: Db
+) -> dict[str, Any]:
+    """Freeze `proc` (started with `hold`) with SIGSTOP right after it took production's
+    lease; its lease document."""
+    stop_at(proc, machine.holds[proc.pid], LEASE_TAKEN)
     held = lease_of(production, proc.pid)
-    assert held is not None, f"the run ended (exit {proc.poll()}) before it could be stopped"
+    assert held is not None, "the run holds the lease where it is stopped"
     return held
 
 
@@ -181,8 +182,8 @@ def test_concurrent_pushes_are_serialized_and_the_second_plans_after_the_first(
     a.local.contracts.update_many({}, {"$set": {"v": "edited on a"}})
     b.local.contracts.update_many({"_id": {"$lt": 10}}, {"$set": {"v": "edited on b"}})
 
-    push_a = a.start("sync", "to_production", "--yes")
-    held = stopped_holding(push_a, pair.production)
+    push_a = a.start("sync", "to_production", "--yes", hold=True)
+    held = stopped_holding(a, push_a, pair.production)
     push_b = b.start("sync", "to_production", "--yes")
     line = waiting_for(b, push_b, push_a.pid)
 
@@ -202,8 +203,8 @@ def test_a_killed_holder_is_taken_over_once_its_lease_expires(
     add_contracts(a.local, "from a")
     b.local.templates.insert_many([{"_id": i, "name": f"template {i}"} for i in range(5)])
 
-    push_a = a.start("sync", "to_production", "--yes", env=SHORT_EXPIRY)
-    held = stopped_holding(push_a, pair.production)
+    push_a = a.start("sync", "to_production", "--yes", env=SHORT_EXPIRY, hold=True)
+    held = stopped_holding(a, push_a, pair.production)
     push_a.kill()  # kill -9: no release
     push_a.wait()
     assert lease_of(pair.production, push_a.pid) is not None
@@ -225,8 +226,8 @@ def test_no_wait_refuses_naming_the_holder_and_status_shows_it(
     add_contracts(a.local, "from a")
     b.local.templates.insert_one({"_id": 1, "name": "offer letter"})
 
-    push_a = a.start("sync", "to_production", "--yes")
-    stopped_holding(push_a, pair.production)
+    push_a = a.start("sync", "to_production", "--yes", hold=True)
+    stopped_holding(a, push_a, pair.production)
     refused = b.run("sync", "to_production", "--yes", "--no-wait")
     status = b.run("status")
     status_json = b.run("status", "--json")
@@ -260,11 +261,12 @@ def test_scheduled_runs_skip_and_count_while_another_machine_writes_and_manual_r
         "metrics: {listen: '127.0.0.1:0'}\n"
     )
     a.config.write_text(a.config.read_text() + schedules, encoding="utf-8")
-    daemon = SyncdDaemon(a.config, tmp_path / "daemon.log").start()
+    daemon_holds = Holds.at(tmp_path, LEASE_TAKEN)  # the first run that takes the lease
+    daemon = SyncdDaemon(a.config, tmp_path / "daemon.log", env=daemon_holds.env).start()
     try:
         daemon.wait_msg("syncd started")
-        push_b = b.start("sync", "to_production", "-C", "templates", "--yes")
-        holder = stopped_holding(push_b, pair.production)
+        push_b = b.start("sync", "to_production", "-C", "templates", "--yes", hold=True)
+        holder = stopped_holding(b, push_b, pair.production)
         mark = daemon.mark()
         daemon.send(signal.SIGUSR1)
         skipped = daemon.wait_msg("sync skipped", start=mark, job="deploy-push")
@@ -278,7 +280,7 @@ def test_scheduled_runs_skip_and_count_while_another_machine_writes_and_manual_r
         b.local.templates.insert_one({"_id": 2, "name": "nda"})
         mark = daemon.mark()
         daemon.send(signal.SIGUSR1)
-        stopped_holding(daemon.proc, pair.production)  # type: ignore[arg-type]
+        stop_at(daemon.proc, daemon_holds, LEASE_TAKEN)  # type: ignore[arg-type]
         push_b = b.start("sync", "to_production", "-C", "templates", "--yes")
         line = waiting_for(b, push_b, daemon.pid)
         os.kill(daemon.pid, signal.SIGCONT)
@@ -300,8 +302,8 @@ def test_a_run_that_lost_its_lease_stops_before_the_next_batch_and_a_rerun_conve
     the lease over meanwhile; woken up, the holder must not write on."""
     a, _ = machines
     add_contracts(a.local, "from a")
-    push_a = a.start("sync", "to_production", "--yes", env=SHORT_EXPIRY)
-    held = stopped_holding(push_a, pair.production)
+    push_a = a.start("sync", "to_production", "--yes", env=SHORT_EXPIRY, hold=True)
+    held = stopped_holding(a, push_a, pair.production)
 
     def expired() -> bool:
         now = pair.production.client.admin.command("hello")["localTime"]
@@ -327,8 +329,8 @@ def test_a_run_that_lost_its_lease_stops_before_the_next_batch_and_a_rerun_conve
 def test_sigterm_gives_the_lease_back(machines: tuple[Machine, Machine], pair: Pair) -> None:
     a, _ = machines
     add_contracts(a.local, "from a")
-    push_a = a.start("sync", "to_production", "--yes")
-    stopped_holding(push_a, pair.production)
+    push_a = a.start("sync", "to_production", "--yes", hold=True)
+    stopped_holding(a, push_a, pair.production)
     push_a.send_signal(signal.SIGTERM)  # delivered when it goes on
 
     assert finished(push_a) == 1

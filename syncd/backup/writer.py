@@ -23,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
+from syncd import pause
 from syncd.backup.errors import BackupError
 from syncd.backup.fsio import (
     StreamFile,
@@ -220,6 +221,7 @@ class BackupWriter:
             except ValueError as exc:
                 raise BackupError(f"{collection}: not a BSON document stream ({exc})") from None
             stream.write(item)
+            pause.point("backup.write")  # held the first time only: the first documents
             if on_progress is not None:
                 on_progress(collection, count)
         sha = stream.finish()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -14,9 +14,11 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, CollectionInvalid, OperationFailure
 
+from syncd import pause
 from syncd.engine.plan import CollectionPlan
 from syncd.engine.rawbson import id_value
 from syncd.engine.retry import with_retries
+from syncd.engine.sharding import keyed
 from syncd.engine.specs import index_model_args
 from syncd.errors import SyncdError
 from syncd.lease.guard import check_writes
@@ -105,7 +107,14 @@ def _delete(coll: Collection[Any], ids: list[Any]) -> int:
     # the list (1000 ids: ~4 s); by _id either way, so a retried batch does the same.
     ops = [DeleteOne({"_id": _id}) for _id in ids]
     check_writes(coll.database)  # a lost write lease stops the run before this batch
-    with_retries(lambda: coll.bulk_write(ops, ordered=False), what=f"delete {coll.name}")
+    keyed_ops = keyed(coll, ops)  # behind mongos, filters carry the shard key
+    write = partial(coll.bulk_write, keyed_ops, ordered=False)
+    try:
+        if keyed_ops:
+            with_retries(write, what=f"delete {coll.name}")
+    except BulkWriteError as exc:
+        _refuse_unconfirmed(coll, exc.details)
+        raise
     return len(ids)
 
 
@@ -169,12 +178,14 @@ def _bulk(coll: Collection[Any], ops: list[WriteOp], applied: Applied) -> list[W
     cut-short sync) becomes a replace, so re-runs never fail on duplicate keys.
     """
     check_writes(coll.database)  # a lost write lease stops the run before this batch
+    ops = keyed(coll, ops)  # behind mongos, filters carry the shard key
     try:
         result = with_retries(
             lambda: coll.bulk_write(ops, ordered=False, bypass_document_validation=True),
             what=f"write {coll.name}",
         )
         _count(result.inserted_count, result.upserted_count + result.matched_count, applied)
+        pause.point("write.batch")
         return []
     except BulkWriteError as exc:
         details = exc.details
@@ -183,6 +194,7 @@ def _bulk(coll: Collection[Any], ops: list[WriteOp], applied: Applied) -> list[W
             details.get("nUpserted", 0) + details.get("nMatched", 0),
             applied,
         )
+        _refuse_unconfirmed(coll, details)
         retry: list[WriteOp] = []
         for error in details.get("writeErrors", []):
             if error.get("code") != DUPLICATE_KEY:
@@ -190,6 +202,19 @@ def _bulk(coll: Collection[Any], ops: list[WriteOp], applied: Applied) -> list[W
             op = ops[error["index"]]
             retry.append(_as_replace(op) if _on_id(error) else op)
         return retry
+
+
+def _refuse_unconfirmed(coll: Collection[Any], details: Mapping[str, Any]) -> None:
+    """A write the server applied but whose write concern failed (a reply with only a
+    `writeConcernError`) is not done: it may be rolled back, so nothing may remember it."""
+    errors = details.get("writeConcernErrors") or []
+    if errors:
+        first = errors[0]
+        raise SyncdError(
+            f"{coll.name}: the server did not confirm the writes' write concern "
+            f"({first.get('errmsg', '')}, code {first.get('code')}); check the replica set's "
+            "health and the URI's w=/journal= options, then run again (the next run converges)"
+        )
 
 
 def _on_id(error: dict[str, Any]) -> bool:

@@ -13,10 +13,29 @@ lands while the sync runs is seen by the next one.
 What makes a collection fall back to a full read, with the reason said: a drop, a rename
 from or onto it, a dropped database or an invalidated stream, an event of a kind syncd
 does not know, and a resume point the server's history no longer holds.
+
+A stored resume point must resume under whatever filter the next read asks for: `-C`, a
+continuous job's batches, a collection gone to a full read or the tally after the writes
+may list fewer collections. MongoDB resumes from an event's own token only when that event
+passes the new `$match` (else "resume token was not found", ChangeStreamFatalError 280;
+SecantusDB does not check). A token past every event (a batch's high-water mark) resumes
+under any filter. So when a read stops on an event (a batch's `limit`, the fence, every
+collection gone to a full read), the point stored keeps that event's collection with the
+token (`_stored`), and the next read lets that collection through its `$match` as well,
+routing nothing of it unless asked for.
+
+Update events are read with `updateDescription` projected away (syncd never reads it): an
+event with the looked-up document and the update's description can pass 16 MB
+(BSONObjectTooLarge). Should one still not fit, the read goes on from the last event
+without the lookup: updates then name their documents, which are read by `_id`.
+
+Behind mongos an empty read does not mean the end: mongos releases an event only once
+every shard has passed its time, so a read waits for the fence (`at_end`).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -30,11 +49,18 @@ from pymongo.database import Database
 from pymongo.errors import OperationFailure
 from pymongo.server_type import SERVER_TYPE
 
+from syncd import pause
 from syncd.engine.rawbson import raw_id
 from syncd.engine.retry import first_line, is_transient
+from syncd.engine.sharding import is_mongos
+
+log = logging.getLogger("syncd.engine")
 
 HISTORY_LOST = {286, 280}  # ChangeStreamHistoryLost, ChangeStreamFatalError
+BSON_TOO_LARGE = 10334  # BSONObjectTooLarge: an event over 16 MB
 AWAIT_MS = 5  # how long an empty read waits: a stream is read to its fence, not tailed
+MONGOS_AWAIT_MS = 500  # behind mongos the fence can be a shard's idle write away (~10 s)
+WRAPPED = "syncd.resume"  # a stored point that keeps its event's collection (`_stored`)
 DRAIN_SECONDS = 120.0
 BATCH = 5000
 DOCUMENT_EVENTS = {"insert", "replace", "update", "delete"}
@@ -90,12 +116,16 @@ def unsupported_reason(db: Database[Any]) -> str | None:
 
 
 def current_token(db: Database[Any]) -> bytes:
-    """A resume point at the stream's present end (nothing read)."""
+    """A resume point at the stream's present end (nothing read): the first batch's
+    high-water mark, or the token of an event written just then (kept with its collection,
+    see `_stored`)."""
     with raw_database(db).watch(max_await_time_ms=AWAIT_MS) as stream:
         token = stream.resume_token
         if token is None:
-            stream.try_next()
+            event = stream.try_next()
             token = stream.resume_token
+            if event is not None and _token_bytes(token) == _token_bytes(event["_id"]):
+                return _stored(token, _collections_of(event))
     return _token_bytes(token)
 
 
@@ -122,60 +152,107 @@ def drain(
     wanted = sorted(set(names))
     found = Drained(token=token)
     fence = operation_time(db)
-    pipeline: list[dict[str, Any]] = [
-        {
-            "$match": {
-                "$or": [
-                    {"ns.coll": {"$in": wanted}},
-                    {"to.coll": {"$in": wanted}},
-                    {"operationType": {"$in": sorted(DATABASE_EVENTS)}},
-                ]
-            }
-        }
-    ]
-    try:
-        with raw_database(db).watch(
-            pipeline,
-            resume_after=RawBSONDocument(token),
-            max_await_time_ms=AWAIT_MS,
-            batch_size=BATCH,
-            full_document="updateLookup" if lookup else None,
-        ) as stream:
-            for event in _to_the_end(stream, fence):
-                found.events += 1
-                _route(event, wanted, route, found, label, budgets or {})
-                if limit is not None and found.events >= limit:
-                    found.more = True
-                    break
-                if len(found.fallbacks) == len(wanted):
-                    break  # every collection is read whole: the rest of the stream is moot
-            if stream.resume_token is not None:
-                found.token = _token_bytes(stream.resume_token)
-    except OperationFailure as exc:
-        if exc.code in HISTORY_LOST:
-            raise HistoryLost(
-                f"the resume point is no longer in the change history of {label}"
+    pause.point("changes.fence", db.name)
+    mongos = is_mongos(db)
+    position, passes = _unwrap(token)
+    pipeline = stream_pipeline(sorted(set(wanted) | set(passes)))
+    final: Any = None
+    while True:
+        try:
+            with raw_database(db).watch(
+                pipeline,
+                resume_after=position,
+                max_await_time_ms=MONGOS_AWAIT_MS if mongos else AWAIT_MS,
+                batch_size=BATCH,
+                full_document="updateLookup" if lookup else None,
+            ) as stream:
+                for event in _to_the_end(stream, fence, mongos=mongos):
+                    found.events += 1
+                    _route(event, wanted, route, found, label, budgets or {})
+                    position, passes = event["_id"], _collections_of(event)
+                    if limit is not None and found.events >= limit:
+                        found.more = True
+                        break
+                    if len(found.fallbacks) == len(wanted):
+                        break  # every collection is read whole: the rest of the stream is moot
+                final = stream.resume_token
+            break
+        except OperationFailure as exc:
+            if exc.code == BSON_TOO_LARGE and lookup:
+                log.warning(
+                    f"an update event of {label} is over 16 MB with its document: reading "
+                    "on without the lookup (updated documents are read by _id)",
+                    extra={"endpoint": label},
+                )
+                lookup = False
+                continue
+            if exc.code in HISTORY_LOST:
+                raise HistoryLost(
+                    f"the resume point is no longer in the change history of {label}"
+                ) from None
+            if is_transient(exc):
+                raise
+            raise HistoryLost(  # what the stream holds is out of reach
+                f"the change stream of {label} failed ({first_line(exc)})"
             ) from None
-        if is_transient(exc):
-            raise
-        raise HistoryLost(  # e.g. an event over 16 MB: what the stream holds is out of reach
-            f"the change stream of {label} failed ({first_line(exc)})"
-        ) from None
+    if final is not None:
+        on_event = _token_bytes(final) == _token_bytes(position)
+        found.token = _stored(final, passes if on_event else [])
     return found
 
 
-def _to_the_end(stream: Any, fence: Timestamp | None) -> Iterator[Any]:
+def stream_pipeline(collections: list[str]) -> list[dict[str, Any]]:
+    """The events of `collections` and of the database itself, without `updateDescription`."""
+    return [
+        {
+            "$match": {
+                "$or": [
+                    {"ns.coll": {"$in": collections}},
+                    {"to.coll": {"$in": collections}},
+                    {"operationType": {"$in": sorted(DATABASE_EVENTS)}},
+                ]
+            }
+        },
+        {"$project": {"updateDescription": 0}},
+    ]
+
+
+def _collections_of(event: Any) -> list[str]:
+    """What a `$match` must let through for `event`'s own token to resume."""
+    if str(event.get("operationType")) in DATABASE_EVENTS:
+        return []  # let through by operationType
+    coll = (event.get("ns") or {}).get("coll")
+    return [coll] if isinstance(coll, str) else []
+
+
+def _stored(token: Any, passes: list[str]) -> bytes:
+    """The resume point to store: the token alone when it resumes under any filter (a
+    high-water mark, or an event the next `$match` lets through whatever it lists), else
+    with the collections whose events the next `$match` must let through."""
+    if not passes:
+        return _token_bytes(token)
+    return bson.encode({WRAPPED: RawBSONDocument(_token_bytes(token)), "passes": passes})
+
+
+def _unwrap(stored: bytes) -> tuple[RawBSONDocument, list[str]]:
+    """(the server's token, collections its `$match` must let through) of a stored point."""
+    document = RawBSONDocument(stored)
+    if WRAPPED not in document:
+        return document, []
+    return RawBSONDocument(bytes(document[WRAPPED].raw)), [str(c) for c in document["passes"]]
+
+
+def _to_the_end(stream: Any, fence: Timestamp | None, *, mongos: bool = False) -> Iterator[Any]:
     """Every event up to the end of the server's history as of `fence` (its operation
     time when the read began).
 
     An empty read alone does not mean the end: a server may stop scanning its history
     after a while and answer with no event and a later resume token (SecantusDB does every
-    200 entries). The end is an empty read that no longer moves the resume token, or whose
-    token is at or past the fence, or an event written at or after the fence: on a busy
-    server the stream never runs dry, and reading on would follow the writes as they
-    happen instead of catching up to the moment the read began. Stopping early is safe
-    (the next sync goes on from the token reached), so a stream that keeps moving is left
-    after `DRAIN_SECONDS`."""
+    200 entries). The end is an empty read that `at_end` says is one, or an event written
+    at or after the fence: on a busy server the stream never runs dry, and reading on would
+    follow the writes as they happen instead of catching up to the moment the read began.
+    Stopping early is safe (the next sync goes on from the token reached), so a stream that
+    keeps moving is left after `DRAIN_SECONDS`."""
     last = stream.resume_token
     deadline = time.monotonic() + DRAIN_SECONDS
     while True:
@@ -187,12 +264,26 @@ def _to_the_end(stream: Any, fence: Timestamp | None) -> Iterator[Any]:
                 return
             continue
         token = stream.resume_token
-        reached = token_time(token)
-        if token == last or (fence is not None and reached is not None and reached >= fence):
+        if at_end(token, last, fence, mongos=mongos):
             return
         if time.monotonic() > deadline:
             return
         last = token
+
+
+def at_end(token: Any, last: Any, fence: Timestamp | None, *, mongos: bool) -> bool:
+    """Whether an empty read whose resume token is `token` (`last` before it) ends a read
+    up to `fence`: its token is at or past the fence, or (not behind mongos) it no longer
+    moves. mongos holds back events until every shard has passed their time, so an empty
+    read there that does not move only means a shard is behind: the read waits for the
+    fence (where the token's time is known)."""
+    reached = token_time(token)
+    if fence is not None and reached is not None:
+        if reached >= fence:
+            return True
+        if mongos:
+            return False
+    return bool(token == last)
 
 
 def token_time(token: Any) -> Timestamp | None:

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from pymongo.collection import Collection
 
+from syncd import pause
 from syncd.engine.rawbson import id_key, id_value, raw_id, split_documents
 from syncd.engine.retry import with_retries
 
@@ -40,6 +41,7 @@ def find_by_ids(coll: Collection[Any], ids: Sequence[object], *, what: str) -> l
         with coll.find_raw_batches({"_id": {"$in": list(ids)}}) as cursor:
             for batch in cursor:
                 found.extend(split_documents(batch))
+        pause.point("fetch.batch")
         return found
 
     return with_retries(read, what=what)

@@ -25,6 +25,7 @@ from syncd.engine.retry import failing_clearly, with_retries
 from syncd.engine.scratch import SRC, TGT, CollectionScratch, Workspace
 from syncd.engine.source import CollectionSpec, DocumentSource
 from syncd.engine.specs import SpecChanges, compare_specs
+from syncd.engine.ttl import Rule, expired_by, expiry_rules
 
 log = logging.getLogger("syncd.engine")
 SAMPLE_IDS = 10
@@ -58,6 +59,7 @@ class CollectionPlan:
     found: dict[str, Found] = field(default_factory=dict)  # endpoint -> how its side was found
     points: dict[str, Point] = field(default_factory=dict)  # endpoint -> where read up to
     more: bool = False  # the source has more changes than this batch took (continuous)
+    expiry: tuple[Rule, ...] = ()  # the target's TTL indexes: its deletes are not drift
 
     @property
     def changes(self) -> int:
@@ -202,6 +204,7 @@ def plan_collections(
     for name in names:
         plan = plans[name]
         source_spec, target_spec = specs[SRC, name], specs[TGT, name]
+        plan.expiry = expiry_rules(target_spec)
         plan.source_exists = source_spec is not None
         plan.specs = compare_specs(source_spec, target_spec)
         uuids = {SRC: _uuid(source_spec), TGT: _uuid(target_spec)}
@@ -265,6 +268,7 @@ def classify_plan(plan: CollectionPlan, sides: Sides) -> None:
         sides.pair,
         merge=plan.drift_policy == "merge",
         keep_deletes=not sides.policy(plan.name).deletes,
+        expired=expired_by(plan.expiry),
         samples=SAMPLE_IDS,
         **kw,
     )

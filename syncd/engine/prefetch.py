@@ -88,7 +88,11 @@ class Prefetcher:
         if name not in files:
             files[name] = _Kept(self.dirs[name])
         unique = list({id_key(rid): rid for rid in rids}.values())
-        found = find_by_ids(self.db[name], [id_value(rid) for rid in unique], what=name)
+        found = find_by_ids(
+            self.db[name],
+            [id_value(rid) for rid in unique],
+            what=f"read {name} by _id (before-images)",
+        )
         files[name].add(found)
 
 

@@ -17,7 +17,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,12 +60,21 @@ FROM (
 CLASSIFY_SQL = """
 UPDATE diff SET
     op = CASE WHEN t IS NULL THEN 'insert' WHEN s IS NULL THEN 'delete' ELSE 'replace' END,
-    drifted = (t IS NOT bt AND NOT ours AND NOT (:keep_deletes AND s IS NULL)),
+    drifted = (t IS NOT bt AND NOT ours AND NOT expired
+               AND NOT (:keep_deletes AND s IS NULL)),
     action = CASE
         WHEN :keep_deletes AND s IS NULL THEN 'retain'
-        WHEN :merge AND (t IS NOT bt AND NOT ours) AND (s IS NOT bs) THEN 'conflict'
-        WHEN :merge AND (t IS NOT bt AND NOT ours) THEN 'keep'
+        WHEN :merge AND (t IS NOT bt AND NOT ours AND NOT expired) AND (s IS NOT bs)
+            THEN 'conflict'
+        WHEN :merge AND (t IS NOT bt AND NOT ours AND NOT expired) THEN 'keep'
         ELSE 'apply' END
+"""
+
+# A target document the target's own TTL index deleted is not drift (ttl.py): the rows
+# the target lacks though the last sync left them there, with the source's version read.
+GONE_FROM_TARGET_SQL = """
+SELECT idkey, off, len FROM diff
+ WHERE t IS NULL AND bt IS NOT NULL AND NOT ours AND off IS NOT NULL
 """
 
 # After a verified sync the target holds the source's documents, except those kept under
@@ -344,14 +353,20 @@ class CollectionScratch:
         merge: bool,
         samples: int,
         keep_deletes: bool = False,
+        expired: Callable[[bytes], bool] | None = None,
     ) -> Counts:
         """Compare both sides with each other and with the memory; count the plan.
-        `keep_deletes` (deletes: false): target documents the source lacks are retained."""
+        `keep_deletes` (deletes: false): target documents the source lacks are retained.
+        `expired`: whether the target's TTL indexes would have deleted a document (ttl.py);
+        such a delete on the target is not drift."""
         with self._joined(memory, pair, source=source, target=target) as conn:
             conn.execute("DROP TABLE IF EXISTS diff")
             conn.execute(DIFF_SQL)
             for column in ("op TEXT", "drifted INTEGER", "action TEXT"):
                 conn.execute(f"ALTER TABLE diff ADD COLUMN {column}")
+            conn.execute("ALTER TABLE diff ADD COLUMN expired INTEGER NOT NULL DEFAULT 0")
+            if expired is not None:
+                self._mark_expired(conn, expired)
             conn.execute(CLASSIFY_SQL, {"merge": merge, "keep_deletes": keep_deletes})
             conn.execute("CREATE INDEX diff_by_action ON diff (action, op, off)")
             counts = dict(
@@ -387,6 +402,15 @@ class CollectionScratch:
                 drift_rids=sample("drifted"),
                 conflict_rids=sample("action = 'conflict'"),
             )
+
+    def _mark_expired(self, conn: sqlite3.Connection, expired: Callable[[bytes], bool]) -> None:
+        keys = []
+        with self.spool_path(SRC).open("rb") as spool:
+            for key, offset, length in conn.execute(GONE_FROM_TARGET_SQL):
+                spool.seek(offset)
+                if expired(spool.read(length)):
+                    keys.append((key,))
+        conn.executemany("UPDATE diff SET expired = 1 WHERE idkey = ?", keys)
 
     def planned(self) -> bool:
         conn = open_scratch(self.scan_path(TGT))

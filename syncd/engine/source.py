@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from pymongo.database import Database
 
+from syncd import pause
 from syncd.config.model import OWN_PREFIX, own_collection
 from syncd.engine import changestream
 from syncd.engine.changestream import ChangeSink, Drained, Router
@@ -172,6 +173,7 @@ class MongoSource:
         try:
             with view.reading(self.label):
                 for batch in cursor:
+                    pause.point("read.batch", self.db.name)
                     if view.mask is None:
                         yield from split_documents(batch)
                     else:
@@ -241,6 +243,7 @@ class MongoSource:
             with view.reading(self.label), self.db[name].find_raw_batches(query) as cursor:
                 for batch in cursor:
                     found.extend(map(view.transform, split_documents(batch)))
+            pause.point("fetch.batch")
             return found
 
         return with_retries(read, what=f"read {name} by _id ({self.label})")

@@ -36,6 +36,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
+from syncd import pause
 from syncd.engine.retry import UNAUTHORIZED_CODES, is_transient, server_reason, with_retries
 from syncd.errors import SyncdError, UsageError
 from syncd.lease.guard import register, unregister
@@ -141,6 +142,7 @@ class DatabaseLease:
         self._renewer.start()
         register(self.db, self.check)
         _held.add(self)
+        pause.point("lease.taken")
 
     def _try_take(self) -> Holder | None:
         """None when this run now holds the lease; otherwise who does."""

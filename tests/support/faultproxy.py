@@ -6,6 +6,12 @@
         proxy.stall(); proxy.resume()
         proxy.set_delay(0.2)       # every chunk of bytes waits 0.2 s
         proxy.refuse(True)         # new connections are closed at once
+        proxy.cut_next_reply()     # the next large reply is cut mid-way, its connection closed
+        proxy.answer(handler)      # handler(command) -> a reply sent instead, or None
+
+`answer` reads the client's requests as MongoDB wire messages (OP_MSG): a command the
+handler answers never reaches the server, and the client gets the handler's reply (say,
+an error the server would give), as if the server had sent it.
 
 The proxy runs an asyncio loop in a background thread. Every control waits until the
 loop has applied it, so the fault is in force when the call returns.
@@ -20,12 +26,21 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import bson
+
 from tests.support.servers import uri_with_database
 
 T = TypeVar("T")
 LISTEN_HOST = "127.0.0.1"
 _CHUNK = 64 * 1024
+# A chunk of a reply at least this large is a batch of documents, never a heartbeat's `hello`
+# (under 1 KB) on the driver's monitoring connection.
+LARGE_REPLY = 16 * 1024
 _CONTROL_TIMEOUT = 5.0
+_HEADER = 16  # messageLength, requestID, responseTo, opCode (int32 each, little-endian)
+OP_MSG = 2013
+_MORE_TO_COME = 1 << 1
+Answer = Callable[[dict[str, Any]], dict[str, Any] | None]
 
 
 @dataclass(eq=False)
@@ -53,6 +68,8 @@ class FaultProxy:
         self._flowing: asyncio.Event | None = None
         self._delay = 0.0
         self._refusing = False
+        self._answer: Answer | None = None
+        self._cut_reply = False
         self.total_connections = 0
 
     # -- public --------------------------------------------------------------------
@@ -111,6 +128,16 @@ class FaultProxy:
     def refuse(self, on: bool = True) -> None:
         """While on, new connections are accepted and closed at once (open ones stay)."""
         self._call(self._apply(lambda: setattr(self, "_refusing", bool(on))))
+
+    def answer(self, handler: Answer | None) -> None:
+        """From now on each command goes to `handler(command)` first: a reply it returns is
+        sent to the client instead of the server's (None: the command goes on)."""
+        self._call(self._apply(lambda: setattr(self, "_answer", handler)))
+
+    def cut_next_reply(self) -> None:
+        """The next large reply (a batch of documents) stops mid-way: its connection is
+        closed instead of the chunk forwarded, as a link that dies during a read."""
+        self._call(self._apply(lambda: setattr(self, "_cut_reply", True)))
 
     def __enter__(self) -> FaultProxy:
         return self.start()
@@ -188,8 +215,8 @@ class FaultProxy:
         self.total_connections += 1
         pair = _Pair(writer, up_writer)
         pair.tasks = [
-            asyncio.create_task(self._pump(reader, up_writer)),
-            asyncio.create_task(self._pump(up_reader, writer)),
+            asyncio.create_task(self._pump_requests(reader, up_writer, writer)),
+            asyncio.create_task(self._pump(up_reader, writer, replies=True)),
         ]
         self._pairs.add(pair)
         try:
@@ -199,13 +226,61 @@ class FaultProxy:
             self._pairs.discard(pair)
             pair.abort()
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, replies: bool = False
+    ) -> None:
         assert self._flowing is not None
         with contextlib.suppress(ConnectionError, OSError):
             while data := await reader.read(_CHUNK):
+                if replies and self._cut_reply and len(data) >= LARGE_REPLY:
+                    self._cut_reply = False
+                    return  # the pair is closed by `_handle`
                 await self._flowing.wait()
                 if self._delay:
                     await asyncio.sleep(self._delay)
                 await self._flowing.wait()  # a stall during the delay holds the chunk too
                 writer.write(data)
                 await writer.drain()
+
+    async def _pump_requests(
+        self,
+        reader: asyncio.StreamReader,
+        upstream: asyncio.StreamWriter,
+        client: asyncio.StreamWriter,
+    ) -> None:
+        """Client to server, one wire message at a time (each may be answered here)."""
+        assert self._flowing is not None
+        with contextlib.suppress(ConnectionError, OSError, asyncio.IncompleteReadError):
+            while True:
+                header = await reader.readexactly(_HEADER)
+                body = await reader.readexactly(int.from_bytes(header[:4], "little") - _HEADER)
+                await self._flowing.wait()
+                if self._delay:
+                    await asyncio.sleep(self._delay)
+                await self._flowing.wait()
+                reply = self._answered(header, body)
+                if reply is not None:
+                    client.write(reply)
+                    await client.drain()
+                    continue
+                upstream.write(header + body)
+                await upstream.drain()
+
+    def _answered(self, header: bytes, body: bytes) -> bytes | None:
+        """The wire reply to send for this request instead of forwarding it, if any."""
+        handler = self._answer
+        if handler is None or int.from_bytes(header[12:16], "little") != OP_MSG:
+            return None
+        flags = int.from_bytes(body[:4], "little")
+        if flags & _MORE_TO_COME or body[4] != 0:  # no reply expected / no command first
+            return None
+        size = int.from_bytes(body[5:9], "little")
+        reply = handler(bson.decode(body[5 : 5 + size]))
+        if reply is None:
+            return None
+        payload = (0).to_bytes(4, "little") + b"\x00" + bson.encode(reply)
+        request_id = header[4:8]
+        length = (_HEADER + len(payload)).to_bytes(4, "little")
+        return (
+            length + (0).to_bytes(4, "little") + request_id + OP_MSG.to_bytes(4, "little") + payload
+        )

@@ -154,8 +154,10 @@ class MongoServer:
         tls_key_file: Path | None = None,
         tls_ca_file: Path | None = None,
         extra_args: tuple[str, ...] = (),
+        config_text: str = "",
     ) -> None:
         self.storage_dir = Path(storage_dir)
+        self.config_text = config_text  # secantusd.toml (e.g. "[storage]\nttl_sweep_seconds = 0")
         self._port = port
         self._fixed_port = port is not None
         self.auth = auth
@@ -245,7 +247,10 @@ class MongoServer:
         if self._port is None:
             self._port = free_port()
         config = self.storage_dir / "secantusd.toml"
-        config.write_text("# empty: keeps secantusd-py from auto-discovering a secantusd.toml\n")
+        config.write_text(
+            self.config_text
+            or "# empty: keeps secantusd-py from auto-discovering a secantusd.toml\n"
+        )
         args = [str(SERVER_BINARY), "--config", str(config), "--host", self.host]
         args += ["--port", str(self._port), "--storage-path", str(self.storage_dir)]
         args += ["--log-level", "WARNING", "--cache-size", CACHE_SIZE]
