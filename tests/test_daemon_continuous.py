@@ -83,8 +83,20 @@ def test_source_edits_reach_the_target_within_seconds(
         lambda: daemon.metric("syncd_sync_lag_seconds", flow="from_production") == 0,
         what="lag back to 0",
     )
-    changes = daemon.metric("syncd_sync_collections_total", flow="from_production", mode="changes")
-    assert changes is not None and changes >= 2  # batches found their changes by streams
+    # batches found their changes by streams (counted when the batch ends, which may be
+    # after its writes are visible and the lag is back to 0)
+    wait_until(
+        lambda: (
+            (
+                daemon.metric(
+                    "syncd_sync_collections_total", flow="from_production", mode="changes"
+                )
+                or 0
+            )
+            >= 2
+        ),
+        what="the batch counted",
+    )
     notify.wait_for(lambda m: "mirror: following" in m.get("STATUS", ""))
     state = json.loads(fetch_text(f"{daemon.metrics_url()}/healthz"))["continuous"]["mirror"]
     assert state["state"] == "following"
