@@ -609,8 +609,12 @@ def _read_stream(
     side = sides.side(which)
     endpoint = sides.endpoint(which)
 
+    attempts = 0
+
     def attempt() -> changestream.Drained:
-        for name in names:  # a retry reads the stream again from the start
+        nonlocal attempts
+        attempts += 1
+        for name in names if attempts > 1 else ():  # a retry reads again from the start
             scratches[name].restart_side(which)
         limit = sides.limit if which == SRC else None
         with _logs(scratches, names, which) as logs:
@@ -675,15 +679,21 @@ def _budget(sides: Sides, name: str, endpoint: str) -> int:
 
 
 class _logs:
-    """One ChangeLog per collection of a stream, all closed together."""
+    """One ChangeLog per collection of a stream, opened at its first event (a stream
+    with nothing new opens none), all closed together."""
 
     def __init__(
         self, scratches: dict[str, CollectionScratch], names: Sequence[str], which: str
     ) -> None:
-        self.logs = {name: scratches[name].changes(which) for name in names}
+        self.scratches, self.names, self.which = scratches, set(names), which
+        self.logs: dict[str, ChangeLog] = {}
 
     def get(self, name: str) -> ChangeLog | None:
-        return self.logs.get(name)
+        if name not in self.names:
+            return None
+        if name not in self.logs:
+            self.logs[name] = self.scratches[name].changes(self.which)
+        return self.logs[name]
 
     def __enter__(self) -> _logs:
         return self

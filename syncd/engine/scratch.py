@@ -188,9 +188,12 @@ class CollectionScratch:
     # -- a sync by change streams: candidates ------------------------------------------
 
     def start_changes(self) -> None:
-        """From here on the scratch holds candidates only (a sync by change streams)."""
+        """From here on the scratch holds candidates only (a sync by change streams). The
+        source's spool exists from here on, empty until something is read into it (a side
+        read whole may be writing it already: not truncated)."""
         self.reset()
         self.partial = True
+        self.spool_path(SRC).touch()
         conn = open_scratch(self.scan_path(TGT))
         try:
             conn.executescript(CAND_SCHEMA)
@@ -208,6 +211,7 @@ class CollectionScratch:
             conn.close()
         if side == SRC:
             self.spool_path(SRC).unlink(missing_ok=True)
+            self.spool_path(SRC).touch()
 
     def changes(self, side: str) -> ChangeLog:
         """Record what a side's change stream (or reads by `_id`) says; see `ChangeLog`."""
@@ -405,11 +409,17 @@ class CollectionScratch:
 
     def _mark_expired(self, conn: sqlite3.Connection, expired: Callable[[bytes], bool]) -> None:
         keys = []
-        with self.spool_path(SRC).open("rb") as spool:
+        spool = None  # opened at the first row: a sync by changes may have read no source
+        try:
             for key, offset, length in conn.execute(GONE_FROM_TARGET_SQL):
+                if spool is None:
+                    spool = self.spool_path(SRC).open("rb")
                 spool.seek(offset)
                 if expired(spool.read(length)):
                     keys.append((key,))
+        finally:
+            if spool is not None:
+                spool.close()
         conn.executemany("UPDATE diff SET expired = 1 WHERE idkey = ?", keys)
 
     def planned(self) -> bool:
@@ -462,18 +472,23 @@ class CollectionScratch:
             conn.close()
 
     def writes(self) -> Generator[tuple[str, bytes, bytes], None, None]:
-        """(op, rid, raw document) of the inserts and replaces, in spool order."""
+        """(op, rid, raw document) of the inserts and replaces, in spool order. (A sync by
+        change streams with nothing to write may have no spool: opened at the first row.)"""
         conn = self._diff()
+        spool = None
         try:
             rows = conn.execute(
                 "SELECT op, rid, off, len FROM diff WHERE action = 'apply' AND op != 'delete' "
                 "ORDER BY op DESC, off"
             )
-            with self.spool_path(SRC).open("rb") as spool:
-                for op, rid, offset, length in rows:
-                    spool.seek(offset)
-                    yield op, rid, spool.read(length)
+            for op, rid, offset, length in rows:
+                if spool is None:
+                    spool = self.spool_path(SRC).open("rb")
+                spool.seek(offset)
+                yield op, rid, spool.read(length)
         finally:
+            if spool is not None:
+                spool.close()
             conn.close()
 
     def intents(self) -> list[tuple[bytes, bytes]]:
