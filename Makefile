@@ -14,14 +14,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,dev]'
 	touch $(STAMP)
 
-# System tools some tests need (promtool). Installed when we can (root + apt);
-# the tests that need them skip with a reason otherwise.
+# System tools some tests need: promtool (Debian package prometheus) for the alert rules,
+# ruby and rake for contrib/rails/lib/tasks/db_sync.rake. Installed when we can (root +
+# apt); the tests that need them skip with a reason otherwise.
+TOOLS := promtool:prometheus ruby:ruby rake:rake
+
 tools:
-	@command -v promtool >/dev/null 2>&1 || { \
+	@missing=""; for pair in $(TOOLS); do \
+	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	[ -z "$$missing" ] || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
-	      || echo "tools: could not install prometheus (promtool); its tests will skip"; \
-	  else echo "tools: promtool missing and not root; its tests will skip"; fi; }
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null) \
+	      || echo "tools: could not install$$missing; their tests will skip"; \
+	  else echo "tools: missing$$missing and not root; their tests will skip"; fi; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check syncd tests scripts bench docker

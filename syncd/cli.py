@@ -6,6 +6,8 @@ import argparse
 import importlib
 import logging
 import os
+import select
+import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -186,6 +188,42 @@ def forced(args: argparse.Namespace) -> bool:
     )
 
 
+def ask(question: str) -> bool:
+    """A y/N question on the terminal: only "y" or "yes" is a yes. End of input (Ctrl-D at
+    the prompt) is a no, so it is refused like any other no, not an error."""
+    answer = _read_line(f"{question} [y/N] ")
+    if not answer:
+        print(file=sys.stderr)  # the prompt's line, ended for what follows
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _read_line(prompt: str) -> str:
+    """Show `prompt`, then read one line from stdin ('' at its end) that Ctrl-C interrupts.
+
+    `input()` would block in read(2) in the main thread; SIGINT goes to any thread of the
+    process, often one of pymongo's monitor threads, and then that read is not interrupted:
+    Ctrl-C would do nothing until Enter. So the main thread waits in select() on stdin and
+    on the signal wakeup pipe, which Python's signal handler writes to from whichever thread
+    the signal reached; once awake, the main thread raises KeyboardInterrupt as usual. The
+    pipe is in place before the prompt shows: a Ctrl-C the moment it appears still counts."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    previous = signal.set_wakeup_fd(write_end)
+    try:
+        sys.stdout.write(prompt)
+        sys.stdout.flush()
+        while True:
+            ready, _, _ = select.select([sys.stdin, read_end], [], [])
+            if sys.stdin in ready:
+                return sys.stdin.readline()
+            os.read(read_end, 512)  # a signal whose handler did not raise: keep waiting
+    finally:
+        signal.set_wakeup_fd(previous)
+        os.close(read_end)
+        os.close(write_end)
+
+
 def validate_action(config: Config, args: argparse.Namespace) -> int:
     print(
         f"{config.path}: OK ({len(config.endpoints)} endpoints, {len(config.flows)} flows, "
@@ -253,7 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"syncd: config has {count} error{'s' if count != 1 else ''}", file=sys.stderr)
         return exc.exit_code
     except SyncdError as exc:
-        print(f"syncd: {exc}", file=sys.stderr)
+        for line in exc.lines():
+            print(f"syncd: {line}", file=sys.stderr)
         return exc.exit_code
     except PyMongoError as exc:
         print(f"syncd: {mongo_error_message(exc)}", file=sys.stderr)

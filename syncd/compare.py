@@ -205,7 +205,8 @@ def _verify_collection(
 ) -> CollectionVerify:
     result = CollectionVerify(name)
     source_spec, target_spec = _spec(source, name), _spec(target, name)
-    result.specs = describe_spec_differences(compare_specs(source_spec, target_spec), target_name)
+    changes = compare_specs(source_spec, target_spec, target.server_version())
+    result.specs = describe_spec_differences(changes, target_name)
     sides = [
         pool.submit(
             with_retries,

@@ -16,6 +16,10 @@ class SyncdError(Exception):
 
     exit_code = EXIT_FAILED
 
+    def lines(self) -> list[str]:
+        """The message as the CLI prints it, each line after `syncd: `."""
+        return [str(self)]
+
 
 class UsageError(SyncdError):
     exit_code = EXIT_USAGE
@@ -34,4 +38,13 @@ class SecretError(SyncdError):
 
 
 class EndpointUnreachable(SyncdError):
+    """One line per endpoint that could not be used: which, its URI (redacted), the cause in
+    plain words and what to do (syncd.unreachable)."""
+
     exit_code = EXIT_FAILED
+
+    def __init__(self, *lines: str) -> None:
+        super().__init__("\n".join(lines))
+
+    def lines(self) -> list[str]:
+        return str(self).splitlines()

@@ -6,6 +6,7 @@ Not a test module (no `test_` prefix); shared by tests/test_safety_*.py.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import select
 import signal
@@ -69,18 +70,39 @@ def run_syncd(config: Path, *args: str, env: dict[str, str] | None = None) -> Ra
 
 
 def run_on_terminal(
-    config: Path, *args: str, answer: str, wait_for: str, env: dict[str, str] | None = None
+    config: Path,
+    *args: str,
+    answer: str | signal.Signals,
+    wait_for: str,
+    env: dict[str, str] | None = None,
 ) -> Ran:
     """Run syncd with stdin/stdout/stderr on a pseudo-terminal; once `wait_for` shows, type
     `answer` + Enter. `stdout` holds everything the terminal showed; `stderr` is empty."""
+    argv = [str(SYNCD), "-c", str(config), *args]
+    ran = command_on_terminal(argv, answer=answer, wait_for=wait_for, env=syncd_env(env))
+    return dataclasses.replace(ran, args=tuple(args))
+
+
+def command_on_terminal(
+    argv: list[str],
+    *,
+    answer: str | signal.Signals,
+    wait_for: str,
+    env: dict[str, str],
+    cwd: Path | None = None,
+) -> Ran:
+    """`run_on_terminal` for any command (e.g. rake running syncd), in `env` (+ TERM=dumb);
+    `args` of the result is `argv` without the program. A signal as `answer` goes to the
+    command's whole process group, as Ctrl-C sends SIGINT to a terminal's foreground group."""
     master, slave = os.openpty()
     try:
-        proc = subprocess.Popen(  # noqa: S603 - our own console script
-            [str(SYNCD), "-c", str(config), *args],
+        proc = subprocess.Popen(  # noqa: S603 - our own programs
+            argv,
             stdin=slave,
             stdout=slave,
             stderr=slave,
-            env=syncd_env({"TERM": "dumb", **(env or {})}),
+            env={**env, "TERM": "dumb"},
+            cwd=cwd,
             start_new_session=True,
         )
     finally:
@@ -88,7 +110,9 @@ def run_on_terminal(
     screen = b""
     try:
         screen = _read_until(master, proc, wait_for.encode())
-        if wait_for.encode() in screen:
+        if wait_for.encode() in screen and isinstance(answer, signal.Signals):
+            os.killpg(proc.pid, answer)
+        elif wait_for.encode() in screen:
             os.write(master, answer.encode() + b"\n")
         screen += _read_until(master, proc, None)
         code = proc.wait(timeout=TIMEOUT)
@@ -99,7 +123,7 @@ def run_on_terminal(
             proc.wait()
         os.close(master)
     text = screen.decode("utf-8", "replace").replace("\r\n", "\n")
-    return Ran(tuple(args), code, text, "")
+    return Ran(tuple(argv[1:]), code, text, "")
 
 
 def _read_until(master: int, proc: subprocess.Popen[bytes], marker: bytes | None) -> bytes:

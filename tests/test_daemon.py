@@ -482,9 +482,13 @@ def test_failing_credentials_never_reach_the_log(
     text = text.replace("{uri: 'unused', protected: true}", "{uri_env: PROD_URI, protected: true}")
     daemon = start_daemon(write_config(text), env={"PROD_URI": uri})
 
-    daemon.wait_msg("sync failed", job="pull")
-    daemon.wait_msg("endpoint is down", endpoint="production")
+    failed = daemon.wait_msg("sync failed", job="pull")
+    down = daemon.wait_msg("endpoint is down", endpoint="production")
 
+    # The ping and the job say it in the words of `syncd status`: cause, then what to do.
+    said = "authentication failed; check the user name and password in the URI"
+    assert down["msg"] == f"endpoint is down: {said} (from environment variable PROD_URI)"
+    assert f"is unreachable: {said} (from environment variable PROD_URI)" in failed["msg"]
     log = "\n".join(daemon.lines())
     assert secret not in log and quote_plus(secret) not in log
 

@@ -16,7 +16,7 @@ import pytest
 from pymongo.database import Database
 
 from syncd.config.model import Endpoint, SecretRef
-from syncd.endpoints import client_options, open_endpoint
+from syncd.endpoints import CONNECT_TIMEOUT_MS, client_options, open_endpoint
 from syncd.engine import retry
 from tests.engine_kit import Outcome, Pair, make_pair, snapshot, syncd
 from tests.support.faultproxy import FaultProxy
@@ -96,7 +96,7 @@ def test_uri_timeouts_win_over_syncds_defaults(server_local: Server) -> None:
     uri = server_local.uri_for("db") + "&socketTimeoutMS=2000&serverselectiontimeoutms=900"
     options = client_options(uri)
     assert "socketTimeoutMS" not in options and "serverSelectionTimeoutMS" not in options
-    assert options["connectTimeoutMS"] == 10_000
+    assert options["connectTimeoutMS"] == CONNECT_TIMEOUT_MS == 5_000
 
     connected = open_endpoint(Endpoint(name="local", uri=SecretRef("literal", uri)))
     try:
@@ -165,7 +165,8 @@ def test_a_stalled_server_times_out_and_the_rerun_converges(
     capsys: Capsys,
 ) -> None:
     """Bytes held (not refused) by a stalled server: the URI's socketTimeoutMS ends each
-    attempt, the sync fails with exit 1 instead of hanging for syncd's 120 s default."""
+    attempt, the sync fails with exit 1 instead of hanging (syncd sets no socket timeout of
+    its own: engine/timeouts.py)."""
     pair = push_through_proxy
     result = run_during("write.batch", proxy.stall, capsys, pair, *PUSH)
 

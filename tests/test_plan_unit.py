@@ -54,6 +54,9 @@ class MemorySource:
     def changes_unsupported(self) -> str | None:
         return "documents held in a test's memory have no change stream"
 
+    def server_version(self) -> tuple[int, ...]:
+        return ()
+
     def current_token(self) -> bytes:
         raise NotImplementedError
 

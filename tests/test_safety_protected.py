@@ -5,6 +5,7 @@ Every test runs the real `syncd` command against two SecantusDB servers.
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +63,11 @@ def test_push_to_protected_endpoint_without_terminal_is_refused(
     assert backup_names(config.parent / "state") == []
 
 
+@pytest.mark.parametrize("answer", ["n", "\x04"], ids=["no", "ctrl-d"])
 def test_declining_on_a_terminal_writes_nothing(
-    scenario: tuple[Path, dict[str, str]], production_db: DB
+    scenario: tuple[Path, dict[str, str]], production_db: DB, answer: str
 ) -> None:
+    """ "n", or end of input (Ctrl-D) at the question: refused, not an error."""
     config, env = scenario
     before = snapshot(production_db)
 
@@ -74,7 +77,7 @@ def test_declining_on_a_terminal_writes_nothing(
         "to_production",
         "--drift",
         "overwrite",
-        answer="n",
+        answer=answer,
         wait_for=PROMPT,
         env=env,
     )
@@ -88,6 +91,32 @@ def test_declining_on_a_terminal_writes_nothing(
         assert column in shown_before_prompt
     assert ran.code == 3, ran
     assert "not confirmed; nothing was written to 'production'" in ran.stdout
+    assert snapshot(production_db) == before
+    assert backup_names(config.parent / "state") == []
+
+
+def test_ctrl_c_at_the_question_stops_at_once_and_writes_nothing(
+    scenario: tuple[Path, dict[str, str]], production_db: DB
+) -> None:
+    """SIGINT may reach any thread (pymongo's monitors have started by then); the question
+    still ends at once, not at the next Enter."""
+    config, env = scenario
+    before = snapshot(production_db)
+
+    ran = run_on_terminal(
+        config,
+        "sync",
+        "to_production",
+        "--drift",
+        "overwrite",
+        answer=signal.SIGINT,
+        wait_for=PROMPT,
+        env=env,
+    )
+
+    assert PROMPT in ran.stdout, ran
+    assert ran.code == 1, ran
+    assert "syncd: interrupted" in ran.stdout
     assert snapshot(production_db) == before
     assert backup_names(config.parent / "state") == []
 
@@ -232,15 +261,16 @@ def test_restore_into_protected_endpoint_without_terminal_is_refused(
     assert backup_names(config.parent / "state") == backups_before
 
 
+@pytest.mark.parametrize("answer", ["n", "\x04"], ids=["no", "ctrl-d"])
 def test_restore_declined_on_a_terminal_writes_nothing(
-    production_backup: tuple[Path, dict[str, str], str], production_db: DB
+    production_backup: tuple[Path, dict[str, str], str], production_db: DB, answer: str
 ) -> None:
     config, env, name = production_backup
     before = snapshot(production_db)
     backups_before = backup_names(config.parent / "state")
 
     ran = run_on_terminal(
-        config, "backup", "restore", name, answer="n", wait_for=RESTORE_PROMPT, env=env
+        config, "backup", "restore", name, answer=answer, wait_for=RESTORE_PROMPT, env=env
     )
 
     # the prompt shows what the restore would write before asking

@@ -10,7 +10,7 @@ from typing import Any
 from syncd.backup import BackupInfo, apply_retention, create_backup, find_backup, list_backups
 from syncd.backup.mongodump import import_dump
 from syncd.backup.reader import verify_backup
-from syncd.cli import forced
+from syncd.cli import ask, forced
 from syncd.config.model import Config
 from syncd.endpoints import open_endpoint
 from syncd.engine.prebackup import backups_dir
@@ -84,7 +84,7 @@ def restore(config: Config, args: argparse.Namespace) -> int:
         to=args.to,
         collections=args.collections,
         allow_protected=forced(args),
-        confirm=_ask if interactive else None,
+        confirm=ask if interactive else None,
         wait=not args.no_wait,
         reporter=Reporter(),
     )
@@ -117,10 +117,6 @@ def import_(config: Config, args: argparse.Namespace) -> int:
         print(f"  not imported: {name}: {why}")
     print(f"restore it with: syncd backup restore {info.name} --to ENDPOINT")
     return EXIT_OK
-
-
-def _ask(question: str) -> bool:
-    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
 
 
 def _size(n: int) -> str:

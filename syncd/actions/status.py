@@ -11,7 +11,7 @@ from typing import Any
 
 from syncd.compare import last_verify
 from syncd.config.model import Config
-from syncd.endpoints import open_endpoint
+from syncd.endpoints import Reached
 from syncd.engine.flow import SyncOptions, get_flow, sync_flow
 from syncd.engine.memory import SyncMemory
 from syncd.engine.render import deletes_cell, table
@@ -21,19 +21,19 @@ from syncd.lease.status import lease_state
 
 def run(config: Config, args: argparse.Namespace) -> int:
     flows = [get_flow(config, args.flow).name] if args.flow else sorted(config.flows)
-    # Every endpoint and every flow at once: over a slow link status costs its round
-    # trips, as a no-op sync does, not their sum.
-    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="status") as pool:
-        endpoints = {
-            name: pool.submit(_endpoint, config, name) for name in sorted(config.endpoints)
-        }
-        planned = {flow: pool.submit(_flow_status, config, flow) for flow in flows}
-        report: dict[str, Any] = {
-            "endpoints": {name: entry.result() for name, entry in endpoints.items()},
-            "flows": {},
-        }
-        for flow in flows:
-            report["flows"][flow] = planned[flow].result()
+    # Every endpoint reached once and all at once: with all of them down, `status` takes one
+    # server selection timeout, and each flow that needs one says so without waiting again.
+    # The flows are planned at once too: over a slow link status costs the round trips of
+    # one no-op sync, not their sum.
+    reached = Reached(config.endpoints[name] for name in sorted(config.endpoints))
+    try:
+        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="status") as pool:
+            planned = {flow: pool.submit(_flow_status, config, flow, reached) for flow in flows}
+            report: dict[str, Any] = {"endpoints": _endpoints(config, reached), "flows": {}}
+            for flow in flows:
+                report["flows"][flow] = planned[flow].result()
+    finally:
+        reached.close()
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:
@@ -42,30 +42,37 @@ def run(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK if healthy else EXIT_FAILED
 
 
-def _endpoint(config: Config, name: str) -> dict[str, Any]:
-    endpoint = config.endpoints[name]
-    entry: dict[str, Any] = {"reachable": False, "protected": endpoint.protected}
-    try:
-        connected = open_endpoint(endpoint)
-    except SyncdError as exc:
-        entry["error"] = str(exc)
-    else:
-        try:
+def _endpoints(config: Config, reached: Reached) -> dict[str, dict[str, Any]]:
+    result = {}
+    for name, endpoint in sorted(config.endpoints.items()):
+        entry: dict[str, Any] = {"reachable": False, "protected": endpoint.protected}
+        connected = reached.connected.get(name)
+        if connected is None:
+            entry["error"] = str(reached.failures[name])
+        else:
             entry.update(
                 reachable=True, version=connected.server_version(), database=connected.database
             )
             entry["lease"] = lease_state(config.state_dir, connected).as_json()
-        finally:
-            connected.close()
-    return entry
+        result[name] = entry
+    return result
 
 
-def _flow_status(config: Config, flow_name: str) -> dict[str, Any]:
+def _flow_status(config: Config, flow_name: str, reached: Reached) -> dict[str, Any]:
     flow = config.flows[flow_name]
     status: dict[str, Any] = {"source": flow.source, "target": flow.target}
     status["last_verify"] = _last_verify(config, flow_name)
+    down = [name for name in (flow.source, flow.target) if name in reached.failures]
+    if down:
+        status["unreachable"] = down
+        status["error"] = (
+            f"endpoint '{down[0]}' is unreachable"
+            if len(down) == 1
+            else f"endpoints '{down[0]}' and '{down[1]}' are unreachable"
+        )
+        return status
     try:
-        result = sync_flow(config, flow_name, SyncOptions(dry_run=True))
+        result = sync_flow(config, flow_name, SyncOptions(dry_run=True, connections=reached))
     except SyncdError as exc:
         status["error"] = str(exc)
         return status
@@ -123,7 +130,8 @@ def _print(report: dict[str, Any]) -> None:
     print(table(["endpoint", "database", "state", "protected"], rows))
     for name, e in report["endpoints"].items():
         if not e["reachable"]:
-            print(f"  {name}: {e.get('error', 'unreachable')}")
+            for line in e["error"].splitlines():
+                print(f"  {line}")
         elif e["lease"]["summary"]:
             print(f"  {name}: {e['lease']['summary']}")
     for flow, status in report["flows"].items():
@@ -135,6 +143,9 @@ def _print(report: dict[str, Any]) -> None:
             else f"  last verify: {verified['when']} {verified['result']}"
             + (f" ({verified['mismatched']} document(s))" if verified["mismatched"] else "")
         )
+        if "unreachable" in status:
+            print(f"  cannot plan: {status['error']} (see above)", file=sys.stderr)
+            continue
         if "error" in status:
             print(f"  cannot plan: {status['error']}", file=sys.stderr)
             continue

@@ -7,7 +7,7 @@ import json
 import sys
 
 from syncd.advice import refusal_advice
-from syncd.cli import forced
+from syncd.cli import ask, forced
 from syncd.config.model import Config
 from syncd.engine.flow import ConfirmationNeeded, PlanRefused, SyncOptions, sync_flow
 from syncd.engine.plan import Plan
@@ -20,8 +20,7 @@ def confirm_on_terminal(plan: Plan) -> bool:
     """Show what will be written where and ask; only called with a terminal attached."""
     print(plan_header(plan), file=sys.stderr)
     print(plan_table(plan), file=sys.stderr)
-    answer = input(f"Write these changes to protected endpoint '{plan.target}'? [y/N] ")
-    return answer.strip().lower() in ("y", "yes")
+    return ask(f"Write these changes to protected endpoint '{plan.target}'?")
 
 
 def run(config: Config, args: argparse.Namespace) -> int:

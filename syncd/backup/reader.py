@@ -247,6 +247,9 @@ class BackupSource:
     def changes_unsupported(self) -> str | None:
         return "a backup has no change stream"
 
+    def server_version(self) -> tuple[int, ...]:
+        return ()  # no server: every option and index field is kept
+
     def current_token(self) -> bytes:
         raise BackupError(f"{self.label} has no change stream")
 

@@ -90,6 +90,7 @@ def _collection(
         deletes=bool(raw.get("deletes", True)),
         mask=tuple((str(field), rule or "null") for field, rule in raw.get("mask", {}).items()),
         mask_except=MaskExcept(exempt["field"], tuple(exempt["values"])) if exempt else None,
+        bypass_validation=bool(raw.get("bypass_validation", False)),
     )
 
 

@@ -80,6 +80,8 @@ class CollectionPolicy:
     deletes: bool = True
     mask: tuple[tuple[str, MaskRule], ...] = ()  # (dotted path, rule)
     mask_except: MaskExcept | None = None
+    # Write with bypassDocumentValidation (needs dbAdmin/restore on the target, SPEC §8a).
+    bypass_validation: bool = False
 
     def matches(self, collection: str) -> bool:
         return fnmatch.fnmatchcase(collection, self.name)

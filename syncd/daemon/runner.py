@@ -131,8 +131,8 @@ class JobRunner:
         if outcome.verify == "different":  # the job ran; what it found needs a person
             verb, level = "found differences", logging.WARNING
         message = f"{_kind(schedule)} {verb}"
-        if outcome.reason:
-            message += f": {outcome.reason}"
+        if outcome.reason:  # one line per event: an error of several lines (two endpoints) too
+            message += ": " + "; ".join(outcome.reason.splitlines())
         extra: dict[str, Any] = {**_labels(schedule, trigger)}
         extra["result"] = outcome.verify or outcome.result
         extra.update(outcome.fields)

@@ -16,10 +16,12 @@ from pymongo.errors import BulkWriteError, CollectionInvalid, OperationFailure
 
 from syncd import pause
 from syncd.engine.plan import CollectionPlan
+from syncd.engine.privileges import check_validation
 from syncd.engine.rawbson import id_value
 from syncd.engine.retry import with_retries
 from syncd.engine.sharding import keyed
 from syncd.engine.specs import index_model_args
+from syncd.engine.timeouts import max_time
 from syncd.errors import SyncdError
 from syncd.lease.guard import check_writes
 
@@ -45,6 +47,11 @@ def prepare_collection(db: Database[Any], plan: CollectionPlan) -> None:
 
     Each step is retried; each is idempotent (a retried create or drop finds it done)."""
     specs = plan.specs
+    if specs.left_out:
+        log.warning(
+            "left out what the target's MongoDB version does not know",
+            extra={"collection": plan.name, "left_out": "; ".join(specs.left_out)},
+        )
     if specs.create is not None:
         with_retries(lambda: _create(db, plan.name, specs.create or {}), what=f"create {plan.name}")
     if specs.collmod:
@@ -77,8 +84,9 @@ def finish_collection(db: Database[Any], plan: CollectionPlan) -> None:
         for spec in plan.specs.create_indexes:
             keys, kwargs = index_model_args(spec)
             models.append(IndexModel(keys, **kwargs))
-        with_retries(
-            lambda: db[plan.name].create_indexes(models), what=f"create indexes {plan.name}"
+        with_retries(  # no maxTimeMS: a build answers when the index is built (timeouts.py)
+            lambda: db[plan.name].create_indexes(models, **max_time("index")),
+            what=f"create indexes {plan.name}",
         )
 
 
@@ -122,30 +130,37 @@ def apply_writes(
     coll: Collection[Any],
     writes: Iterable[tuple[str, bytes, bytes]],
     progress: Progress | None = None,
+    *,
+    bypass: bool = False,
 ) -> Applied:
-    """Replaces then inserts: (op, rid, raw document) as the scratch lists them."""
+    """Replaces then inserts: (op, rid, raw document) as the scratch lists them. `bypass`:
+    past the target's validator (the collection's `bypass_validation`)."""
     applied = Applied()
     deferred: list[WriteOp] = []
     for ops in _batches(_write_ops(writes)):
-        deferred += _bulk(coll, ops, applied)
+        deferred += _bulk(coll, ops, applied, bypass)
         if progress:
             progress(applied.inserted + applied.replaced)
-    _retry_deferred(coll, deferred, applied)
+    _retry_deferred(coll, deferred, applied, bypass)
     return applied
 
 
 def apply_inserts(
-    coll: Collection[Any], batches: Iterable[list[bytes]], progress: Progress | None = None
+    coll: Collection[Any],
+    batches: Iterable[list[bytes]],
+    progress: Progress | None = None,
+    *,
+    bypass: bool = False,
 ) -> Applied:
     """Insert batches of raw documents as they arrive (a first copy, see `stream.py`)."""
     applied = Applied()
     deferred: list[WriteOp] = []
     for batch in batches:
         ops: list[WriteOp] = [InsertOne(RawBSONDocument(raw)) for raw in batch]
-        deferred += _bulk(coll, ops, applied)
+        deferred += _bulk(coll, ops, applied, bypass)
         if progress:
             progress(applied.inserted + applied.replaced)
-    _retry_deferred(coll, deferred, applied)
+    _retry_deferred(coll, deferred, applied, bypass)
     return applied
 
 
@@ -171,17 +186,20 @@ def _batches(ops: Iterator[tuple[WriteOp, int]]) -> Iterator[list[WriteOp]]:
         yield batch
 
 
-def _bulk(coll: Collection[Any], ops: list[WriteOp], applied: Applied) -> list[WriteOp]:
+def _bulk(
+    coll: Collection[Any], ops: list[WriteOp], applied: Applied, bypass: bool
+) -> list[WriteOp]:
     """Write a batch unordered; return the ops a unique index refused, to retry later.
 
     An insert refused on `_id` (the document arrived since the scan, or a re-run after a
-    cut-short sync) becomes a replace, so re-runs never fail on duplicate keys.
+    cut-short sync) becomes a replace, so re-runs never fail on duplicate keys. Without
+    `bypass` the flag is not sent at all: it needs more than readWrite (privileges.py).
     """
     check_writes(coll.database)  # a lost write lease stops the run before this batch
     ops = keyed(coll, ops)  # behind mongos, filters carry the shard key
     try:
         result = with_retries(
-            lambda: coll.bulk_write(ops, ordered=False, bypass_document_validation=True),
+            lambda: coll.bulk_write(ops, ordered=False, bypass_document_validation=bypass),
             what=f"write {coll.name}",
         )
         _count(result.inserted_count, result.upserted_count + result.matched_count, applied)
@@ -189,6 +207,7 @@ def _bulk(coll: Collection[Any], ops: list[WriteOp], applied: Applied) -> list[W
         return []
     except BulkWriteError as exc:
         details = exc.details
+        check_validation(coll.name, details)
         _count(
             details.get("nInserted", 0),
             details.get("nUpserted", 0) + details.get("nMatched", 0),
@@ -236,12 +255,14 @@ def _count(inserted: int, replaced: int, applied: Applied) -> None:
     applied.replaced += replaced
 
 
-def _retry_deferred(coll: Collection[Any], deferred: list[WriteOp], applied: Applied) -> None:
+def _retry_deferred(
+    coll: Collection[Any], deferred: list[WriteOp], applied: Applied, bypass: bool
+) -> None:
     """Unique-index conflicts resolve once the rest of the collection is written (a value
     moved from one document to another); retry while that makes progress."""
     while deferred:
         before = len(deferred)
-        deferred = _bulk(coll, deferred, applied)
+        deferred = _bulk(coll, deferred, applied, bypass)
         if len(deferred) >= before:
             raise SyncdError(
                 f"{coll.name}: {len(deferred)} document(s) collide with a unique index on the "

@@ -50,6 +50,7 @@ from pymongo.errors import OperationFailure
 from pymongo.server_type import SERVER_TYPE
 
 from syncd import pause
+from syncd.engine import server
 from syncd.engine.rawbson import raw_id
 from syncd.engine.retry import first_line, is_transient
 from syncd.engine.sharding import is_mongos
@@ -109,7 +110,7 @@ def unsupported_reason(db: Database[Any]) -> str | None:
     kinds = {server.server_type for server in servers}
     if kinds and SERVER_TYPE.Unknown not in kinds:
         return STANDALONE if kinds == {SERVER_TYPE.Standalone} else None
-    hello = db.client.admin.command("hello")
+    hello = server.hello(db.client)
     if hello.get("setName") or hello.get("msg") == "isdbgrid":
         return None
     return STANDALONE

@@ -15,6 +15,7 @@ from pymongo.collection import Collection
 from syncd import pause
 from syncd.engine.rawbson import id_key, id_value, raw_id, split_documents
 from syncd.engine.retry import with_retries
+from syncd.engine.timeouts import max_time_ms
 
 T = TypeVar("T")
 FETCH_IDS = 100  # larger `$in` lists get slower per document on some servers
@@ -38,7 +39,8 @@ def find_by_ids(coll: Collection[Any], ids: Sequence[object], *, what: str) -> l
 
     def read() -> list[bytes]:
         found: list[bytes] = []
-        with coll.find_raw_batches({"_id": {"$in": list(ids)}}) as cursor:
+        query = {"_id": {"$in": list(ids)}}
+        with coll.find_raw_batches(query, max_time_ms=max_time_ms("read")) as cursor:
             for batch in cursor:
                 found.extend(split_documents(batch))
         pause.point("fetch.batch")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from syncd.config.model import Config, DriftPolicy, Flow, own_collection
-from syncd.endpoints import Connected, Connections, opened, refuse_same_database
+from syncd.endpoints import Connected, KeptOpen, opened, refuse_same_database
 from syncd.engine.changes import Sides, stream_state
 from syncd.engine.memory import Pair, SyncMemory
 from syncd.engine.plan import CollectionPlan, Plan, plan_collections
@@ -73,7 +73,7 @@ class SyncOptions:
     change_limit: int | None = None  # at most this many source changes (a continuous batch)
     hooks_when_written: bool = False  # run a hook only when the run wrote its collection
     reporter: Reporter = field(default_factory=Silent)
-    connections: Connections | None = None  # endpoints kept open across runs (a continuous job)
+    connections: KeptOpen | None = None  # endpoints kept open: a continuous job's, a command's
     # dry run only: called with each collection's plan while its scratch files still exist
     on_plan: Callable[[CollectionPlan], None] | None = None
 

@@ -206,7 +206,7 @@ def plan_collections(
         source_spec, target_spec = specs[SRC, name], specs[TGT, name]
         plan.expiry = expiry_rules(target_spec)
         plan.source_exists = source_spec is not None
-        plan.specs = compare_specs(source_spec, target_spec)
+        plan.specs = compare_specs(source_spec, target_spec, sides.target.server_version())
         uuids = {SRC: _uuid(source_spec), TGT: _uuid(target_spec)}
         plan.points = {sides.endpoint(w): Point(sides.now.get(w), uuids[w]) for w in (SRC, TGT)}
         finders[name] = changes.settled(finders[name], sides, uuids, first_copies.get(name, 0))

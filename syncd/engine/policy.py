@@ -110,6 +110,7 @@ class Policy:
     target: View
     deletes: bool = True
     marks: dict[str, str] = field(default_factory=dict)
+    bypass_validation: bool = False  # write past the target's validator (needs dbAdmin)
 
     def view(self, which: str) -> View:
         return self.source if which == SRC else self.target
@@ -162,6 +163,7 @@ class Policies:
             View(name, query, None, entry.filter_at),
             deletes=entry.deletes,
             marks=marks,
+            bypass_validation=entry.bypass_validation,
         )
 
     def _masking_key(self) -> bytes:
@@ -169,6 +171,16 @@ class Policies:
             assert self.config is not None and self.config.masking is not None  # noqa: S101
             self._key = resolve(self.config.masking.key, what="masking key").encode()
         return self._key
+
+
+class RestorePolicies(Policies):
+    """A restore's: every document as the backup holds it (no filter, no mask), written past
+    the target's validator where the config's collection says `bypass_validation: true`."""
+
+    def _build(self, name: str) -> Policy:
+        entry = self.config.policy_for(name) if self.config is not None else None
+        bypass = entry is not None and entry.bypass_validation
+        return Policy(name, View(name), View(name), bypass_validation=bypass)
 
 
 def changed(before: dict[str, str], now: dict[str, str]) -> str:

@@ -12,12 +12,14 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from bson.raw_bson import RawBSONDocument
 from pymongo import DeleteOne, ReplaceOne
 from pymongo.collection import Collection
+from pymongo.errors import BulkWriteError
 
 from syncd.backup import BackupInfo, BackupSource, apply_retention, create_backup, restore_lock
 from syncd.config.model import Config
@@ -26,6 +28,8 @@ from syncd.engine.changes import Sides
 from syncd.engine.fetch import batched, fetch_batches, fetch_raw
 from syncd.engine.memory import Pair, SyncMemory
 from syncd.engine.plan import Plan, plan_collections
+from syncd.engine.policy import Policy, RestorePolicies
+from syncd.engine.privileges import check_validation
 from syncd.engine.progress import Reporter, Silent
 from syncd.engine.rawbson import id_key, id_value, raw_id
 from syncd.engine.render import plan_header, plan_table
@@ -123,6 +127,7 @@ class _Restore:
             target.name,
             Pair.of(source_name, target.name),
             self.memory,
+            policies=RestorePolicies(config),
         )
 
     def __enter__(self) -> _Restore:
@@ -156,7 +161,7 @@ class _Restore:
 
     def apply(self) -> list[CollectionResult]:
         if self.plan is None:
-            return _undo_changes(self.info, self.target, self.names)
+            return _undo_changes(self.info, self.target, self.names, self.sides.policy)
         started = time.monotonic()
         results = write_plan(self.plan, self.sides, self.reporter, announce=False)
         verify_plan(self.plan, self.sides, results, started)
@@ -190,12 +195,15 @@ def _safety_backup(config: Config, target: Connected, names: list[str], info: Ba
     return safety.name
 
 
-def _undo_changes(info: BackupInfo, target: Connected, names: list[str]) -> list[CollectionResult]:
+def _undo_changes(
+    info: BackupInfo, target: Connected, names: list[str], policy: Callable[[str], Policy]
+) -> list[CollectionResult]:
     source = BackupSource(info)
     results = []
     for name in names:
         result = CollectionResult(name)
         coll = target.db[name]
+        flush = partial(_flush, coll, bypass=policy(name).bypass_validation)
         ops: list[Any] = []
         with failing_clearly("restoring", name, target.label):
             for raw in source.iter_raw(name):
@@ -203,12 +211,12 @@ def _undo_changes(info: BackupInfo, target: Connected, names: list[str]) -> list
                     ReplaceOne({"_id": id_value(raw_id(raw))}, RawBSONDocument(raw), upsert=True)
                 )
                 result.replaced += 1
-                ops = _flush(coll, ops)
+                ops = flush(ops)
             for raw in source.inserted_ids(name):
                 ops.append(DeleteOne({"_id": id_value(raw_id(raw))}))
                 result.deleted += 1
-                ops = _flush(coll, ops)
-            _flush(coll, ops, force=True)
+                ops = flush(ops)
+            flush(ops, force=True)
             mismatches = _undo_mismatches(source, coll)
         if mismatches:
             raise VerificationFailed(
@@ -242,13 +250,17 @@ def _undo_mismatches(source: BackupSource, coll: Collection[Any]) -> int:
     return mismatches
 
 
-def _flush(coll: Any, ops: list[Any], *, force: bool = False) -> list[Any]:
+def _flush(coll: Any, ops: list[Any], *, bypass: bool, force: bool = False) -> list[Any]:
     if ops and (force or len(ops) >= BATCH):
         batch = list(ops)  # replaces and deletes by _id: a retried batch does the same
         check_writes(coll.database)
-        with_retries(
-            lambda: coll.bulk_write(batch, ordered=False, bypass_document_validation=True),
-            what=f"restore {coll.name}",
-        )
+        try:
+            with_retries(
+                lambda: coll.bulk_write(batch, ordered=False, bypass_document_validation=bypass),
+                what=f"restore {coll.name}",
+            )
+        except BulkWriteError as exc:
+            check_validation(coll.name, exc.details)
+            raise
         return []
     return ops

@@ -23,6 +23,7 @@ from pymongo.errors import (
 )
 
 from syncd.config.secrets import redact
+from syncd.engine.privileges import UNAUTHORIZED, unauthorized_hint
 from syncd.errors import SyncdError
 
 log = logging.getLogger("syncd.engine")
@@ -96,6 +97,8 @@ def _hint(exc: PyMongoError) -> str:
             f"no answer after {ATTEMPTS} attempts; check the server is up and reachable, "
             "then run again (the next run converges)"
         )
+    if isinstance(exc, OperationFailure) and exc.code == UNAUTHORIZED:
+        return unauthorized_hint(str(exc))
     if isinstance(exc, OperationFailure) and exc.code in UNAUTHORIZED_CODES:
         return "not allowed: check the endpoint's credentials and the user's roles"
     if isinstance(exc, OperationFailure) and exc.code in CURSOR_LOST_CODES:

@@ -15,12 +15,13 @@ from pymongo.database import Database
 
 from syncd import pause
 from syncd.config.model import OWN_PREFIX, own_collection
-from syncd.engine import changestream
+from syncd.engine import changestream, server
 from syncd.engine.changestream import ChangeSink, Drained, Router
 from syncd.engine.fetch import batched
 from syncd.engine.policy import PLAIN, View
 from syncd.engine.rawbson import split_documents
 from syncd.engine.retry import with_retries
+from syncd.engine.timeouts import max_time, max_time_ms
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,11 @@ class DocumentSource(Protocol):
 
     def changes_unsupported(self) -> str | None:
         """Why changes cannot be followed here (no change streams), or None."""
+        ...
+
+    def server_version(self) -> tuple[int, ...]:
+        """The server's version, () when there is none: which options and index fields it
+        knows (specs.py leaves out the others)."""
         ...
 
     def current_token(self) -> bytes:
@@ -107,6 +113,7 @@ class MongoSource:
         self.batch_size = batch_size
         self.views = views
         self._unsupported: tuple[str | None] | None = None
+        self._version: tuple[int, ...] | None = None
         self._listing: dict[str, Mapping[str, Any]] | None = None
 
     def listing(self) -> dict[str, Mapping[str, Any]]:
@@ -114,7 +121,8 @@ class MongoSource:
         the first time it is needed (`forget_listing` after writing)."""
         if self._listing is None:
             infos = with_retries(
-                lambda: list(self.db.list_collections()), what=f"list collections ({self.label})"
+                lambda: list(self.db.list_collections(**max_time("metadata"))),
+                what=f"list collections ({self.label})",
             )
             self._listing = {str(info["name"]): info for info in infos}
         return self._listing
@@ -184,21 +192,38 @@ class MongoSource:
     def count(self, name: str) -> int:
         view = self.view(name)
         with view.reading(self.label):
-            return int(self.db[name].count_documents(view.query or {}))
+            return int(self.db[name].count_documents(view.query or {}, **max_time("count")))
 
-    def record_count(self, name: str) -> int:
+    def record_count(self, name: str, *, expected: int | None = None) -> int:
         """The collection's document count from its record count (cheap on MongoDB); of a
-        filtered collection, the count of its matching documents."""
-        coll, view = self.db[name], self.view(name)
-        count: Callable[[], int] = coll.estimated_document_count
-        if view.query is not None:
-            count = partial(self.count, name)
-        return int(with_retries(count, what=f"count {name} ({self.label})"))
+        filtered collection, the count of its matching documents.
+
+        A record count is metadata, which MongoDB documents as wrong after an unclean
+        shutdown and on a sharded cluster (orphaned documents): when it differs from
+        `expected` (what a verification needs), the documents are counted exactly before
+        anyone is told they differ."""
+        what = f"count {name} ({self.label})"
+        if self.view(name).query is None:
+            estimate_count = partial(self.db[name].estimated_document_count, **max_time("metadata"))
+            estimate = int(with_retries(estimate_count, what=what))
+            if expected is None or estimate == expected:
+                return estimate
+        return int(with_retries(partial(self.count, name), what=what))
+
+    def server_version(self) -> tuple[int, ...]:
+        """The server's version ((8, 0, 4)): what options and index fields it knows."""
+        if self._version is None:
+            client = self.db.client
+            self._version = with_retries(
+                lambda: server.version(client), what=f"buildInfo ({self.label})"
+            )
+        return self._version
 
     def changes_unsupported(self) -> str | None:
         if self._unsupported is None:
             reason = with_retries(
-                lambda: changestream.unsupported_reason(self.db), what=f"hello ({self.label})"
+                lambda: changestream.unsupported_reason(self.db),
+                what=f"hello ({self.label})",
             )
             self._unsupported = (reason,)
         return self._unsupported[0]
@@ -240,7 +265,8 @@ class MongoSource:
         def read() -> list[bytes]:
             found: list[bytes] = []
             query = view.by_id(ids)
-            with view.reading(self.label), self.db[name].find_raw_batches(query) as cursor:
+            cursor = self.db[name].find_raw_batches(query, max_time_ms=max_time_ms("read"))
+            with view.reading(self.label), cursor:
                 for batch in cursor:
                     found.extend(map(view.transform, split_documents(batch)))
             pause.point("fetch.batch")

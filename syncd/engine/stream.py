@@ -45,6 +45,8 @@ def copy_first(
     coll: Collection[Any],
     progress: Progress,
     announce: Announce | None = None,
+    *,
+    bypass: bool = False,
 ) -> Applied:
     """Copy the whole source collection into the empty target; the plan's source count
     becomes the number of documents read. `announce` hears (idkey, digest) of each batch
@@ -53,7 +55,7 @@ def copy_first(
     assert plan.scratch is not None  # noqa: S101
     scratch = plan.scratch
     batches = SourceStream(source, plan.name, scratch.scan_path(SRC), announce)
-    applied = apply_inserts(coll, batches, progress)
+    applied = apply_inserts(coll, batches, progress, bypass=bypass)
     plan.source_count = scratch.count(SRC)
     return applied
 

@@ -190,7 +190,8 @@ def verify_collection(plan: CollectionPlan, sides: Sides, tallies: Tallies) -> b
     else:
         tally = tallies.by_name.get(plan.name)
         mismatches = max(
-            _touched_mismatches(plan, target, tally), abs(_count(plan, sides, tallies) - expected)
+            _touched_mismatches(plan, target, tally),
+            abs(_count(plan, sides, tallies, expected) - expected),
         )
     if mismatches:
         raise VerificationFailed(
@@ -198,7 +199,9 @@ def verify_collection(plan: CollectionPlan, sides: Sides, tallies: Tallies) -> b
             "from the source (was it written to during the sync?); run the sync again"
         )
     target_spec = read_spec(target, plan.name)
-    remaining = compare_specs(read_spec(sides.source, plan.name), target_spec)
+    remaining = compare_specs(
+        read_spec(sides.source, plan.name), target_spec, target.server_version()
+    )
     if plan.source_exists and (
         remaining.create_indexes or remaining.drop_indexes or remaining.collmod
     ):
@@ -235,12 +238,13 @@ def _resume_before_scan(plan: CollectionPlan, sides: Sides, tallies: Tallies) ->
     )
 
 
-def _count(plan: CollectionPlan, sides: Sides, tallies: Tallies) -> int:
+def _count(plan: CollectionPlan, sides: Sides, tallies: Tallies, expected: int) -> int:
     """With no write of anyone else after the plan's resume point, the count before plus
-    what the stream shows; else (or without a stream) the server's own count."""
+    what the stream shows; else (or without a stream) the server's own count, exact when
+    its estimate is not `expected`."""
     tally = tallies.by_name.get(plan.name)
     if tally is None or tally.foreign or not plan.followed(sides.target_name):
-        return sides.target.record_count(plan.name)
+        return sides.target.record_count(plan.name, expected=expected)
     return plan.target_count + tally.inserted - tally.deleted
 
 

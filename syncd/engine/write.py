@@ -103,6 +103,7 @@ def write_plan(
     def write(name: str) -> None:
         c = by_name[name]
         progress = reporter.counter(name, "write", total=c.inserts + c.replaces)
+        bypass = sides.policy(name).bypass_validation
         with failing_clearly("writing", name, target.label):
             if c.first_copy:
                 assert isinstance(sides.source, MongoSource)  # noqa: S101 - plan.py made sure
@@ -111,14 +112,14 @@ def write_plan(
                     recorder = sides.memory.intents_recorder(sides.pair, name, sides.target_name)
                 try:
                     done = streaming.copy_first(
-                        c, sides.source, target.db[name], progress, recorder
+                        c, sides.source, target.db[name], progress, recorder, bypass=bypass
                     )
                 finally:
                     if recorder is not None:
                         recorder.close()
             else:
                 with closing(_scratch(c).writes()) as writes:
-                    done = applying.apply_writes(target.db[name], writes, progress)
+                    done = applying.apply_writes(target.db[name], writes, progress, bypass=bypass)
         results[name].inserted, results[name].replaced = done.inserted, done.replaced
 
     # Collections at once (mongorestore's 4: a first copy is round trips over a slow link);

@@ -37,6 +37,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from syncd import pause
+from syncd.engine import server
 from syncd.engine.retry import UNAUTHORIZED_CODES, is_transient, server_reason, with_retries
 from syncd.errors import SyncdError, UsageError
 from syncd.lease.guard import register, unregister
@@ -94,7 +95,7 @@ def lease_collection(db: Database[Any]) -> Collection[dict[str, Any]]:
 
 def server_now(db: Database[Any]) -> datetime:
     """The server's clock (hello.localTime); this machine's only if the server does not say."""
-    local = db.client.admin.command("hello").get("localTime")
+    local = server.hello(db.client).get("localTime")
     if isinstance(local, datetime):
         return local if local.tzinfo is not None else local.replace(tzinfo=UTC)
     return datetime.now(UTC)
