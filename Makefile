@@ -55,6 +55,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_sync.py $(BENCH_ARGS)
 	$(BIN)/python bench/backup_bench.py
 	$(BIN)/python bench/lag.py
+	$(BIN)/python bench/far.py $(FAR_ARGS)
 
 # The daemon for SOAK_MINUTES (default 10) under a writer and server kills; prints figures.
 soak: $(STAMP)

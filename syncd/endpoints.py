@@ -40,6 +40,9 @@ DEFAULTS: dict[str, Any] = {
     # A sync remembers what it left on the target; that memory is only true if the writes
     # survive a crash of the server, so they are acknowledged once journaled (j: true).
     "journal": True,
+    # A run sends independent requests at once (listings, reads by _id, copies): over a
+    # slow link each opens its connection at once, not two at a time (pymongo's default).
+    "maxConnecting": 16,
 }
 
 

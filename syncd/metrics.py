@@ -36,7 +36,9 @@ RESULTS: tuple[Result, ...] = ("success", "failure", "refused", "skipped")
 VerifyResult = Literal["equal", "different", "failure"]
 VERIFY_RESULTS: tuple[VerifyResult, ...] = ("equal", "different", "failure")
 DOC_OPS: tuple[DocOp, ...] = ("insert", "update", "delete")
-FIND_MODES = ("changes", "full")  # how a collection's changes were found
+# How a collection's changes were found (syncd.engine.changes.FIND_MODES): both sides by
+# change streams, both read whole, or one side by its stream and the other read whole.
+FIND_MODES = ("changes", "full", "source-changes", "target-changes")
 
 # 0.1 s (an empty incremental pull) .. 2 h (a full copy of a large database).
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)

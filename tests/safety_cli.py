@@ -83,6 +83,17 @@ def run_on_terminal(
     return dataclasses.replace(ran, args=tuple(args))
 
 
+# Runs a command as an interactive shell runs its foreground job: Ctrl-C (SIGINT) at its
+# default. A job started with `&` from a script inherits SIGINT ignored (so does everything
+# a test run started that way starts), and a Python program then never sees Ctrl-C.
+FOREGROUND = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execvp(sys.argv[1], sys.argv[1:])",
+]
+
+
 def command_on_terminal(
     argv: list[str],
     *,
@@ -97,7 +108,7 @@ def command_on_terminal(
     master, slave = os.openpty()
     try:
         proc = subprocess.Popen(  # noqa: S603 - our own programs
-            argv,
+            [*FOREGROUND, *argv],
             stdin=slave,
             stdout=slave,
             stderr=slave,

@@ -83,8 +83,20 @@ def test_source_edits_reach_the_target_within_seconds(
         lambda: daemon.metric("syncd_sync_lag_seconds", flow="from_production") == 0,
         what="lag back to 0",
     )
-    changes = daemon.metric("syncd_sync_collections_total", flow="from_production", mode="changes")
-    assert changes is not None and changes >= 2  # batches found their changes by streams
+    # batches found their changes by streams (counted when the batch ends, which may be
+    # after its writes are visible and the lag is back to 0)
+    wait_until(
+        lambda: (
+            (
+                daemon.metric(
+                    "syncd_sync_collections_total", flow="from_production", mode="changes"
+                )
+                or 0
+            )
+            >= 2
+        ),
+        what="the batch counted",
+    )
     notify.wait_for(lambda m: "mirror: following" in m.get("STATUS", ""))
     state = json.loads(fetch_text(f"{daemon.metrics_url()}/healthz"))["continuous"]["mirror"]
     assert state["state"] == "following"
@@ -258,3 +270,52 @@ def test_a_source_without_change_streams_is_said_and_synced_every_minute(
         said = daemon.wait_msg("production: a standalone server has no change streams")
         assert "syncs every minute instead" in said["msg"]
         wait_until(lambda: local_db.contracts.count_documents({}) == 10, what="the first sync")
+
+
+def test_a_target_without_change_streams_follows_the_source_and_checks_writes_by_id(
+    tmp_path: Path,
+    production_uri: str,
+    production_db: Db,
+    mongo_server_factory: Callable[..., MongoServer],
+    start_daemon: StartDaemon,
+) -> None:
+    """A standalone local: the source's stream is followed, never the source read whole
+    (no batch after the first copy is a full read); the documents a batch writes are
+    checked for drift by _id; the target is not watched (it is no activity)."""
+    production_db.contracts.insert_many([{"_id": i, "status": "draft"} for i in range(30)])
+    production_db.users.insert_many([{"_id": i, "email": f"u{i}@x"} for i in range(5)])
+    server = mongo_server_factory(extra_args=("--standalone",))
+    path = tmp_path / "syncd.yaml"
+    text = config_text(tmp_path / "state", server.uri_for("loc"), production_uri)
+    path.write_text(
+        text.replace(
+            MIRROR, MIRROR.replace("continuous: true", "continuous: true, target_scan: 1h")
+        ),
+        encoding="utf-8",
+    )
+    with MongoClient(server.uri, directConnection=True) as client:
+        local = client["loc"]
+        daemon = start_daemon(path)
+        said = daemon.wait_msg("local: a standalone server has no change streams")
+        assert "checks the documents it writes there by _id" in said["msg"], said
+        wait_until(lambda: mirrored(local, production_db), what="the initial sync")
+
+        production_db.contracts.update_one({"_id": 3}, {"$set": {"status": "signed"}})
+        production_db.contracts.insert_one({"_id": 100, "status": "new"})
+        production_db.contracts.delete_one({"_id": 4})
+        wait_until(lambda: mirrored(local, production_db), timeout=15, what="the edits")
+
+        local.users.update_one({"_id": 2}, {"$set": {"email": "edited-locally@x"}})
+        production_db.users.update_one({"_id": 2}, {"$set": {"email": "edited-in-production@x"}})
+        daemon.wait_msg("continuous job mirror: users stopped applying")
+        assert local.users.find_one({"_id": 2}) == {"_id": 2, "email": "edited-locally@x"}
+
+        def metric(mode: str) -> float:
+            return (
+                daemon.metric("syncd_sync_collections_total", flow="from_production", mode=mode)
+                or 0
+            )
+
+        assert metric("source-changes") >= 2  # batches: the source's stream, the target by _id
+        assert metric("full") == 2  # the first copy of each collection only
+        assert metric("changes") == 0

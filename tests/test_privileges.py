@@ -324,6 +324,8 @@ def test_a_read_write_user_pushes_the_data_set_into_an_auth_server(
     users = auth_server.users
     uri = auth_server.server.uri_for(users.app_database, credentials=users.app)
     config = basic_config(tmp_path, local_uri, collections=("*",))
+    with auth_server.server.client(credentials=users.admin) as admin:
+        admin.drop_database(users.app_database)  # the server is shared: others wrote there
     try:
         ran = run_syncd(config, "sync", "to_production", "--yes", env={PROD_URI_ENV: uri})
 

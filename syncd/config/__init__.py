@@ -151,4 +151,5 @@ def _schedule(raw: dict[str, Any]) -> Schedule:
         on_signal=bool(raw.get("on_signal", False)),
         unattended=bool(raw.get("unattended", False)),
         continuous=bool(raw.get("continuous", False)),
+        target_scan_seconds=parse_interval(raw.get("target_scan", "1m")) or 60.0,
     )

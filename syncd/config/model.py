@@ -129,6 +129,7 @@ class Schedule:
     on_signal: bool = False
     unattended: bool = False
     continuous: bool = False
+    target_scan_seconds: float = 60.0  # continuous, a target without change streams
 
 
 @dataclass(frozen=True)

@@ -319,6 +319,17 @@ def _trigger_issues(
             issues.append(
                 loaded.issue([*path, "interval"], f"invalid interval '{interval}': {problem}")
             )
+    scan = job.get("target_scan")
+    if isinstance(scan, str) and (problem := interval_problem(scan)) is not None:
+        issues.append(
+            loaded.issue([*path, "target_scan"], f"invalid target_scan '{scan}': {problem}")
+        )
+    if scan is not None and not continuous:
+        issues.append(
+            loaded.issue(
+                [*path, "target_scan"], "target_scan is for continuous jobs only", key=True
+            )
+        )
     return issues
 
 

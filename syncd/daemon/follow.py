@@ -14,6 +14,11 @@ sync memory's, advanced only by a batch that was applied, verified and remembere
   waits for it between batches ("paused") and goes on from its resume points after.
 - Faults (a side down, a batch failing) are logged, counted and retried with backoff.
 - A source without change streams is said once, and synced every minute instead.
+- A target without change streams (a standalone local) is not watched: only the source's
+  activity wakes the follower. Each batch follows the source's stream and checks the
+  documents it writes for drift by `_id`; the target is read whole for the rest at most
+  every `target_scan` (and after a failed batch). The source is never read whole for want
+  of the target's stream.
 - The endpoints stay connected from one batch to the next (`Connections`).
 
 The activity watch only wakes the follower; what is applied always comes from the
@@ -161,6 +166,8 @@ class Follower:
         self.watches: list[Activity] = []
         self.connections = Connections()
         self.pending_since: float | None = None
+        self.target_scan: float | None = None  # the target has no change streams: scan so often
+        self.scanned_at: float | None = None  # when a batch last read that target whole
         self.thread = threading.Thread(
             target=self._run, name=f"follow-{schedule.name}", daemon=True
         )
@@ -198,6 +205,7 @@ class Follower:
                 if outcome is None:
                     break
                 if outcome.result == "failure":
+                    self.scanned_at = None  # the next batch reads the target whole
                     delay = BACKOFF[min(failures, len(BACKOFF) - 1)]
                     failures += 1
                     self._set("retrying", f"next try in {delay:.0f} s: {outcome.reason[:200]}")
@@ -210,7 +218,8 @@ class Follower:
                     continue
                 self._set("following")
                 if not outcome.more:
-                    self._wait(min(every, self._recheck_in()) if self.touched else every)
+                    wait = min(every, self._recheck_in()) if self.touched else every
+                    self._wait(min(wait, self._scan_in()))
         finally:
             for watch in self.watches:
                 watch.stop.set()
@@ -239,6 +248,15 @@ class Follower:
                         extra={"job": self.name},
                     )
                     return UNSUPPORTED_SECONDS
+                if not source and (why := _no_streams(uri)) is not None:
+                    self.target_scan = self.schedule.target_scan_seconds
+                    log.info(
+                        f"{endpoint}: {why}; continuous job {self.name} checks the documents "
+                        f"it writes there by _id and reads {endpoint} whole every "
+                        f"{self.target_scan:g} s for the rest",
+                        extra={"job": self.name},
+                    )
+                    continue
             except (SyncdError, Exception) as exc:  # noqa: BLE001 - a batch reports it
                 log.debug("no change watch on %s: %s", endpoint, type(exc).__name__)
                 continue
@@ -307,7 +325,9 @@ class Follower:
         return rest
 
     def _run_sync(self, config: Config, schedule: Schedule, only: list[str] | None) -> Outcome:
-        return run_sync(
+        scan = self._scan_in() <= 0
+        started = time.monotonic()
+        outcome = run_sync(
             config,
             schedule,
             self.check,
@@ -315,7 +335,20 @@ class Follower:
             change_limit=BATCH_CHANGES,
             hooks_when_written=True,
             connections=self.connections,
+            scan_unfollowed=scan,
         )
+        if scan and outcome.result in ("success", "refused"):
+            self.scanned_at = started
+        return outcome
+
+    def _scan_in(self) -> float:
+        """Seconds until a batch reads a target without change streams whole (never when
+        the target has change streams)."""
+        if self.target_scan is None:
+            return float("inf")
+        if self.scanned_at is None:
+            return 0.0
+        return max(0.0, self.scanned_at + self.target_scan - time.monotonic())
 
     def _recheck_in(self) -> float:
         """Seconds until the collections drift stopped are tried again: soon after either

@@ -108,11 +108,13 @@ def run_sync(
     change_limit: int | None = None,
     hooks_when_written: bool = False,
     connections: Connections | None = None,
+    scan_unfollowed: bool = True,
 ) -> Outcome:
     """One run of a flow job; `collections` instead of the schedule's (a continuous job
     leaving out the ones its drift stopped), `change_limit` source changes at most, and
     hooks only for the collections written (`hooks_when_written`, a continuous batch);
-    `connections` keeps the endpoints open from one run to the next (a continuous job)."""
+    `connections` keeps the endpoints open from one run to the next (a continuous job);
+    `scan_unfollowed` False: a target without change streams is checked by `_id` only."""
     assert schedule.flow is not None  # noqa: S101 - the caller checked the kind
     started = time.monotonic()
     options = SyncOptions(
@@ -125,6 +127,7 @@ def run_sync(
         hooks_when_written=hooks_when_written,
         reporter=DaemonReporter(check),
         connections=connections,
+        scan_unfollowed=scan_unfollowed,
     )
     try:
         check()

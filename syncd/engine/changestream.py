@@ -47,6 +47,7 @@ from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 from pymongo.database import Database
 from pymongo.errors import OperationFailure
+from pymongo.server_type import SERVER_TYPE
 
 from syncd import pause
 from syncd.engine import server
@@ -94,16 +95,25 @@ class Drained:
     per_collection: dict[str, int] = field(default_factory=dict)
 
 
+STANDALONE = "a standalone server has no change streams"
+
+
 def raw_database(db: Database[Any]) -> Database[Any]:
     return db.with_options(codec_options=CodecOptions(document_class=RawBSONDocument))
 
 
 def unsupported_reason(db: Database[Any]) -> str | None:
-    """Why this server has no change streams (a standalone mongod), or None."""
+    """Why this server has no change streams (a standalone mongod), or None. From what
+    the client's connection handshake learnt of the server when it knows (no round trip),
+    else from a `hello`."""
+    servers = db.client.topology_description.server_descriptions().values()
+    kinds = {server.server_type for server in servers}
+    if kinds and SERVER_TYPE.Unknown not in kinds:
+        return STANDALONE if kinds == {SERVER_TYPE.Standalone} else None
     hello = server.hello(db.client)
     if hello.get("setName") or hello.get("msg") == "isdbgrid":
         return None
-    return "a standalone server has no change streams"
+    return STANDALONE
 
 
 def current_token(db: Database[Any]) -> bytes:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from syncd.config.model import Config, DriftPolicy, Flow, own_collection
 from syncd.endpoints import Connected, KeptOpen, opened, refuse_same_database
-from syncd.engine.changes import Sides
+from syncd.engine.changes import Sides, stream_state
 from syncd.engine.memory import Pair, SyncMemory
 from syncd.engine.plan import CollectionPlan, Plan, plan_collections
 from syncd.engine.policy import Policies
@@ -67,6 +67,9 @@ class SyncOptions:
     wait: bool = True
     job: str = "manual"
     full: bool = False  # read both sides whole instead of following change streams
+    # a side without change streams is read whole; False (a continuous batch between the
+    # target's whole reads): only what the source's stream names is read there, by _id
+    scan_unfollowed: bool = True
     change_limit: int | None = None  # at most this many source changes (a continuous batch)
     hooks_when_written: bool = False  # run a hook only when the run wrote its collection
     reporter: Reporter = field(default_factory=Silent)
@@ -184,6 +187,7 @@ def _sides(
         memory,
         policies=policies,
         limit=options.change_limit,
+        scan_unfollowed=options.scan_unfollowed,
     )
 
 
@@ -198,6 +202,7 @@ def _plan(
     read_ahead: bool = False,
 ) -> Plan:
     assert isinstance(sides.source, MongoSource)  # noqa: S101 - a flow reads an endpoint
+    stream_state(sides)  # before the listing: see there
     available = set(sides.source.list_collections()) | set(sides.target.list_collections())
     names = skip_unsyncable(
         select_collections(config, flow, options.collections, available),
@@ -263,14 +268,11 @@ def skip_unsyncable(
 def _plan_first_copies_fully(plan: Plan, sides: Sides, options: SyncOptions) -> None:
     """A `changes` backup must list the ids a first copy inserts before it writes them:
     plan those collections by a full read instead."""
-    from syncd.engine.changes import FullRead
-    from syncd.engine.plan import classify_plan
+    from syncd.engine.plan import plan_fully
 
     for c in plan.collections:
-        if c.first_copy and c.scratch is not None:
-            c.first_copy = False
-            FullRead(c.reason).fill(c.scratch, sides, options.reporter.counter(c.name, "read"))
-            classify_plan(c, sides)
+        if c.first_copy:
+            plan_fully(c, sides, options.reporter)
 
 
 def _record(

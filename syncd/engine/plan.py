@@ -10,24 +10,29 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 from syncd.config.model import DriftPolicy
 from syncd.engine import changes
-from syncd.engine.changes import ChangeFinder, FirstCopy, FullRead, Sides
+from syncd.engine.changes import ChangeFinder, Found, Sides
 from syncd.engine.memory import Pair, Point
 from syncd.engine.progress import Reporter
 from syncd.engine.rawbson import id_value
 from syncd.engine.retry import failing_clearly, with_retries
 from syncd.engine.scratch import SRC, TGT, CollectionScratch, Workspace
-from syncd.engine.source import CollectionSpec, DocumentSource, MongoSource
+from syncd.engine.source import CollectionSpec, DocumentSource
 from syncd.engine.specs import SpecChanges, compare_specs
 from syncd.engine.ttl import Rule, expired_by, expiry_rules
 
 log = logging.getLogger("syncd.engine")
 SAMPLE_IDS = 10
+# Independent reads of a run at once: over a slow link a run costs its round trips, not
+# its collections. (mongorestore restores 4 collections at once; pymongo opens a
+# connection per concurrent request.)
+SPEC_READERS, FILLERS = 8, 4
 
 
 @dataclass
@@ -49,8 +54,9 @@ class CollectionPlan:
     source_exists: bool = True
     scratch: CollectionScratch | None = None
     first_copy: bool = False  # into an empty target: streamed, not scanned (stream.py)
-    mode: str = changes.FULL  # how the changes were found: "full" or "changes"
-    reason: str = ""  # why both sides were read whole
+    mode: str = changes.FULL  # how the changes were found (changes.FIND_MODES)
+    reason: str = ""  # why both sides, or one side, were read whole
+    found: dict[str, Found] = field(default_factory=dict)  # endpoint -> how its side was found
     points: dict[str, Point] = field(default_factory=dict)  # endpoint -> where read up to
     more: bool = False  # the source has more changes than this batch took (continuous)
     expiry: tuple[Rule, ...] = ()  # the target's TTL indexes: its deletes are not drift
@@ -67,9 +73,20 @@ class CollectionPlan:
     def writes(self) -> bool:
         return self.changes > 0 or not self.specs.empty
 
+    def followed(self, endpoint: str) -> bool:
+        """Whether `endpoint`'s side was found by its change stream."""
+        found = self.found.get(endpoint)
+        return found is not None and found.way == changes.STREAM_WAY
+
     @property
     def found_by(self) -> str:
-        return "change streams" if self.mode == changes.CHANGES else f"full read ({self.reason})"
+        if self.mode == changes.CHANGES:
+            return "change streams"
+        if self.mode == changes.FULL:
+            return f"full read ({self.reason})"
+        return "; ".join(
+            f"{endpoint}: {found.describe()}" for endpoint, found in self.found.items()
+        )
 
     @property
     def refusal(self) -> str | None:
@@ -105,6 +122,7 @@ class CollectionPlan:
             "index_changes": self.specs.describe(),
             "mode": self.mode,
             "full_read_reason": self.reason or None,
+            "found_by": {endpoint: found.describe() for endpoint, found in self.found.items()},
         }
 
 
@@ -159,49 +177,85 @@ def plan_collections(
     `spool_target` keeps the target's documents as a full read sees them, for a full
     backup before the sync that then needs no second read of the target; `read_ahead`
     reads the before-images of a `changes` backup while the source's stream is read."""
-    changes.stream_state(sides)
+    if not sides.now:  # (a sync took it before listing the collections)
+        changes.stream_state(sides)
+    sides.spool_target = spool_target
     plans: dict[str, CollectionPlan] = {}
     finders: dict[str, ChangeFinder] = {}
     scratches: dict[str, CollectionScratch] = {}
+    with ThreadPoolExecutor(max_workers=1 + FILLERS, thread_name_prefix="plan") as pool:
+        # The specs (a listing of indexes per collection and side) and the sides read
+        # whole are read while the streams are: none needs another.
+        reading = pool.submit(_read_specs, sides, names)
+        early = {}
+        for name in names:
+            plans[name] = CollectionPlan(name, drift_for(name))
+            plans[name].scratch = scratches[name] = workspace.for_collection(name)
+            finders[name] = changes.choose(name, sides, full=full)
+            early[name] = pool.submit(finders[name].early, scratches[name], sides)
+        try:
+            changes.follow_changes(sides, finders, scratches, read_ahead=read_ahead)
+        finally:
+            specs = reading.result()
+            for done in early.values():
+                done.result()
+    exists = {n: {w: specs[w, n] is not None for w in (SRC, TGT)} for n in names}
+    first_copies = changes.first_copy_counts(sides, exists)
     for name in names:
-        plan = plans[name] = CollectionPlan(name, drift_for(name))
-        plan.scratch = scratches[name] = workspace.for_collection(name)
-        source_spec, target_spec = read_spec(sides.source, name), read_spec(sides.target, name)
+        plan = plans[name]
+        source_spec, target_spec = specs[SRC, name], specs[TGT, name]
         plan.expiry = expiry_rules(target_spec)
         plan.source_exists = source_spec is not None
         plan.specs = compare_specs(source_spec, target_spec, sides.target.server_version())
         uuids = {SRC: _uuid(source_spec), TGT: _uuid(target_spec)}
-        first = (
-            _first_copy_count(sides, name, exists=target_spec is not None)
-            if (source_spec is not None)
-            else 0
-        )
-        finders[name] = changes.choose(name, sides, full=full, first_copy=first, uuids=uuids)
         plan.points = {sides.endpoint(w): Point(sides.now.get(w), uuids[w]) for w in (SRC, TGT)}
-    finders = changes.follow_changes(sides, finders, scratches, read_ahead=read_ahead)
-    for name in names:
-        plan, finder = plans[name], finders[name]
-        if isinstance(finder, FullRead):  # a filtered read is not the whole collection
-            finder.spool_target = spool_target and not sides.policy(name).filtered
-        _found_by(plan, finder, sides)
-        scratch = scratches[name]
-        finder.fill(scratch, sides, reporter.counter(name, "read source"))
-        classify_plan(plan, sides)
-        if isinstance(finder, FirstCopy):
-            plan.first_copy, plan.source_count, plan.inserts = True, finder.count, finder.count
-        reporter.planned(plan)
+        finders[name] = changes.settled(finders[name], sides, uuids, first_copies.get(name, 0))
+    _say_sides_read_whole({name: finder.found(sides) for name, finder in finders.items()})
+
+    def fill(name: str) -> None:
+        finders[name].fill(scratches[name], sides, reporter.counter(name, "read source"))
+
+    with ThreadPoolExecutor(max_workers=FILLERS, thread_name_prefix="fill") as pool:
+        filled = {name: pool.submit(fill, name) for name in names}
+        for name in names:
+            plan, finder = plans[name], finders[name]
+            filled[name].result()
+            classify_plan(plan, sides)
+            finder.describe(plan, sides)
+            reporter.planned(plan)
     return Plan(flow, sides.source_name, sides.target_name, [plans[n] for n in names], sides.pair)
 
 
-def _found_by(plan: CollectionPlan, finder: ChangeFinder, sides: Sides) -> None:
-    plan.mode, plan.reason = finder.mode, finder.reason
-    if isinstance(finder, changes.ChangeStreams):
-        plan.more = finder.more
-        plan.points = {sides.endpoint(w): point for w, point in finder.points.items()}
-    else:
+def plan_fully(plan: CollectionPlan, sides: Sides, reporter: Reporter) -> None:
+    """Plan one collection again by reading both sides whole."""
+    assert plan.scratch is not None  # noqa: S101
+    finder = changes.read_whole(plan.reason)
+    finder.fill(plan.scratch, sides, reporter.counter(plan.name, "read"))
+    classify_plan(plan, sides)
+    plan.first_copy = False
+
+
+def _say_sides_read_whole(found: dict[str, dict[str, Found]]) -> None:
+    """One line per side read whole for a reason while the other side's stream is
+    followed (a standalone local: every collection of the run), not one per collection.
+    (A collection with both sides read whole says so itself.)"""
+    groups: dict[tuple[str, str], list[str]] = {}
+    streams: set[str] = set()
+    for name, sides in found.items():
+        ways = {f.way for f in sides.values()}
+        if len(ways) < 2:
+            continue
+        for endpoint, f in sides.items():
+            if f.way == changes.WHOLE_WAY:
+                groups.setdefault((endpoint, f.reason), []).append(name)
+            elif f.way == changes.STREAM_WAY:
+                streams.add(endpoint)
+    for (endpoint, reason), names in groups.items():
+        what = names[0] if len(names) == 1 else f"{len(names)} collections"
+        others = ", ".join(sorted(streams - {endpoint}))
         log.info(
-            f"{plan.name}: reading both sides whole: {finder.reason}",
-            extra={"collection": plan.name, "mode": plan.mode},
+            f"{what}: reading {endpoint} whole ({reason}); {others}: by its change stream",
+            extra={"endpoint": endpoint, "collections": len(names)},
         )
 
 
@@ -231,27 +285,16 @@ def classify_plan(plan: CollectionPlan, sides: Sides) -> None:
         plan.source_count, plan.target_count = scratch.count(SRC), scratch.count(TGT)
 
 
-def _first_copy_count(sides: Sides, name: str, *, exists: bool) -> int:
-    """The source's document count (by its record count) when `name` is a first copy: a
-    live source with documents, an empty (or missing) target collection and no memory of
-    it; else 0."""
-    if not isinstance(sides.source, MongoSource) or sides.memory.knows(sides.pair, name):
-        return 0
-    with failing_clearly("reading", name, sides.target.label):
-        if exists and not _empty(sides.target, name):
-            return 0
-    with failing_clearly("reading", name, sides.source.label):
-        return sides.source.record_count(name)
+def _read_specs(sides: Sides, names: Sequence[str]) -> dict[tuple[str, str], CollectionSpec | None]:
+    """Both sides' specs of every collection, `SPEC_READERS` at a time: over a slow link
+    a listing of indexes costs a round trip, whatever the collection holds."""
+    wanted = [(which, name) for name in names for which in (SRC, TGT)]
 
+    def read(key: tuple[str, str]) -> CollectionSpec | None:
+        return read_spec(sides.side(key[0]), key[1])
 
-def _empty(target: MongoSource, name: str) -> bool:
-    """Cheap first (the record count), exact second (a `find_one`, which some servers
-    answer only after walking the whole collection)."""
-    if target.record_count(name) > 0:
-        return False
-    coll = target.db[name]
-    find = partial(coll.find_one, {}, {"_id": 1})
-    return with_retries(find, what=f"read {name} ({target.label})") is None
+    with ThreadPoolExecutor(max_workers=SPEC_READERS, thread_name_prefix="spec") as pool:
+        return dict(zip(wanted, pool.map(read, wanted), strict=True))
 
 
 def read_spec(source: DocumentSource, name: str) -> CollectionSpec | None:

@@ -188,9 +188,12 @@ class CollectionScratch:
     # -- a sync by change streams: candidates ------------------------------------------
 
     def start_changes(self) -> None:
-        """From here on the scratch holds candidates only (a sync by change streams)."""
+        """From here on the scratch holds candidates only (a sync by change streams). The
+        source's spool exists from here on, empty until something is read into it (a side
+        read whole may be writing it already: not truncated)."""
         self.reset()
         self.partial = True
+        self.spool_path(SRC).touch()
         conn = open_scratch(self.scan_path(TGT))
         try:
             conn.executescript(CAND_SCHEMA)
@@ -208,6 +211,7 @@ class CollectionScratch:
             conn.close()
         if side == SRC:
             self.spool_path(SRC).unlink(missing_ok=True)
+            self.spool_path(SRC).touch()
 
     def changes(self, side: str) -> ChangeLog:
         """Record what a side's change stream (or reads by `_id`) says; see `ChangeLog`."""
@@ -225,6 +229,58 @@ class CollectionScratch:
                 "fetch_tgt = fetch_tgt OR NOT seen_tgt WHERE idkey IN (SELECT idkey FROM unsettled)"
             )
             conn.execute("COMMIT")
+
+    def whole_path(self, side: str) -> Path:
+        """Where a side read whole is scanned (its candidates then go to its scan)."""
+        return self.work_dir / f"{side}.whole.sqlite"
+
+    def whole_candidates(
+        self, side: str, memory: SyncMemory, pair: Pair, *, source: str, target: str
+    ) -> None:
+        """After `side` was read whole into `whole_path(side)`: its documents the memory
+        holds otherwise (or not at all), and those the memory holds that it no longer
+        has, become candidates. Bounded by the size of the change, not of the side."""
+        column = "bs" if side == SRC else "bt"
+        with self._joined(memory, pair, source=source, target=target) as conn:
+            conn.execute("ATTACH DATABASE ? AS whole", (self.whole_path(side).as_uri(),))
+            conn.execute("BEGIN")
+            conn.execute(
+                "INSERT INTO cand (idkey, rid) SELECT w.idkey, w.rid FROM whole.docs w "  # noqa: S608
+                f"LEFT JOIN memo m ON m.idkey = w.idkey WHERE m.{column} IS NOT w.digest "
+                "ON CONFLICT (idkey) DO UPDATE SET rid = COALESCE(cand.rid, excluded.rid)"
+            )
+            conn.execute(
+                "INSERT OR IGNORE INTO cand (idkey) SELECT m.idkey FROM memo m "  # noqa: S608
+                f"WHERE m.{column} IS NOT NULL AND NOT EXISTS "
+                "(SELECT 1 FROM whole.docs w WHERE w.idkey = m.idkey)"
+            )
+            conn.execute("COMMIT")
+
+    def fill_from_whole(self, side: str) -> None:
+        """Once every candidate is known: each holds on `side` what its whole read found
+        (absent: gone from there); nothing is left to read of that side."""
+        schema = "src" if side == SRC else "main"
+        conn = self._diff()
+        try:
+            conn.execute("ATTACH DATABASE ? AS whole", (self.whole_path(side).as_uri(),))
+            conn.execute("BEGIN")
+            conn.execute(f"UPDATE cand SET seen_{side} = 1, fetch_{side} = 0")  # noqa: S608
+            conn.execute(f"DELETE FROM {schema}.docs")  # noqa: S608
+            conn.execute(
+                f"INSERT INTO {schema}.docs SELECT w.idkey, w.rid, w.digest, w.off, w.len "  # noqa: S608
+                "FROM whole.docs w JOIN cand c ON c.idkey = w.idkey"
+            )
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    def want_all(self, side: str) -> None:
+        """Every candidate `side` said nothing of is to be read there by `_id`."""
+        conn = open_scratch(self.scan_path(TGT))
+        try:
+            conn.execute(f"UPDATE cand SET fetch_{side} = 1 WHERE NOT seen_{side}")  # noqa: S608
+        finally:
+            conn.close()
 
     def to_fetch(self, side: str) -> list[tuple[bytes, object]]:
         """(idkey, `_id` value) of the candidates whose current version on `side` must be
@@ -353,11 +409,17 @@ class CollectionScratch:
 
     def _mark_expired(self, conn: sqlite3.Connection, expired: Callable[[bytes], bool]) -> None:
         keys = []
-        with self.spool_path(SRC).open("rb") as spool:
+        spool = None  # opened at the first row: a sync by changes may have read no source
+        try:
             for key, offset, length in conn.execute(GONE_FROM_TARGET_SQL):
+                if spool is None:
+                    spool = self.spool_path(SRC).open("rb")
                 spool.seek(offset)
                 if expired(spool.read(length)):
                     keys.append((key,))
+        finally:
+            if spool is not None:
+                spool.close()
         conn.executemany("UPDATE diff SET expired = 1 WHERE idkey = ?", keys)
 
     def planned(self) -> bool:
@@ -410,18 +472,23 @@ class CollectionScratch:
             conn.close()
 
     def writes(self) -> Generator[tuple[str, bytes, bytes], None, None]:
-        """(op, rid, raw document) of the inserts and replaces, in spool order."""
+        """(op, rid, raw document) of the inserts and replaces, in spool order. (A sync by
+        change streams with nothing to write may have no spool: opened at the first row.)"""
         conn = self._diff()
+        spool = None
         try:
             rows = conn.execute(
                 "SELECT op, rid, off, len FROM diff WHERE action = 'apply' AND op != 'delete' "
                 "ORDER BY op DESC, off"
             )
-            with self.spool_path(SRC).open("rb") as spool:
-                for op, rid, offset, length in rows:
-                    spool.seek(offset)
-                    yield op, rid, spool.read(length)
+            for op, rid, offset, length in rows:
+                if spool is None:
+                    spool = self.spool_path(SRC).open("rb")
+                spool.seek(offset)
+                yield op, rid, spool.read(length)
         finally:
+            if spool is not None:
+                spool.close()
             conn.close()
 
     def intents(self) -> list[tuple[bytes, bytes]]:

@@ -116,23 +116,40 @@ class MongoSource:
         self.views = views
         self._unsupported: tuple[str | None] | None = None
         self._version: tuple[int, ...] | None = None
+        self._listing: dict[str, Mapping[str, Any]] | None = None
+
+    def listing(self) -> dict[str, Mapping[str, Any]]:
+        """Every collection's `listCollections` entry, by name: one listing per run, read
+        the first time it is needed (`forget_listing` after writing)."""
+        if self._listing is None:
+            infos = with_retries(
+                lambda: list(self.db.list_collections(**max_time("metadata"))),
+                what=f"list collections ({self.label})",
+            )
+            self._listing = {str(info["name"]): info for info in infos}
+        return self._listing
+
+    def forget_listing(self) -> None:
+        """The next `listing` is read again (the collections were written since)."""
+        self._listing = None
 
     def view(self, name: str) -> View:
         return PLAIN if self.views is None else self.views(name)
 
     def list_collections(self) -> list[str]:
         names = []
-        for info in self.db.list_collections(filter={"type": "collection"}, **max_time("metadata")):
-            name = str(info["name"])
-            if not name.startswith(SKIPPED_PREFIXES):
+        for name, info in self.listing().items():
+            if info.get("type", "collection") == "collection" and not name.startswith(
+                SKIPPED_PREFIXES
+            ):
                 names.append(name)
         return sorted(names)
 
     def skipped_collections(self) -> dict[str, str]:
         """Name -> why it is not synced: views, system, time-series and syncd's own collections."""
         skipped = {}
-        for info in self.db.list_collections(**max_time("metadata")):
-            name, kind = str(info["name"]), info.get("type", "collection")
+        for name, info in self.listing().items():
+            kind = info.get("type", "collection")
             if own_collection(name):
                 skipped[name] = "syncd's own collection"
             elif name.startswith(SKIPPED_PREFIXES):
@@ -144,10 +161,9 @@ class MongoSource:
         return skipped
 
     def collection_spec(self, name: str) -> CollectionSpec | None:
-        infos = list(self.db.list_collections(filter={"name": name}, **max_time("metadata")))
-        if not infos or infos[0].get("type", "collection") != "collection":
+        info = self.listing().get(name)
+        if info is None or info.get("type", "collection") != "collection":
             return None
-        info = infos[0]
         indexes = []
         for index in self.db[name].list_indexes():
             spec = dict(index)

@@ -41,7 +41,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
 
-from syncd.engine.changes import CHANGES, Sides
+from syncd.engine.changes import Sides
 from syncd.engine.changestream import HistoryLost
 from syncd.engine.memory import Point
 from syncd.engine.plan import CollectionPlan, read_spec
@@ -149,11 +149,11 @@ def tally_own_writes(plans: list[CollectionPlan], sides: Sides) -> Tallies:
 
 
 def _tallied(c: CollectionPlan) -> bool:
-    if c.first_copy:
+    if c.first_copy or c.scratch is None:
         return False
-    if c.mode == CHANGES:
+    if c.scratch.partial:
         return True
-    if not c.writes or c.scratch is None:
+    if not c.writes:
         return False
     return c.scratch.touched_count() <= RESCAN_SHARE * max(c.target_count, 1)
 
@@ -255,7 +255,7 @@ def _count(plan: CollectionPlan, sides: Sides, tallies: Tallies, expected: int) 
     what the stream shows; else (or without a stream) the server's own count, exact when
     its estimate is not `expected`."""
     tally = tallies.by_name.get(plan.name)
-    if tally is None or tally.foreign or plan.mode != CHANGES:
+    if tally is None or tally.foreign or not plan.followed(sides.target_name):
         return sides.target.record_count(plan.name, expected=expected)
     return plan.target_count + tally.inserted - tally.deleted
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
 
@@ -78,6 +79,9 @@ def record_intents(plan: Plan, sides: Sides) -> None:
         sides.memory.record_intents(sides.pair, c.name, sides.target_name, c.scratch.intents())
 
 
+WRITERS = 4  # collections written at once
+
+
 def write_plan(
     plan: Plan, sides: Sides, reporter: Reporter, *, announce: bool = True
 ) -> list[CollectionResult]:
@@ -95,7 +99,8 @@ def write_plan(
                 results[name].deleted = applying.apply_deletes(target.db[name], ids)
             with closing(scratch.retyped_ids()) as ids:
                 applying.remove_retyped(target.db[name], ids)
-    for name in sorted(by_name, key=lambda n: n == "fs.files"):
+
+    def write(name: str) -> None:
         c = by_name[name]
         progress = reporter.counter(name, "write", total=c.inserts + c.replaces)
         bypass = sides.policy(name).bypass_validation
@@ -116,6 +121,15 @@ def write_plan(
                 with closing(_scratch(c).writes()) as writes:
                     done = applying.apply_writes(target.db[name], writes, progress, bypass=bypass)
         results[name].inserted, results[name].replaced = done.inserted, done.replaced
+
+    # Collections at once (mongorestore's 4: a first copy is round trips over a slow link);
+    # fs.files after every other, so a GridFS file is never listed before its chunks.
+    written = [name for name in by_name if by_name[name].writes]
+    with ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="write") as pool:
+        for future in [pool.submit(write, n) for n in written if n != "fs.files"]:
+            future.result()
+    if "fs.files" in written:
+        write("fs.files")
     for c in plan.collections:
         with failing_clearly("writing", c.name, target.label):
             applying.finish_collection(target.db, c)
@@ -123,6 +137,7 @@ def write_plan(
 
 
 def verify_plan(plan: Plan, sides: Sides, results: list[CollectionResult], started: float) -> None:
+    sides.target.forget_listing()  # as the writes left it
     tallies = tally_own_writes(plan.collections, sides)
     by_name = {r.name: r for r in results}
     for c in plan.collections:
