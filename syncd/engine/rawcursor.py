@@ -23,9 +23,10 @@ from bson.son import SON
 from pymongo.client_session import ClientSession
 from pymongo.database import Database
 
-from syncd.engine.rawbson import elements
+from syncd.engine.rawbson import elements, split_documents
 
 RAW = CodecOptions(document_class=RawBSONDocument)
+ROUTED = ("Sharded", "LoadBalanced")  # topologies whose getMore must follow its find
 _INT32 = struct.Struct("<i")
 _INT64 = struct.Struct("<q")
 
@@ -38,7 +39,14 @@ def find_documents(
     on_batch: Callable[[], None] | None = None,
 ) -> Generator[bytes, None, None]:
     """Every document `query` matches in `name`, as raw BSON bytes, batch by batch;
-    `on_batch` is called as each batch arrives."""
+    `on_batch` is called as each batch arrives.
+
+    Behind mongos (or a load balancer) a `getMore` must reach the router its `find` went to,
+    and `db.command` chooses a server each time: there pymongo's own cursor, pinned to its
+    server, is read instead (the documents decoded once more, as before this module)."""
+    if db.client.topology_description.topology_type_name in ROUTED:
+        yield from _pinned(db, name, query, batch_size, on_batch)
+        return
     with db.client.start_session(causal_consistency=False) as session:
         command = SON([("find", name), ("filter", query), ("batchSize", batch_size)])
         cursor_id, batch = _reply(db.command(command, codec_options=RAW, session=session))
@@ -56,6 +64,20 @@ def find_documents(
         finally:
             if cursor_id:
                 _kill(db, name, cursor_id, session)
+
+
+def _pinned(
+    db: Database[Any],
+    name: str,
+    query: Mapping[str, Any],
+    batch_size: int,
+    on_batch: Callable[[], None] | None,
+) -> Generator[bytes, None, None]:
+    with db[name].find_raw_batches(query, batch_size=batch_size) as cursor:
+        for batch in cursor:
+            if on_batch is not None:
+                on_batch()
+            yield from split_documents(batch)
 
 
 def _kill(db: Database[Any], name: str, cursor_id: int, session: ClientSession) -> None:
