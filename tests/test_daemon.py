@@ -71,12 +71,18 @@ def state_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def silent_uri() -> Iterator[str]:
     """A port that accepts TCP connections and never answers: a job pointed there hangs in
-    server selection, deaf to a stop. The test holds the port, so nothing else can take it
-    (a port that was merely free could be reused by the daemon's own metrics listener)."""
+    server selection, deaf to a stop, for as long as a test lasts (not syncd's 10 s, which
+    a loaded machine can spend before the test's first signal lands). The test holds the
+    port, so nothing else can take it (a port that was merely free could be reused by the
+    daemon's own metrics listener)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen(64)
-        yield f"mongodb://127.0.0.1:{sock.getsockname()[1]}/prod?directConnection=true"
+        port = sock.getsockname()[1]
+        yield (
+            f"mongodb://127.0.0.1:{port}/prod?directConnection=true"
+            "&serverSelectionTimeoutMS=300000&connectTimeoutMS=300000"
+        )
 
 
 def is_ready(message: dict[str, str]) -> bool:
