@@ -77,6 +77,9 @@ class MemorySource:
     def skipped_collections(self) -> dict[str, str]:
         return {}
 
+    def forget_listing(self) -> None:
+        """Nothing to read again: the list is the collection."""
+
 
 def encode(key: Any, value: Any) -> bytes:
     return bson.encode({"_id": key, "v": value})
