@@ -48,7 +48,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(tmp: Path, name: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(tmp: Path, name: str, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A SecantusDB server on a free port (`extra`: more of its flags, e.g. --standalone)."""
     port = free_port()
     data = tmp / name
     data.mkdir()
@@ -66,6 +67,7 @@ def start_server(tmp: Path, name: str) -> tuple[subprocess.Popen[bytes], str]:
             "WARNING",
             "--oplog-max-entries",
             OPLOG_ENTRIES,
+            *extra,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -45,7 +45,7 @@ from pymongo import MongoClient
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_sync import BIN, OPLOG_ENTRIES, contract, free_port  # noqa: E402
+from bench_sync import BIN, contract, free_port, start_server  # noqa: E402
 
 from tests.support.delayproxy import DelayProxy  # noqa: E402
 
@@ -57,26 +57,6 @@ TARGETS = {  # issue 23, at 80 ms a round trip
     "status": ("<= 20 RT", 20),
     "push": ("<= 25 RT", 25),
 }
-
-
-def start_server(tmp: Path, name: str, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    data = tmp / name
-    data.mkdir()
-    log = (tmp / f"{name}.log").open("wb")
-    args = [str(BIN / "secantusd-py"), "--host", "127.0.0.1", "--port", str(port)]
-    args += ["--storage-path", str(data), "--log-level", "WARNING"]
-    args += ["--oplog-max-entries", OPLOG_ENTRIES, *extra]
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
-    uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            MongoClient(uri, serverSelectionTimeoutMS=500).admin.command("ping")
-            return proc, uri
-        except Exception:  # noqa: BLE001 - not up yet
-            time.sleep(0.1)
-    raise RuntimeError(f"{name} server did not start")
 
 
 def load(uri: str) -> int:
