@@ -608,6 +608,8 @@ def _read_stream(
 ) -> None:
     side = sides.side(which)
     endpoint = sides.endpoint(which)
+    # up to where the run's stream state stood (taken first): no round trip for a fence
+    fence = changestream.point_time(sides.now.get(which))
 
     attempts = 0
 
@@ -621,7 +623,7 @@ def _read_stream(
             route: Router = logs.get
             if ahead is not None and which == SRC:
                 route = _reading_ahead(logs.get, ahead)
-            return side.read_changes(token, names, route, limit, budgets=budgets)
+            return side.read_changes(token, names, route, limit, budgets=budgets, fence=fence)
 
     try:
         with failing_clearly("reading changes of", ", ".join(names), side.label):

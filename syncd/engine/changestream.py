@@ -36,10 +36,12 @@ every shard has passed its time, so a read waits for the fence (`at_end`).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import bson
 from bson.codec_options import CodecOptions
@@ -56,6 +58,7 @@ from syncd.engine.retry import first_line, is_transient
 from syncd.engine.sharding import is_mongos
 
 log = logging.getLogger("syncd.engine")
+T = TypeVar("T")
 
 HISTORY_LOST = {286, 280}  # ChangeStreamHistoryLost, ChangeStreamFatalError
 BSON_TOO_LARGE = 10334  # BSONObjectTooLarge: an event over 16 MB
@@ -119,15 +122,63 @@ def unsupported_reason(db: Database[Any]) -> str | None:
 def current_token(db: Database[Any]) -> bytes:
     """A resume point at the stream's present end (nothing read): the first batch's
     high-water mark, or the token of an event written just then (kept with its collection,
-    see `_stored`)."""
-    with raw_database(db).watch(max_await_time_ms=AWAIT_MS) as stream:
+    see `_stored`). The stream is closed in the background (`close_later`)."""
+    stream = raw_database(db).watch(max_await_time_ms=AWAIT_MS)
+    try:
         token = stream.resume_token
         if token is None:
             event = stream.try_next()
             token = stream.resume_token
             if event is not None and _token_bytes(token) == _token_bytes(event["_id"]):
                 return _stored(token, _collections_of(event))
-    return _token_bytes(token)
+        return _token_bytes(token)
+    finally:
+        close_later(stream)
+
+
+_closing: list[threading.Thread] = []
+_closing_lock = threading.Lock()
+
+
+def close_later(stream: Any) -> None:
+    """Close a change stream without waiting for the server's answer: its `killCursors`
+    is a round trip nothing after it needs (over a slow link, one of a sync's few).
+    `wait_closed` waits for every such close; a client is closed only after it."""
+
+    def close() -> None:
+        try:
+            stream.close()
+        except Exception as exc:  # noqa: BLE001 - the server drops an idle cursor itself
+            log.debug(f"closing a change stream failed: {first_line(exc)}")
+
+    thread = threading.Thread(target=close, name="syncd-close-stream", daemon=True)
+    with _closing_lock:
+        _closing[:] = [t for t in _closing if t.is_alive()]
+        _closing.append(thread)
+    thread.start()
+
+
+def meanwhile(work: Callable[..., T], *args: Any) -> Future[T]:
+    """`work(*args)` in a thread of its own (a daemon: nothing waits for it at exit but
+    who asks for its result)."""
+    done: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            done.set_result(work(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to who asks for the result
+            done.set_exception(exc)
+
+    threading.Thread(target=run, name="syncd-meanwhile", daemon=True).start()
+    return done
+
+
+def wait_closed() -> None:
+    """Every change stream handed to `close_later` is closed (before its client is)."""
+    with _closing_lock:
+        threads, _closing[:] = list(_closing), []
+    for thread in threads:
+        thread.join()
 
 
 def drain(
@@ -140,9 +191,15 @@ def drain(
     limit: int | None = None,
     lookup: bool = True,
     budgets: Mapping[str, int] | None = None,
+    fence: Timestamp | None = None,
 ) -> Drained:
     """Read `db`'s changes after `token` for `names` until the server has no more, or
     `limit` events (a continuous job's batch): the token then stands after the last one.
+
+    `fence`: the time the read goes up to at least, when the caller knows one (a plan: the
+    time of the stream state its run took first); else the server's operation time now
+    (a `ping`, asked while the stream opens: a fence taken a moment later only reads on
+    a moment longer).
 
     `lookup`: update events carry the document as it is now (the server reads it, cheaper
     than reading it by `_id` afterwards); an update without it is read later.
@@ -152,21 +209,28 @@ def drain(
     the stream fails for good (then the collections are read whole instead)."""
     wanted = sorted(set(names))
     found = Drained(token=token)
-    fence = operation_time(db)
-    pause.point("changes.fence", db.name)
+    asking: Future[Timestamp | None] | None = None
+    if fence is None:
+        asking = meanwhile(operation_time, db)
+    else:
+        pause.point("changes.fence", db.name)
     mongos = is_mongos(db)
     position, passes = _unwrap(token)
     pipeline = stream_pipeline(sorted(set(wanted) | set(passes)))
     final: Any = None
     while True:
         try:
-            with raw_database(db).watch(
+            stream = raw_database(db).watch(
                 pipeline,
                 resume_after=position,
                 max_await_time_ms=MONGOS_AWAIT_MS if mongos else AWAIT_MS,
                 batch_size=BATCH,
                 full_document="updateLookup" if lookup else None,
-            ) as stream:
+            )
+            try:
+                if asking is not None:
+                    fence, asking = asking.result(), None
+                    pause.point("changes.fence", db.name)
                 for event in _to_the_end(stream, fence, mongos=mongos):
                     found.events += 1
                     _route(event, wanted, route, found, label, budgets or {})
@@ -177,6 +241,8 @@ def drain(
                     if len(found.fallbacks) == len(wanted):
                         break  # every collection is read whole: the rest of the stream is moot
                 final = stream.resume_token
+            finally:
+                close_later(stream)
             break
         except OperationFailure as exc:
             if exc.code == BSON_TOO_LARGE and lookup:
@@ -233,6 +299,11 @@ def _stored(token: Any, passes: list[str]) -> bytes:
     if not passes:
         return _token_bytes(token)
     return bson.encode({WRAPPED: RawBSONDocument(_token_bytes(token)), "passes": passes})
+
+
+def point_time(stored: bytes | None) -> Timestamp | None:
+    """The cluster time a stored point stands for, where its token's format tells one."""
+    return None if stored is None else token_time(_unwrap(stored)[0])
 
 
 def _unwrap(stored: bytes) -> tuple[RawBSONDocument, list[str]]:

@@ -71,7 +71,7 @@ def _changes_backup(
     ) as writer:
         for plan in changed:
             assert plan.scratch is not None  # noqa: S101
-            spec = source.collection_spec(plan.name) or CollectionSpec(plan.name)
+            spec = plan.target_spec or CollectionSpec(plan.name)  # as planned, under the lease
             writer.write_collection(spec, _before_images(source, plan.name, plan.scratch))
             with closing(plan.scratch.insert_ids()) as rids:
                 writer.write_inserted_ids(plan.name, (id_document(rid) for rid in rids))

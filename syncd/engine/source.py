@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
+from bson.timestamp import Timestamp
 from pymongo.database import Database
 
 from syncd import pause
@@ -82,9 +83,11 @@ class DocumentSource(Protocol):
         limit: int | None = None,
         *,
         budgets: Mapping[str, int] | None = None,
+        fence: Timestamp | None = None,
     ) -> Drained:
         """The changes to `names` after `token`, each into `route(name)`; at most `limit`;
-        a collection past its `budgets` is left to a full read (see changestream.drain)."""
+        a collection past its `budgets` is left to a full read; read up to `fence` at least
+        when given, else up to the server's time now (see changestream.drain)."""
         ...
 
     def fetch(self, name: str, ids: list[object]) -> list[bytes]:
@@ -235,6 +238,7 @@ class MongoSource:
         *,
         lookup: bool = True,
         budgets: Mapping[str, int] | None = None,
+        fence: Timestamp | None = None,
     ) -> Drained:
         """`lookup`: update events carry the document (not needed to count writes). Each
         collection's events go through its view (policy.py)."""
@@ -252,6 +256,7 @@ class MongoSource:
             limit=limit,
             lookup=lookup,
             budgets=budgets,
+            fence=fence,
         )
 
     def fetch(self, name: str, ids: list[object]) -> list[bytes]:
