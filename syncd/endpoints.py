@@ -19,6 +19,7 @@ from pymongo.errors import ConfigurationError, InvalidURI, PyMongoError
 from syncd.config.model import Endpoint
 from syncd.config.secrets import redact, resolve, uri_database, uri_hosts
 from syncd.engine import changestream
+from syncd.engine.source import SharedReads
 from syncd.errors import EndpointUnreachable, Refused, SecretError, SyncdError
 from syncd.primary_reads import on_primary
 from syncd.unreachable import diagnose, is_dns_failure
@@ -56,6 +57,8 @@ class Connected:
     db: Database[Any]
     hosts: tuple[str, ...]
     safe_uri: str = ""  # the URI with its credentials redacted
+    # reads shared by the sides of one command that writes nothing (status: every flow)
+    shared: SharedReads | None = None
 
     @property
     def name(self) -> str:
@@ -200,6 +203,7 @@ class Reached:
         self.failures: dict[str, SyncdError] = {}
         for endpoint, result in zip(wanted, open_all(wanted), strict=True):
             if isinstance(result, Connected):
+                result.shared = SharedReads()  # `status` only: it writes nothing
                 self.connected[endpoint.name] = result
             else:
                 self.failures[endpoint.name] = result

@@ -583,6 +583,8 @@ def follow_changes(
         for which in (SRC, TGT):
             for token, names in _by_token(finders, which).items():
                 _read_stream(sides, which, token, names, finders, scratches, budgets[which], ahead)
+            if ahead is not None and which == SRC:
+                ahead.read_now()  # while the target's stream is read
     finally:
         if ahead is not None:
             ahead.close()
