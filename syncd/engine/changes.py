@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
@@ -572,20 +572,29 @@ def follow_changes(
     `read_ahead`: the target's version of each document the source's stream names is read
     meanwhile, for the before-images of a `changes` backup (prefetch.py)."""
     streamed = [n for n, f in finders.items() if any(f.following(w) for w in (SRC, TGT))]
-    for name in streamed:
-        scratches[name].start_changes()
     budgets = {w: {n: _budget(sides, n, sides.endpoint(w)) for n in streamed} for w in (SRC, TGT)}
     ahead = None
     if read_ahead and streamed:
         dirs = {n: scratches[n].work_dir for n in streamed}
         ahead = Prefetcher(sides.target.db, dirs, budgets[SRC])
+    # The scratches are made ready for candidates while the first stream opens (a round
+    # trip away): an event waits for them (`_logs`), not the stream's first request.
+    def start() -> None:
+        for name in streamed:
+            scratches[name].start_changes()
+
+    starting = changestream.meanwhile(start)
     try:
         for which in (SRC, TGT):
             for token, names in _by_token(finders, which).items():
-                _read_stream(sides, which, token, names, finders, scratches, budgets[which], ahead)
+                _read_stream(
+                    sides, which, token, names, finders, scratches, budgets[which], ahead, starting
+                )
             if ahead is not None and which == SRC:
                 ahead.read_now()  # while the target's stream is read
+        starting.result()
     finally:
+        starting.exception()  # no scratch is made ready any more once this returns
         if ahead is not None:
             ahead.close()
 
@@ -607,6 +616,7 @@ def _read_stream(
     scratches: dict[str, CollectionScratch],
     budgets: dict[str, int],
     ahead: Prefetcher | None = None,
+    starting: Future[Any] | None = None,
 ) -> None:
     side = sides.side(which)
     endpoint = sides.endpoint(which)
@@ -618,10 +628,12 @@ def _read_stream(
     def attempt() -> changestream.Drained:
         nonlocal attempts
         attempts += 1
+        if attempts > 1 and starting is not None:
+            starting.result()
         for name in names if attempts > 1 else ():  # a retry reads again from the start
             scratches[name].restart_side(which)
         limit = sides.limit if which == SRC else None
-        with _logs(scratches, names, which) as logs:
+        with _logs(scratches, names, which, starting) as logs:
             route: Router = logs.get
             if ahead is not None and which == SRC:
                 route = _reading_ahead(logs.get, ahead)
@@ -687,14 +699,21 @@ class _logs:
     with nothing new opens none), all closed together."""
 
     def __init__(
-        self, scratches: dict[str, CollectionScratch], names: Sequence[str], which: str
+        self,
+        scratches: dict[str, CollectionScratch],
+        names: Sequence[str],
+        which: str,
+        starting: Future[Any] | None = None,
     ) -> None:
         self.scratches, self.names, self.which = scratches, set(names), which
+        self.starting = starting  # the scratches made ready for candidates (`start_changes`)
         self.logs: dict[str, ChangeLog] = {}
 
     def get(self, name: str) -> ChangeLog | None:
         if name not in self.names:
             return None
+        if self.starting is not None:
+            self.starting.result()
         if name not in self.logs:
             self.logs[name] = self.scratches[name].changes(self.which)
         return self.logs[name]

@@ -324,8 +324,13 @@ def _to_the_end(stream: Any, fence: Timestamp | None, *, mongos: bool = False) -
     at or after the fence: on a busy server the stream never runs dry, and reading on would
     follow the writes as they happen instead of catching up to the moment the read began.
     Stopping early is safe (the next sync goes on from the token reached), so a stream that
-    keeps moving is left after `DRAIN_SECONDS`."""
+    keeps moving is left after `DRAIN_SECONDS`. An opening batch with no event whose token
+    is already at the fence ends the read then: asking for the next batch (pymongo's
+    `try_next` would) is a round trip for nothing."""
     last = stream.resume_token
+    reached = token_time(last)
+    if fence is not None and reached is not None and reached >= fence:
+        return
     deadline = time.monotonic() + DRAIN_SECONDS
     while True:
         event = stream.try_next()
