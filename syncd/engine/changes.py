@@ -31,7 +31,7 @@ Callers never ask which finder they hold: `choose` makes the choice, in one plac
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -558,6 +558,10 @@ def _empty(target: MongoSource, name: str) -> bool:
     return with_retries(find, what=f"read {name} ({target.label})") is None
 
 
+STARTERS = 4  # scratches made ready for candidates at once (SQLite files: disk, not CPU)
+STREAMS = 8  # reads of one side's stream at once (one per resume point)
+
+
 def follow_changes(
     sides: Sides,
     finders: dict[str, ChangeFinder],
@@ -578,25 +582,57 @@ def follow_changes(
         dirs = {n: scratches[n].work_dir for n in streamed}
         ahead = Prefetcher(sides.target.db, dirs, budgets[SRC])
     # The scratches are made ready for candidates while the first stream opens (a round
-    # trip away): an event waits for them (`_logs`), not the stream's first request.
-    def start() -> None:
-        for name in streamed:
-            scratches[name].start_changes()
-
-    starting = changestream.meanwhile(start)
+    # trip away): an event waits for its collection's (`_logs`), not the stream's request.
     try:
-        for which in (SRC, TGT):
-            for token, names in _by_token(finders, which).items():
-                _read_stream(
-                    sides, which, token, names, finders, scratches, budgets[which], ahead, starting
-                )
-            if ahead is not None and which == SRC:
-                ahead.read_now()  # while the target's stream is read
-        starting.result()
+        with ThreadPoolExecutor(max_workers=STARTERS, thread_name_prefix="start") as pool:
+            starting = {name: pool.submit(scratches[name].start_changes) for name in streamed}
+            for which in (SRC, TGT):
+                _read_streams(sides, which, finders, scratches, budgets[which], ahead, starting)
+                if ahead is not None and which == SRC:
+                    ahead.read_now()  # while the target's stream is read
+            for done in starting.values():
+                done.result()
     finally:
-        starting.exception()  # no scratch is made ready any more once this returns
         if ahead is not None:
             ahead.close()
+
+
+def _read_streams(
+    sides: Sides,
+    which: str,
+    finders: dict[str, ChangeFinder],
+    scratches: dict[str, CollectionScratch],
+    budgets: dict[str, int],
+    ahead: Prefetcher | None,
+    starting: Mapping[str, Future[None]],
+) -> None:
+    """One side's stream, read once per resume point, `STREAMS` at a time: collections
+    whose points differ (synced apart, with -C or another flow) each cost a read, which
+    over a slow link is round trips. Each read writes only its own collections' scratches
+    and finders."""
+    groups = _by_token(finders, which)
+    if len(groups) <= 1:
+        for token, names in groups.items():
+            _read_stream(sides, which, token, names, finders, scratches, budgets, ahead, starting)
+        return
+    with ThreadPoolExecutor(max_workers=STREAMS, thread_name_prefix="stream") as pool:
+        reads = [
+            pool.submit(
+                _read_stream,
+                sides,
+                which,
+                token,
+                names,
+                finders,
+                scratches,
+                budgets,
+                ahead,
+                starting,
+            )
+            for token, names in groups.items()
+        ]
+        for read in reads:
+            read.result()
 
 
 def _by_token(finders: dict[str, ChangeFinder], which: str) -> dict[bytes, list[str]]:
@@ -616,7 +652,7 @@ def _read_stream(
     scratches: dict[str, CollectionScratch],
     budgets: dict[str, int],
     ahead: Prefetcher | None = None,
-    starting: Future[Any] | None = None,
+    starting: Mapping[str, Future[None]] | None = None,
 ) -> None:
     side = sides.side(which)
     endpoint = sides.endpoint(which)
@@ -628,9 +664,9 @@ def _read_stream(
     def attempt() -> changestream.Drained:
         nonlocal attempts
         attempts += 1
-        if attempts > 1 and starting is not None:
-            starting.result()
         for name in names if attempts > 1 else ():  # a retry reads again from the start
+            if starting is not None:
+                starting[name].result()
             scratches[name].restart_side(which)
         limit = sides.limit if which == SRC else None
         with _logs(scratches, names, which, starting) as logs:
@@ -703,18 +739,18 @@ class _logs:
         scratches: dict[str, CollectionScratch],
         names: Sequence[str],
         which: str,
-        starting: Future[Any] | None = None,
+        starting: Mapping[str, Future[None]] | None = None,
     ) -> None:
         self.scratches, self.names, self.which = scratches, set(names), which
-        self.starting = starting  # the scratches made ready for candidates (`start_changes`)
+        self.starting = starting  # each scratch made ready for candidates (`start_changes`)
         self.logs: dict[str, ChangeLog] = {}
 
     def get(self, name: str) -> ChangeLog | None:
         if name not in self.names:
             return None
-        if self.starting is not None:
-            self.starting.result()
         if name not in self.logs:
+            if self.starting is not None:
+                self.starting[name].result()
             self.logs[name] = self.scratches[name].changes(self.which)
         return self.logs[name]
 

@@ -295,12 +295,12 @@ def _read_specs(sides: Sides, names: Sequence[str]) -> dict[tuple[str, str], Col
         ThreadPoolExecutor(max_workers=SPEC_READERS, thread_name_prefix="spec") as src,
         ThreadPoolExecutor(max_workers=SPEC_READERS, thread_name_prefix="spec") as tgt,
     ):
+        version = tgt.submit(sides.target.server_version)  # for comparing the specs
         reading = {
             (which, name): pool.submit(read_spec, sides.side(which), name)
             for which, pool in ((SRC, src), (TGT, tgt))
             for name in names
         }
-        version = tgt.submit(sides.target.server_version)  # for comparing the specs
         specs = {key: done.result() for key, done in reading.items()}
         version.result()
         return specs
