@@ -63,8 +63,8 @@ def test_undoing_a_sync_reads_back_every_restored_document(pair: Pair, capsys: C
 def test_an_undo_that_does_not_read_back_as_the_backup_holds_fails(
     pair: Pair, capsys: Capsys
 ) -> None:
-    """A `changes` backup whose before-image is also listed as inserted by the sync: the
-    undo puts it back, then deletes it. The read-back sees it missing and says so."""
+    """A `changes` backup is restored while someone else writes a document it puts back:
+    the read-back sees it otherwise than the backup holds it and says so."""
     pair.configure(hook=False)
     pair.production.contracts.insert_many(contracts(3))
     with BackupWriter(
@@ -72,11 +72,16 @@ def test_an_undo_that_does_not_read_back_as_the_backup_holds_fails(
     ) as writer:
         image = bson.encode({"_id": 1, "number": "CTR-00001", "status": "before"})
         writer.write_collection(CollectionSpec("contracts"), [image])
-        writer.write_inserted_ids("contracts", [bson.encode({"_id": 1})])
+        writer.write_inserted_ids("contracts", [bson.encode({"_id": 2})])
         name = writer.commit().name
 
-    result = syncd(capsys, pair.config, "backup", "restore", name, "--yes")
+    def edit() -> None:  # after the restore wrote its batch, before it reads it back
+        pair.production.contracts.update_one({"_id": 1}, {"$set": {"status": "edited"}})
 
+    with during(pair.root, {"write.batch": edit}) as held:
+        result = syncd(capsys, pair.config, "backup", "restore", name, "--yes")
+
+    assert held.acted == {"write.batch"}
     assert result.code == 1
     assert "contracts on 'production'" in result.err
     assert "1 document(s) do not read back as the backup holds them" in result.err

@@ -18,6 +18,7 @@ from typing import Any
 from syncd.config.model import DriftPolicy
 from syncd.engine import changes
 from syncd.engine.changes import ChangeFinder, Found, Sides
+from syncd.engine.context import Check, go_on
 from syncd.engine.memory import Pair, Point
 from syncd.engine.progress import Reporter
 from syncd.engine.rawbson import id_value
@@ -33,6 +34,7 @@ SAMPLE_IDS = 10
 # its collections. (mongorestore restores 4 collections at once; pymongo opens a
 # connection per concurrent request.)
 SPEC_READERS, FILLERS = 8, 4
+Chooser = Callable[[str], ChangeFinder]
 
 
 @dataclass
@@ -52,6 +54,7 @@ class CollectionPlan:
     conflict_ids: list[str] = field(default_factory=list)
     specs: SpecChanges = field(default_factory=SpecChanges)
     source_exists: bool = True
+    keep_specs: bool = False  # indexes and options left as the target has them (an undo)
     scratch: CollectionScratch | None = None
     first_copy: bool = False  # into an empty target: streamed, not scanned (stream.py)
     mode: str = changes.FULL  # how the changes were found (changes.FIND_MODES)
@@ -171,8 +174,14 @@ def plan_collections(
     full: bool = False,
     spool_target: bool = False,
     read_ahead: bool = False,
+    stop: Check = go_on,
+    choose: Chooser | None = None,
 ) -> Plan:
     """Choose per collection how to find its changes, read them, and classify.
+
+    `stop`: the run's stop check, as a read reports progress and after each collection is
+    planned. `choose`: the way of finding each collection's changes, when not the sync's
+    own (`changes.choose`; a restore's: restore.py).
 
     `spool_target` keeps the target's documents as a full read sees them, for a full
     backup before the sync that then needs no second read of the target; `read_ahead`
@@ -191,7 +200,7 @@ def plan_collections(
         for name in names:
             plans[name] = CollectionPlan(name, drift_for(name))
             plans[name].scratch = scratches[name] = workspace.for_collection(name)
-            finders[name] = changes.choose(name, sides, full=full)
+            finders[name] = choose(name) if choose else changes.choose(name, sides, full=full)
             early[name] = pool.submit(finders[name].early, scratches[name], sides)
         try:
             changes.follow_changes(sides, finders, scratches, read_ahead=read_ahead)
@@ -213,7 +222,13 @@ def plan_collections(
     _say_sides_read_whole({name: finder.found(sides) for name, finder in finders.items()})
 
     def fill(name: str) -> None:
-        finders[name].fill(scratches[name], sides, reporter.counter(name, "read source"))
+        counter = reporter.counter(name, "read source")
+
+        def progress(done: int) -> None:
+            counter(done)
+            stop()
+
+        finders[name].fill(scratches[name], sides, progress)
 
     with ThreadPoolExecutor(max_workers=FILLERS, thread_name_prefix="fill") as pool:
         filled = {name: pool.submit(fill, name) for name in names}
@@ -223,6 +238,7 @@ def plan_collections(
             classify_plan(plan, sides)
             finder.describe(plan, sides)
             reporter.planned(plan)
+            stop()
     return Plan(flow, sides.source_name, sides.target_name, [plans[n] for n in names], sides.pair)
 
 

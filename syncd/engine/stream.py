@@ -25,6 +25,7 @@ from typing import Any
 from pymongo.collection import Collection
 
 from syncd.engine.apply import BATCH_BYTES, BATCH_DOCS, Applied, Progress, apply_inserts
+from syncd.engine.context import Check, go_on
 from syncd.engine.gcpause import gc_paused
 from syncd.engine.plan import CollectionPlan
 from syncd.engine.rawbson import digest, id_key, raw_id
@@ -48,16 +49,17 @@ def copy_first(
     announce: Announce | None = None,
     *,
     bypass: bool = False,
+    check: Check = go_on,
 ) -> Applied:
     """Copy the whole source collection into the empty target; the plan's source count
-    becomes the number of documents read. `announce` hears (idkey, digest) of each batch
-    before it is written, so a copy cut short is known as syncd's own writes by the next
-    run."""
+    becomes the number of documents read; `check` before each batch. `announce` hears
+    (idkey, digest) of each batch before it is written, so a copy cut short is known as
+    syncd's own writes by the next run."""
     assert plan.scratch is not None  # noqa: S101
     scratch = plan.scratch
     batches = SourceStream(source, plan.name, scratch.scan_path(SRC), announce)
     with gc_paused():
-        applied = apply_inserts(coll, batches, progress, bypass=bypass)
+        applied = apply_inserts(coll, batches, progress, bypass=bypass, check=check)
     plan.source_count = scratch.count(SRC)
     return applied
 

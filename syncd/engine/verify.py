@@ -61,7 +61,13 @@ log = logging.getLogger("syncd.engine")
 
 
 class VerificationFailed(SyncdError):
-    """After applying, the target could not be proven equal to the planned result."""
+    """After applying, the target could not be proven equal to the planned result;
+    `mismatches`: how many documents differ in `collection` on `endpoint` (0: something
+    else, such as its indexes)."""
+
+    def __init__(self, message: str, *, collection: str = "", endpoint: str = "") -> None:
+        super().__init__(message)
+        self.collection, self.endpoint, self.mismatches = collection, endpoint, 0
 
 
 @dataclass
@@ -195,16 +201,22 @@ def verify_collection(plan: CollectionPlan, sides: Sides, tallies: Tallies) -> b
             abs(_count(plan, sides, tallies, expected) - expected),
         )
     if mismatches:
-        raise VerificationFailed(
+        failed = VerificationFailed(
             f"{plan.name} on {target.label}: after writing, {mismatches} document(s) differ "
-            "from the source (was it written to during the sync?); run the sync again"
+            "from the source (was it written to during the sync?); run the sync again",
+            collection=plan.name,
+            endpoint=target.label,
         )
+        failed.mismatches = mismatches
+        raise failed
     target_spec = read_spec(target, plan.name)
     remaining = compare_specs(
         read_spec(sides.source, plan.name), target_spec, target.server_version()
     )
-    if plan.source_exists and (
-        remaining.create_indexes or remaining.drop_indexes or remaining.collmod
+    if (
+        plan.source_exists
+        and not plan.keep_specs
+        and (remaining.create_indexes or remaining.drop_indexes or remaining.collmod)
     ):
         raise VerificationFailed(
             f"{plan.name} on {target.label}: indexes or options still differ after the sync: "

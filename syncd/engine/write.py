@@ -16,8 +16,8 @@ from syncd.config.model import GRIDFS_PAIRS
 from syncd.engine import apply as applying
 from syncd.engine import stream as streaming
 from syncd.engine.changes import Sides
+from syncd.engine.context import RunContext
 from syncd.engine.plan import CollectionPlan, Plan
-from syncd.engine.progress import Reporter
 from syncd.engine.retry import failing_clearly
 from syncd.engine.scratch import CollectionScratch
 from syncd.engine.source import MongoSource
@@ -83,9 +83,10 @@ WRITERS = 4  # collections written at once
 
 
 def write_plan(
-    plan: Plan, sides: Sides, reporter: Reporter, *, announce: bool = True
+    plan: Plan, sides: Sides, run: RunContext, *, announce: bool = True
 ) -> list[CollectionResult]:
-    """Apply every collection's plan; `announce` first copies' batches as intents."""
+    """Apply every collection's plan, `run`'s checks before each batch; `announce` first
+    copies' batches as intents."""
     target = sides.target
     results = {c.name: CollectionResult(c.name, kept=c.kept, mode=c.mode) for c in plan.collections}
     by_name = {c.name: c for c in plan.collections}
@@ -96,14 +97,15 @@ def write_plan(
         scratch = _scratch(by_name[name])
         with failing_clearly("writing", name, target.label):
             with closing(scratch.delete_ids()) as ids:
-                results[name].deleted = applying.apply_deletes(target.db[name], ids)
+                check = run.before_batch(name)
+                results[name].deleted = applying.apply_deletes(target.db[name], ids, check)
             with closing(scratch.retyped_ids()) as ids:
-                applying.remove_retyped(target.db[name], ids)
+                applying.remove_retyped(target.db[name], ids, check)
 
     def write(name: str) -> None:
         c = by_name[name]
-        progress = reporter.counter(name, "write", total=c.inserts + c.replaces)
-        bypass = sides.policy(name).bypass_validation
+        progress = run.reporter.counter(name, "write", total=c.inserts + c.replaces)
+        bypass, check = sides.policy(name).bypass_validation, run.before_batch(name)
         with failing_clearly("writing", name, target.label):
             if c.first_copy:
                 assert isinstance(sides.source, MongoSource)  # noqa: S101 - plan.py made sure
@@ -112,14 +114,22 @@ def write_plan(
                     recorder = sides.memory.intents_recorder(sides.pair, name, sides.target_name)
                 try:
                     done = streaming.copy_first(
-                        c, sides.source, target.db[name], progress, recorder, bypass=bypass
+                        c,
+                        sides.source,
+                        target.db[name],
+                        progress,
+                        recorder,
+                        bypass=bypass,
+                        check=check,
                     )
                 finally:
                     if recorder is not None:
                         recorder.close()
             else:
                 with closing(_scratch(c).writes()) as writes:
-                    done = applying.apply_writes(target.db[name], writes, progress, bypass=bypass)
+                    done = applying.apply_writes(
+                        target.db[name], writes, progress, bypass=bypass, check=check
+                    )
         results[name].inserted, results[name].replaced = done.inserted, done.replaced
 
     # Collections at once (mongorestore's 4: a first copy is round trips over a slow link);
