@@ -170,7 +170,8 @@ class _SyncSteps(Steps):
         if self.config.backups.before_sync == "none" or not plan.destructive:
             return None
         if self.config.backups.before_sync == "changes":
-            _plan_first_copies_fully(plan, sides, run)
+            for c in plan.collections:  # it lists the ids the sync inserts: known first
+                c.writing.listed(c, sides, run.reporter)
         from syncd.backup import BackupError
         from syncd.engine.prebackup import backup_before_sync
 
@@ -291,16 +292,6 @@ def skip_unsyncable(
             f"skipping {name}: {reasons[name]}; it is never synced", extra={"collection": name}
         )
     return [name for name in names if name not in reasons]
-
-
-def _plan_first_copies_fully(plan: Plan, sides: Sides, run: RunContext) -> None:
-    """A `changes` backup must list the ids a first copy inserts before it writes them:
-    plan those collections by a full read instead."""
-    from syncd.engine.plan import plan_fully
-
-    for c in plan.collections:
-        if c.first_copy:
-            plan_fully(c, sides, run.reporter)
 
 
 def _record(

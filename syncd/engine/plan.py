@@ -9,11 +9,11 @@ inspect it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from syncd.config.model import DriftPolicy
 from syncd.engine import changes
@@ -28,6 +28,13 @@ from syncd.engine.source import CollectionSpec, DocumentSource
 from syncd.engine.specs import SpecChanges, compare_specs
 from syncd.engine.ttl import Rule, expired_by, expiry_rules
 
+if TYPE_CHECKING:
+    from pymongo.collection import Collection
+
+    from syncd.engine.apply import Applied
+    from syncd.engine.context import Check as _Check
+    from syncd.engine.verify import Tallies
+
 log = logging.getLogger("syncd.engine")
 SAMPLE_IDS = 10
 # Independent reads of a run at once: over a slow link a run costs its round trips, not
@@ -35,6 +42,53 @@ SAMPLE_IDS = 10
 # connection per concurrent request.)
 SPEC_READERS, FILLERS = 8, 4
 Chooser = Callable[[str], ChangeFinder]
+
+
+class Writing(Protocol):
+    """How a collection's plan reaches the target and is proven there, as the way its
+    changes were found decided (changes.py): from its scratch (`write.FromScratch`, the
+    default), or, for a first copy into an empty target, streamed from the source
+    (`stream.CopyFirst`). The writer, the verifier and `diff` ask it, never which it is."""
+
+    def write(
+        self,
+        plan: CollectionPlan,
+        sides: Sides,
+        progress: Callable[[int], None],
+        *,
+        bypass: bool,
+        check: _Check,
+        announce: bool,
+    ) -> Applied:
+        """Insert and replace what the plan says (its deletes are written before)."""
+        ...
+
+    def tallied(self, plan: CollectionPlan) -> bool:
+        """Whether the target's change stream after the plan is read to count its writes."""
+        ...
+
+    def mismatches(
+        self, plan: CollectionPlan, sides: Sides, tallies: Tallies, expected: int
+    ) -> int:
+        """After writing: the documents not as planned (`expected`: the planned count)."""
+        ...
+
+    def rows(
+        self, plan: CollectionPlan, source: Collection[Any], query: dict[str, Any], limit: int
+    ) -> Iterator[tuple[bytes, str, bool, str]]:
+        """(raw `_id`, op, drifted, action) of the plan's documents for `diff`: at most
+        `limit` of those `query` matches on `source`, where they are not in the scratch."""
+        ...
+
+    def listed(self, plan: CollectionPlan, sides: Sides, reporter: Reporter) -> None:
+        """Make the ids the plan inserts known before it writes (a `changes` backup)."""
+        ...
+
+
+def _from_scratch() -> Writing:
+    from syncd.engine.write import FromScratch  # write.py imports this module
+
+    return FromScratch()
 
 
 @dataclass
@@ -56,7 +110,7 @@ class CollectionPlan:
     source_exists: bool = True
     keep_specs: bool = False  # indexes and options left as the target has them (an undo)
     scratch: CollectionScratch | None = None
-    first_copy: bool = False  # into an empty target: streamed, not scanned (stream.py)
+    writing: Writing = field(default_factory=_from_scratch)  # how it is written, proven
     mode: str = changes.FULL  # how the changes were found (changes.FIND_MODES)
     reason: str = ""  # why both sides, or one side, were read whole
     found: dict[str, Found] = field(default_factory=dict)  # endpoint -> how its side was found
@@ -248,7 +302,7 @@ def plan_fully(plan: CollectionPlan, sides: Sides, reporter: Reporter) -> None:
     finder = changes.read_whole(plan.reason)
     finder.fill(plan.scratch, sides, reporter.counter(plan.name, "read"))
     classify_plan(plan, sides)
-    plan.first_copy = False
+    plan.writing = _from_scratch()
 
 
 def _say_sides_read_whole(found: dict[str, dict[str, Found]]) -> None:
