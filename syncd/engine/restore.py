@@ -32,6 +32,7 @@ from syncd.engine.memory import Pair, SyncMemory
 from syncd.engine.pipeline import Guard, Steps, write_guarded
 from syncd.engine.plan import CollectionPlan, Plan, plan_collections
 from syncd.engine.policy import RestorePolicies
+from syncd.engine.prebackup import backups_dir
 from syncd.engine.progress import Reporter, Silent
 from syncd.engine.rawbson import raw_id
 from syncd.engine.render import plan_header, plan_table
@@ -177,7 +178,7 @@ class _RestoreSteps(Steps):
     def backup(self, plan: Plan, sides: Sides, run: RunContext) -> str | None:
         """The target's collections as they are, whatever the restore writes (a full
         backup, kept by retention while the backup restored from is in use)."""
-        backups = self.config.state_dir / "backups"
+        backups = backups_dir(self.config)
         safety = create_backup(
             self.target.db,
             self.target.name,
