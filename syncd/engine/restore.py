@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from syncd.backup import BackupInfo, BackupSource, apply_retention, create_backup, restore_lock
@@ -36,7 +37,7 @@ from syncd.engine.prebackup import backups_dir
 from syncd.engine.progress import Reporter, Silent
 from syncd.engine.rawbson import raw_id
 from syncd.engine.render import plan_header, plan_table
-from syncd.engine.retry import failing_clearly
+from syncd.engine.retry import failing_clearly, with_retries
 from syncd.engine.scan import Progress
 from syncd.engine.scratch import SRC, TGT, CollectionScratch, Workspace
 from syncd.engine.source import MongoSource, read_by_id
@@ -235,7 +236,8 @@ class Undo:
                 log_.gone(raw_id(doc))
         scratch.want_all(TGT)
         with failing_clearly("reading", name, target.label), scratch.changes(TGT) as log_:
-            self.count = target.record_count(name, expected=-1)  # exact: before any write
+            count = partial(target.count, name)  # exact, before any write
+            self.count = with_retries(count, what=f"count {name} ({target.label})")
             for keys, found in read_by_id(target, name, scratch.to_fetch(TGT)):
                 log_.fetched(keys, found)
 
