@@ -266,3 +266,6 @@ def _selected(info: BackupInfo, collections: Sequence[str] | None) -> list[str]:
             f"(it has: {', '.join(available)})"
         )
     return list(collections)
+
+
+_UNDO_FINDS_CHANGES: type[ChangeFinder] = Undo  # checked by mypy: a ChangeFinder

@@ -28,7 +28,7 @@ from syncd.engine.apply import BATCH_BYTES, BATCH_DOCS, Applied, Progress, apply
 from syncd.engine.changes import Sides
 from syncd.engine.context import Check, go_on
 from syncd.engine.gcpause import gc_paused
-from syncd.engine.plan import CollectionPlan, plan_fully
+from syncd.engine.plan import CollectionPlan, Writing, plan_fully
 from syncd.engine.progress import Reporter
 from syncd.engine.rawbson import digest, id_key, raw_id, split_documents
 from syncd.engine.retry import failing_clearly, with_retries
@@ -212,3 +212,6 @@ class SourceStream:
 
 class _Stopped(Exception):
     """The writing side gave up; the reader ends quietly."""
+
+
+_COPY_WRITES: type[Writing] = CopyFirst  # checked by mypy: a plan's Writing

@@ -21,7 +21,7 @@ from syncd.engine import verify as verifying
 from syncd.engine.apply import Applied, Progress
 from syncd.engine.changes import Sides
 from syncd.engine.context import Check, RunContext
-from syncd.engine.plan import CollectionPlan, Plan
+from syncd.engine.plan import CollectionPlan, Plan, Writing
 from syncd.engine.progress import Reporter
 from syncd.engine.retry import failing_clearly
 from syncd.engine.scratch import CollectionScratch
@@ -207,3 +207,6 @@ class FromScratch:
 def _scratch(c: CollectionPlan) -> CollectionScratch:
     assert c.scratch is not None  # noqa: S101 - set by plan_collections
     return c.scratch
+
+
+_SCRATCH_WRITES: type[Writing] = FromScratch  # checked by mypy: a plan's Writing
