@@ -88,6 +88,32 @@ def test_an_undo_that_does_not_read_back_as_the_backup_holds_fails(
     assert "run the restore again" in result.err
 
 
+def test_a_changes_backup_that_records_no_one_sync_is_not_undone(
+    pair: Pair, capsys: Capsys
+) -> None:
+    """A before-image also listed as inserted by the sync: no sync writes that, so the
+    backup cannot say what the target held; the restore writes nothing and says why."""
+    pair.configure(hook=False)
+    pair.production.contracts.insert_many(contracts(3))
+    before = snapshot(pair.production)
+    with BackupWriter(
+        pair.backups, "production", pair.production.name, kind="changes", compress="gzip"
+    ) as writer:
+        image = bson.encode({"_id": 1, "number": "CTR-00001", "status": "before"})
+        writer.write_collection(CollectionSpec("contracts"), [image])
+        writer.write_inserted_ids("contracts", [bson.encode({"_id": 1})])
+        name = writer.commit().name
+
+    result = syncd(capsys, pair.config, "backup", "restore", name, "--yes")
+
+    assert result.code == 1
+    assert f"backup {name}: contracts: 1 document(s) are listed both as before-images" in (
+        result.err
+    )
+    assert "nothing was written" in result.err
+    assert snapshot(pair.production) == before
+
+
 # -- a first copy is read back ----------------------------------------------------------------
 
 

@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from syncd.backup import BackupInfo, BackupSource, apply_retention, create_backup, restore_lock
+from syncd.backup import (
+    BackupError,
+    BackupInfo,
+    BackupSource,
+    apply_retention,
+    create_backup,
+    restore_lock,
+)
 from syncd.config.model import Config
 from syncd.endpoints import Connected, open_endpoint
 from syncd.engine import changes
@@ -234,12 +241,26 @@ class Undo:
                     progress(done)
             for doc in self.backup.inserted_ids(name):
                 log_.gone(raw_id(doc))
+        self._consistent(scratch)
         scratch.want_all(TGT)
         with failing_clearly("reading", name, target.label), scratch.changes(TGT) as log_:
             count = partial(target.count, name)  # exact, before any write
             self.count = with_retries(count, what=f"count {name} ({target.label})")
             for keys, found in read_by_id(target, name, scratch.to_fetch(TGT)):
                 log_.fetched(keys, found)
+
+    def _consistent(self, scratch: CollectionScratch) -> None:
+        """A sync inserts only documents the target did not hold: an `_id` that is both a
+        before-image and inserted (or two before-images of one `_id`) is a backup that
+        does not record one sync, and undoing it would guess."""
+        images = self.backup.count(scratch.name)
+        if (kept := scratch.count(SRC)) < images:
+            raise BackupError(
+                f"backup {self.name}: {scratch.name}: {images - kept} document(s) are listed "
+                "both as before-images and as inserted by the sync it recorded (or twice), so "
+                "it cannot be undone exactly; nothing was written. Restore a full backup "
+                "instead (`syncd backup list`)"
+            )
 
     def found(self, sides: Sides) -> dict[str, Found]:
         return {
