@@ -6,7 +6,7 @@ Their writes are recorded in the sync memory, so the next sync sees no drift fro
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from functools import partial
 from typing import Any
 
@@ -16,12 +16,10 @@ from bson.raw_bson import RawBSONDocument
 from syncd.config.model import Config, Flow, ResetPasswordsHook
 from syncd.config.secrets import resolve
 from syncd.endpoints import Connected
-from syncd.engine.changes import Sides
-from syncd.engine.context import RunContext
-from syncd.engine.memory import Pair, SyncMemory
-from syncd.engine.rawbson import digest, id_key, raw_id
-from syncd.engine.retry import with_retries
 from syncd.errors import SyncdError
+from syncd.mongo.rawbson import digest, id_key, raw_id
+from syncd.mongo.retry import with_retries
+from syncd.state.memory import Pair, SyncMemory
 
 log = logging.getLogger("syncd.hooks")
 
@@ -50,23 +48,24 @@ def run_hooks(
     config: Config,
     flow: Flow,
     target: Connected,
-    sides: Sides,
-    run: RunContext,
+    memory: SyncMemory,
+    pair: Pair,
+    lease: Callable[[], None],
     only_for: Collection[str] | None = None,
 ) -> list[str]:
-    """The flow's `after` hooks, each once the run's lease is checked (not its stop check:
-    a push stopped between its writes and its hooks would leave local passwords on the
-    target); their writes go to the run's memory. With `only_for`, only the hooks whose
-    collection is in it (a continuous batch runs the hooks of the collections it wrote)."""
+    """The flow's `after` hooks, each once the run's `lease` check passes (not its stop
+    check: a push stopped between its writes and its hooks would leave local passwords on
+    the target); their writes are recorded in the run's `memory`. With `only_for`, only
+    the hooks whose collection is in it (a continuous batch runs the hooks of the
+    collections it wrote)."""
     messages = []
     for name in flow.after:
         hook = config.hooks[name]
         if only_for is not None and hook.collection not in only_for:
             continue
-        run.lease()  # still holding the write lease?
+        lease()  # still holding the write lease?
         try:
-            assert run.memory is not None  # noqa: S101 - a run that wrote has one
-            messages += reset_passwords(flow, hook, target, run.memory, sides.pair)
+            messages += reset_passwords(flow, hook, target, memory, pair)
         except SyncdError:
             raise
         except Exception as exc:

@@ -17,7 +17,7 @@ from syncd.config.model import GRIDFS_PAIRS
 from syncd.engine.progress import Reporter, Silent
 
 if TYPE_CHECKING:
-    from syncd.engine.memory import SyncMemory
+    from syncd.state.memory import SyncMemory
 
 Check = Callable[[], None]  # raises to stop the run; returns to let it go on
 

@@ -21,7 +21,6 @@ from syncd.config.model import Config, DriftPolicy, Flow, own_collection
 from syncd.endpoints import Connected, KeptOpen, opened, refuse_same_database
 from syncd.engine.changes import Sides, stream_state
 from syncd.engine.context import Check, RunContext, go_on
-from syncd.engine.memory import Pair, SyncMemory
 from syncd.engine.pipeline import (
     Confirm,
     ConfirmationNeeded,
@@ -34,9 +33,10 @@ from syncd.engine.plan import CollectionPlan, Plan, plan_collections
 from syncd.engine.policy import Policies
 from syncd.engine.progress import Reporter, Silent
 from syncd.engine.scratch import SRC, TGT, Workspace
-from syncd.engine.source import MongoSource
 from syncd.engine.write import CollectionResult, SyncResult, with_gridfs_partners
 from syncd.errors import Refused, SyncdError, UsageError
+from syncd.mongo.source import MongoSource
+from syncd.state.memory import Pair, SyncMemory
 
 __all__ = ["ConfirmationNeeded", "PlanRefused", "SyncOptions", "sync_flow"]
 
@@ -192,7 +192,10 @@ class _SyncSteps(Steps):
 
         written = {c.name for c in plan.collections if c.writes}
         only_for = written if self.options.hooks_when_written else None
-        return run_hooks(self.config, self.flow, self.target, sides, run, only_for)
+        assert run.memory is not None  # noqa: S101 - write_guarded gave it the run's
+        return run_hooks(
+            self.config, self.flow, self.target, run.memory, sides.pair, run.lease, only_for
+        )
 
 
 def _sides(

@@ -34,24 +34,24 @@ from syncd.config.model import Config
 from syncd.endpoints import Connected, open_endpoint
 from syncd.engine import changes
 from syncd.engine.changes import ChangeFinder, Found, Sides
-from syncd.engine.changestream import Drained
 from syncd.engine.context import RunContext
-from syncd.engine.memory import Pair, SyncMemory
 from syncd.engine.pipeline import Guard, Steps, write_guarded
 from syncd.engine.plan import CollectionPlan, Plan, plan_collections
 from syncd.engine.policy import RestorePolicies
 from syncd.engine.prebackup import backups_dir
 from syncd.engine.progress import Reporter, Silent
-from syncd.engine.rawbson import raw_id
 from syncd.engine.render import plan_header, plan_table
-from syncd.engine.retry import failing_clearly, with_retries
 from syncd.engine.scan import Progress
 from syncd.engine.scratch import SRC, TGT, CollectionScratch, Workspace
-from syncd.engine.source import MongoSource, read_by_id
-from syncd.engine.specs import SpecChanges
 from syncd.engine.verify import VerificationFailed
 from syncd.engine.write import CollectionResult
 from syncd.errors import UsageError
+from syncd.mongo.changestream import Drained
+from syncd.mongo.rawbson import raw_id
+from syncd.mongo.retry import failing_clearly, with_retries
+from syncd.mongo.source import MongoSource, read_by_id
+from syncd.mongo.specs import SpecChanges
+from syncd.state.memory import Pair, SyncMemory
 
 log = logging.getLogger("syncd.restore")
 

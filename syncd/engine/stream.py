@@ -30,12 +30,12 @@ from syncd.engine.context import Check, go_on
 from syncd.engine.gcpause import gc_paused
 from syncd.engine.plan import CollectionPlan, Writing, plan_fully
 from syncd.engine.progress import Reporter
-from syncd.engine.rawbson import digest, id_key, raw_id, split_documents
-from syncd.engine.retry import failing_clearly, with_retries
 from syncd.engine.scan import BATCH_ROWS, Row, create_scan, insert_rows, order_path
 from syncd.engine.scratch import SRC
-from syncd.engine.source import MongoSource
 from syncd.engine.verify import Tallies, copy_mismatches
+from syncd.mongo.rawbson import digest, id_key, raw_id, split_documents
+from syncd.mongo.retry import failing_clearly, with_retries
+from syncd.mongo.source import MongoSource
 
 QUEUE_BATCHES = 3
 _DONE = object()

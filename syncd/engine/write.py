@@ -23,9 +23,9 @@ from syncd.engine.changes import Sides
 from syncd.engine.context import Check, RunContext
 from syncd.engine.plan import CollectionPlan, Plan, Writing
 from syncd.engine.progress import Reporter
-from syncd.engine.retry import failing_clearly
 from syncd.engine.scratch import CollectionScratch
 from syncd.engine.verify import Tallies, advance_target, tally_own_writes, verify_collection
+from syncd.mongo.retry import failing_clearly
 
 
 @dataclass
