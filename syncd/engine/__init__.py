@@ -8,9 +8,10 @@ the target's lease check, the reporter, the memory), in this order:
   2. plan: `plan.plan_collections` asks `changes.choose` per collection how to find its
      changes (a `ChangeFinder`: `FullRead`, `FirstCopy`, `ByChanges` with a `SideFinder`
      per side); the finders fill each collection's scratch (scratch.py; change streams
-     through changestream.py), `classify_plan` compares both sides and the memory
-     (memory.py), and `describe` puts on the plan how it was found and how it is written
-     (its `plan.Writing`: `write.FromScratch`, or `stream.CopyFirst` for a first copy).
+     through syncd/mongo/changestream.py), `classify_plan` compares both sides and the
+     memory (syncd/state/memory.py), and `describe` puts on the plan how it was found
+     and how it is written (its `plan.Writing`: `write.FromScratch`, or
+     `stream.CopyFirst` for a first copy).
   3. refuse (drift, conflicts, options: `PlanRefused`), or confirm a protected target
      (`pipeline.Guard`); a plan with nothing to write is remembered and done.
   4. backup: the flow's `before_sync` (prebackup.py); its failure writes nothing.
