@@ -18,9 +18,9 @@ from pymongo.errors import ConfigurationError, InvalidURI, PyMongoError
 
 from syncd.config.model import Endpoint
 from syncd.config.secrets import redact, resolve, uri_database, uri_hosts
-from syncd.engine import changestream
-from syncd.engine.source import SharedReads
 from syncd.errors import EndpointUnreachable, Refused, SecretError, SyncdError
+from syncd.mongo import changestream
+from syncd.mongo.source import SharedReads
 from syncd.primary_reads import on_primary
 from syncd.unreachable import diagnose, is_dns_failure
 
@@ -32,7 +32,7 @@ SERVER_SELECTION_MS = 10_000
 # gives up on the endpoint, so the message can say why rather than only "timed out".
 CONNECT_TIMEOUT_MS = SERVER_SELECTION_MS // 2
 # No socketTimeoutMS: one limit for every operation cut index builds and long counts;
-# each kind of operation has its own (engine/timeouts.py).
+# each kind of operation has its own (mongo/timeouts.py).
 DEFAULTS: dict[str, Any] = {
     "serverSelectionTimeoutMS": SERVER_SELECTION_MS,
     "connectTimeoutMS": CONNECT_TIMEOUT_MS,

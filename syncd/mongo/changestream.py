@@ -52,10 +52,10 @@ from pymongo.errors import OperationFailure
 from pymongo.server_type import SERVER_TYPE
 
 from syncd import pause
-from syncd.engine import server
-from syncd.engine.rawbson import raw_id
-from syncd.engine.retry import first_line, is_transient
-from syncd.engine.sharding import is_mongos
+from syncd.mongo import server
+from syncd.mongo.rawbson import raw_id
+from syncd.mongo.retry import first_line, is_transient
+from syncd.mongo.sharding import is_mongos
 
 log = logging.getLogger("syncd.engine")
 T = TypeVar("T")
