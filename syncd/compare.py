@@ -46,6 +46,7 @@ from syncd.mongo.rawbson import id_value
 from syncd.mongo.retry import failing_clearly, with_retries
 from syncd.mongo.source import CollectionSpec, DocumentSource, MongoSource
 from syncd.mongo.specs import SpecChanges, compare_specs
+from syncd.state.statedir import StateDir
 
 log = logging.getLogger("syncd.verify")
 
@@ -189,7 +190,7 @@ def verify_flow(
     reporter.clear()
     report.seconds = time.monotonic() - started
     report.finished = time.time()
-    record_verify(config.state_dir, report)
+    record_verify(config.state, report)
     return report
 
 
@@ -303,14 +304,10 @@ def describe_spec_differences(changes: SpecChanges, target: str) -> list[str]:
 # -- the last result, per flow, in the state directory ---------------------------------
 
 
-def verify_state_path(state_dir: Path, flow: str) -> Path:
-    return state_dir / "verify" / f"{flow}.json"
-
-
-def record_verify(state_dir: Path, report: VerifyReport) -> None:
+def record_verify(state: StateDir, report: VerifyReport) -> None:
     """Keep the result (atomically: a reader sees the old or the new one). A state
     directory that cannot be written costs the record, not the comparison."""
-    path = verify_state_path(state_dir, report.flow)
+    path = state.verify_record(report.flow)
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
@@ -320,10 +317,10 @@ def record_verify(state_dir: Path, report: VerifyReport) -> None:
         log.warning("verify result not recorded in %s: %s", path.parent, exc.strerror or exc)
 
 
-def last_verify(state_dir: Path, flow: str) -> dict[str, Any] | None:
+def last_verify(state: StateDir, flow: str) -> dict[str, Any] | None:
     """The last recorded result of `verify FLOW` (as `VerifyReport.as_dict`), or None."""
     try:
-        data = json.loads(verify_state_path(state_dir, flow).read_text(encoding="utf-8"))
+        data = json.loads(state.verify_record(flow).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) and data.get("flow") == flow else None

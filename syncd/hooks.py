@@ -20,7 +20,7 @@ from syncd.errors import SyncdError
 from syncd.lease.guard import check_writes
 from syncd.mongo.rawbson import digest, id_key, raw_id
 from syncd.mongo.retry import with_retries
-from syncd.state.memory import Pair, SyncMemory
+from syncd.state.memory import Pair
 
 log = logging.getLogger("syncd.hooks")
 
@@ -77,7 +77,7 @@ def reset_passwords(
     raw = coll.with_options(
         codec_options=coll.codec_options.with_options(document_class=RawBSONDocument)
     )
-    memory = SyncMemory.of(config.state_dir)
+    memory = config.state.memory()
     messages = []
     reset = 0
     try:

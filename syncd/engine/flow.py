@@ -103,7 +103,7 @@ def _plan_only(
     """Writes nothing anywhere: scratch files in the system temp dir, memory only read."""
     workspace = Workspace(Path(tempfile.gettempdir()))
     try:
-        with SyncMemory.of(config.state_dir, readonly=True) as memory:
+        with config.state.memory(readonly=True) as memory:
             sides = _sides(config, source, target, memory, options)
             plan = _plan(config, flow, sides, options, workspace)
             if options.on_plan is not None:
@@ -118,9 +118,9 @@ def _sync(
     config: Config, flow: Flow, source: Connected, target: Connected, options: SyncOptions
 ) -> SyncResult:
     started = time.monotonic()
-    workspace = Workspace(config.state_dir / "tmp", reap=True)
+    workspace = Workspace(config.state.workspace, reap=True)
     try:
-        with SyncMemory.of(config.state_dir) as memory:
+        with config.state.memory() as memory:
             sides = _sides(config, source, target, memory, options)
             with _space_checked(config, flow):
                 plan = _plan(

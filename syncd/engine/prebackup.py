@@ -20,10 +20,6 @@ from syncd.mongo.source import CollectionSpec, MongoSource, read_by_id
 log = logging.getLogger("syncd.backup")
 
 
-def backups_dir(config: Config) -> Path:
-    return config.state_dir / "backups"
-
-
 def backup_before_sync(config: Config, plan: Plan, target: Connected) -> str:
     """Name of the backup taken; raises (and so stops the sync) when it cannot be made."""
     changed = [c for c in plan.collections if c.writes]
@@ -33,7 +29,7 @@ def backup_before_sync(config: Config, plan: Plan, target: Connected) -> str:
         info = create_backup(
             target.db,
             target.name,
-            backups_dir(config),
+            config.state.backups,
             compress=config.backups.compress,
             collections=list(dict.fromkeys([c.name for c in changed] + hooked)),
             reason=reason,
@@ -41,7 +37,7 @@ def backup_before_sync(config: Config, plan: Plan, target: Connected) -> str:
         )
     else:
         info = _changes_backup(config, changed, target, reason)
-    apply_retention(backups_dir(config), target.name, config.backups.keep_last)
+    apply_retention(config.state.backups, target.name, config.backups.keep_last)
     log.info("backup before sync", extra={"backup": info.name, "endpoint": target.name})
     return info.name
 
@@ -62,7 +58,7 @@ def _changes_backup(
     """Before-images of the documents the sync replaces or deletes, and the ids it inserts."""
     source = MongoSource(target.db, target.name)
     with BackupWriter(
-        backups_dir(config),
+        config.state.backups,
         target.name,
         target.database,
         kind="changes",

@@ -148,7 +148,7 @@ class _Restore:
                 for name in self.names
             ]
             return "\n".join([f"undo the sync recorded in {self.info.name}:", *lines])
-        self.workspace = Workspace(self.config.state_dir / "tmp", reap=True)
+        self.workspace = Workspace(self.config.state.workspace, reap=True)
         self.plan = plan_collections(
             self.sides,
             self.names,
@@ -182,7 +182,7 @@ def _selected(info: BackupInfo, collections: Sequence[str] | None) -> list[str]:
 
 
 def _safety_backup(config: Config, target: Connected, names: list[str], info: BackupInfo) -> str:
-    backups = config.state_dir / "backups"
+    backups = config.state.backups
     safety = create_backup(
         target.db,
         target.name,

@@ -129,10 +129,6 @@ class Point:
     count: int | None = None  # documents the memory holds for this side (set by `remember`)
 
 
-def memory_path(state_dir: Path) -> Path:
-    return state_dir / "memory.sqlite"
-
-
 class SyncMemory:
     """The one owner of memory.sqlite.
 
@@ -168,10 +164,6 @@ class SyncMemory:
         files behind (a dry run changes nothing in the state directory)."""
         extra = "&immutable=1" if self.readonly and self._scratch is None else ""
         return f"{self.path.as_uri()}?mode=ro{extra}"
-
-    @classmethod
-    def of(cls, state_dir: Path, *, readonly: bool = False) -> SyncMemory:
-        return cls(memory_path(state_dir), readonly=readonly)
 
     def close(self) -> None:
         self.conn.close()
