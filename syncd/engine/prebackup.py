@@ -12,7 +12,6 @@ from syncd.backup import BackupWriter, apply_retention, create_backup
 from syncd.config.model import Config
 from syncd.endpoints import Connected
 from syncd.engine.plan import CollectionPlan, Plan
-from syncd.engine.prefetch import ReadAhead
 from syncd.engine.scratch import CollectionScratch
 from syncd.mongo.rawbson import id_document, id_value
 from syncd.mongo.source import CollectionSpec, MongoSource, read_by_id
@@ -79,7 +78,7 @@ def _before_images(source: MongoSource, name: str, scratch: CollectionScratch) -
     while the plan was made (prefetch.py) when that is the version the plan holds, else
     read by `_id` now."""
     wanted: list[tuple[bytes, object]] = []
-    ahead = ReadAhead(scratch.work_dir)
+    ahead = scratch.read_ahead()
     try:
         with closing(scratch.before_images()) as rows:
             for rid, digest in rows:
