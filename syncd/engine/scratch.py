@@ -5,10 +5,10 @@ target's documents read ahead for a `changes` backup (`before.*`), a first copy'
 order (`src.order`) and the target read back to verify (`after.sqlite`).
 
 No other module names these files or queries these tables: the others call the methods of
-`CollectionScratch` (and of the writers it hands out: `ChangeLog`, `CopyScan`,
-`AheadWriter`, `ReadAhead`). Reading a collection
-into a scan is `scan.py`'s, into a `ScanTable` from here. The sync memory is read through
-the views `SyncMemory.attach_views` gives (`memo`, `ours`).
+`CollectionScratch` and of what it hands out (`ChangeLog`, `CopyScan`, `AheadWriter`,
+`ReadAhead`). The scan table's SQL is all here (`ScanTable` and the plan's statements);
+`scan.py` reads a collection into a `ScanTable`. The sync memory is read through the
+views `SyncMemory.attach_views` gives (`memo`, `ours`).
 
 A full read puts every document of both sides in the scans; a sync by change streams puts
 only the candidates (documents a change named on either side, and those the memory does not
