@@ -139,6 +139,16 @@ SELECT (SELECT COUNT(*) FROM exp e LEFT JOIN aft.docs a ON a.idkey = e.idkey
 """
 
 
+# `syncd verify`'s comparison of two scans: the source's attached as `src`, the target's
+# as `main`.
+COMPARE_SQL = {
+    "missing": "FROM src.docs s WHERE NOT EXISTS "
+    "(SELECT 1 FROM main.docs t WHERE t.idkey = s.idkey)",
+    "extra": "FROM main.docs s WHERE NOT EXISTS (SELECT 1 FROM src.docs t WHERE t.idkey = s.idkey)",
+    "different": "FROM src.docs s JOIN main.docs t ON t.idkey = s.idkey WHERE t.digest != s.digest",
+}
+
+
 def open_scratch(path: Path) -> sqlite3.Connection:
     """A scratch file, opened with URI names enabled (so others attach read-only)."""
     conn = sqlite3.connect(path.as_uri(), uri=True, isolation_level=None, check_same_thread=False)
@@ -907,16 +917,6 @@ class ReadAhead:
             self.spool.close()
         if self.table is not None:
             self.table.close()
-
-
-# `syncd verify`'s comparison of two scans: the source's attached as `src`, the target's
-# as `main`.
-COMPARE_SQL = {
-    "missing": "FROM src.docs s WHERE NOT EXISTS "
-    "(SELECT 1 FROM main.docs t WHERE t.idkey = s.idkey)",
-    "extra": "FROM main.docs s WHERE NOT EXISTS (SELECT 1 FROM src.docs t WHERE t.idkey = s.idkey)",
-    "different": "FROM src.docs s JOIN main.docs t ON t.idkey = s.idkey WHERE t.digest != s.digest",
-}
 
 
 class Workspace:
