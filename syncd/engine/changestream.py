@@ -348,26 +348,35 @@ class RawEvent:
     """A change event read field by field from its raw BSON: strings and timestamps
     decoded, embedded documents as `RawBSONDocument`s, the rest decoded alone."""
 
-    __slots__ = ("fields", "raw")
+    __slots__ = ("decoded", "fields", "raw")
 
     def __init__(self, raw: bytes) -> None:
         self.raw = raw
         self.fields = {key: (etype, at, start, end) for etype, key, at, start, end in elements(raw)}
+        self.decoded: dict[str, Any] = {}
 
     def get(self, key: str, default: Any = None) -> Any:
+        if key in self.decoded:
+            return self.decoded[key]
         found = self.fields.get(key.encode())
         if found is None:
             return default
         etype, at, start, end = found
         raw = self.raw
+        value: Any
         if etype == 0x02:
-            return raw[start + 4 : end - 1].decode()
-        if etype == 0x03:
-            return RawBSONDocument(raw[start:end])
-        if etype == 0x11:
+            value = raw[start + 4 : end - 1].decode()
+        elif etype == 0x03 and key in SMALL:
+            value = bson.decode(raw[start:end])
+        elif etype == 0x03:
+            value = RawBSONDocument(raw[start:end])
+        elif etype == 0x11:
             (inc, seconds) = _UINT32S.unpack_from(raw, start)
-            return Timestamp(seconds, inc)
-        return bson.decode(document([raw[at:end]]), codec_options=RAW)[key]
+            value = Timestamp(seconds, inc)
+        else:
+            value = bson.decode(document([raw[at:end]]), codec_options=RAW)[key]
+        self.decoded[key] = value
+        return value
 
     def __getitem__(self, key: str) -> Any:
         value = self.get(key, _MISSING)
@@ -377,6 +386,7 @@ class RawEvent:
 
 
 _MISSING = object()
+SMALL = {"ns", "to"}  # embedded documents of an event decoded whole: a namespace each
 
 
 def stream_pipeline(collections: list[str]) -> list[dict[str, Any]]:
