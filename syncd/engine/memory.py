@@ -385,23 +385,8 @@ class SyncMemory:
                 counted[tside] += sum(1 for row in batch if row[4] is not None)
                 conn.executemany(upsert, batch)
             delta = counted
-        for key, s, t in () if whole else rows:
-            old = conn.execute(
-                "SELECT a, b FROM docs WHERE pair = ? AND coll = ? AND idkey = ?",
-                (pair.key, coll, key),
-            ).fetchone() or (None, None)
-            delta["a"] -= old[0] is not None
-            delta["b"] -= old[1] is not None
-            new = {sside: s, tside: t}
-            delta["a"] += new["a"] is not None
-            delta["b"] += new["b"] is not None
-            if s is None and t is None:
-                conn.execute(
-                    "DELETE FROM docs WHERE pair = ? AND coll = ? AND idkey = ?",
-                    (pair.key, coll, key),
-                )
-                continue
-            conn.execute(upsert, (pair.key, coll, key, s, t))
+        if not whole:
+            delta = self._remember_rows(pair, coll, sside, tside, rows)
         conn.execute(
             "DELETE FROM pending WHERE pair = ? AND coll = ? AND (side = ? OR digest = ?)",
             (pair.key, coll, tside, KEPT),
@@ -467,6 +452,46 @@ class SyncMemory:
         ).fetchone()
         conn.execute("DROP TABLE temp.remembered")
         return {sside: int(s_count), tside: int(t_count)}
+
+    def _remember_rows(
+        self,
+        pair: Pair,
+        coll: str,
+        sside: str,
+        tside: str,
+        rows: Iterable[tuple[bytes, bytes | None, bytes | None]],
+    ) -> dict[str, int]:
+        """Some documents' rows become (idkey, s, t), set-based: through a temp table, a
+        row with neither side deleted. Within the caller's transaction. Each side's count
+        change."""
+        conn = self.conn
+        conn.execute("DROP TABLE IF EXISTS temp.remembered")
+        conn.execute(
+            "CREATE TEMP TABLE remembered (idkey BLOB PRIMARY KEY, s BLOB, t BLOB) WITHOUT ROWID"
+        )
+        for chunk in _chunks(rows):  # the last word on a document wins, as one by one
+            conn.executemany("INSERT OR REPLACE INTO temp.remembered VALUES (?, ?, ?)", chunk)
+        (s_change, t_change) = conn.execute(
+            f"SELECT COALESCE(SUM(r.s IS NOT NULL) - SUM(d.{sside} IS NOT NULL), 0), "  # noqa: S608
+            f"COALESCE(SUM(r.t IS NOT NULL) - SUM(d.{tside} IS NOT NULL), 0) "
+            "FROM temp.remembered r LEFT JOIN docs d "
+            "ON d.pair = ? AND d.coll = ? AND d.idkey = r.idkey",
+            (pair.key, coll),
+        ).fetchone()
+        conn.execute(
+            "DELETE FROM docs WHERE pair = ? AND coll = ? AND idkey IN "
+            "(SELECT idkey FROM temp.remembered WHERE s IS NULL AND t IS NULL)",
+            (pair.key, coll),
+        )
+        conn.execute(
+            f"INSERT INTO docs (pair, coll, idkey, {sside}, {tside}) "  # noqa: S608
+            "SELECT ?, ?, idkey, s, t FROM temp.remembered WHERE s IS NOT NULL OR t IS NOT NULL "
+            f"ON CONFLICT (pair, coll, idkey) DO UPDATE SET {sside} = excluded.{sside}, "
+            f"{tside} = excluded.{tside}",
+            (pair.key, coll),
+        )
+        conn.execute("DROP TABLE temp.remembered")
+        return {sside: int(s_change), tside: int(t_change)}
 
     def _holds_nothing(self, pair: Pair, coll: str) -> bool:
         row = self.conn.execute(
