@@ -53,7 +53,7 @@ from pymongo.server_type import SERVER_TYPE
 
 from syncd import pause
 from syncd.engine import server
-from syncd.engine.rawbson import document, elements, raw_id
+from syncd.engine.rawbson import document, elements, raw_id, value_end
 from syncd.engine.rawcursor import RAW, ROUTED, array_documents
 from syncd.engine.retry import first_line, is_transient
 from syncd.engine.sharding import is_mongos
@@ -66,6 +66,7 @@ AWAIT_MS = 5  # how long an empty read waits: a stream is read to its fence, not
 MONGOS_AWAIT_MS = 500  # behind mongos the fence can be a shard's idle write away (~10 s)
 WRAPPED = "syncd.resume"  # a stored point that keeps its event's collection (`_stored`)
 DRAIN_SECONDS = 120.0
+_INT32 = struct.Struct("<i")
 _INT64 = struct.Struct("<q")
 _UINT32S = struct.Struct("<II")  # a BSON timestamp: increment, then seconds
 BATCH = 5000
@@ -346,14 +347,22 @@ def change_batch(
 
 class RawEvent:
     """A change event read field by field from its raw BSON: strings and timestamps
-    decoded, embedded documents as `RawBSONDocument`s, the rest decoded alone."""
+    decoded, embedded documents as `RawBSONDocument`s (`raw_of`: their bytes), the rest
+    decoded alone; each at most once."""
 
     __slots__ = ("decoded", "fields", "raw")
 
     def __init__(self, raw: bytes) -> None:
         self.raw = raw
-        self.fields = {key: (etype, at, start, end) for etype, key, at, start, end in elements(raw)}
+        self.fields = _top_level(raw)
         self.decoded: dict[str, Any] = {}
+
+    def raw_of(self, key: str) -> bytes | None:
+        """The bytes of an embedded document (None: absent, or not a document)."""
+        found = self.fields.get(key.encode())
+        if found is None or found[0] != 0x03:
+            return None
+        return self.raw[found[2] : found[3]]
 
     def get(self, key: str, default: Any = None) -> Any:
         if key in self.decoded:
@@ -383,6 +392,27 @@ class RawEvent:
         if value is _MISSING:
             raise KeyError(key)
         return value
+
+
+def _top_level(raw: bytes) -> dict[bytes, tuple[int, int, int, int]]:
+    """name -> (type, element start, value start, value end) of a document's elements;
+    the types of a change event's fields measured inline (`elements` for any other)."""
+    fields = {}
+    offset, last = 4, len(raw) - 1
+    find, unpack = raw.find, _INT32.unpack_from
+    while offset < last:
+        etype = raw[offset]
+        name_end = find(b"\x00", offset + 1)
+        start = name_end + 1
+        if etype in (0x02, 0x03):  # a string's length leaves out its own 4 bytes
+            end = start + unpack(raw, start)[0] + (4 if etype == 0x02 else 0)
+        elif etype in (0x09, 0x11, 0x12):
+            end = start + 8
+        else:
+            end = value_end(raw, etype, start)
+        fields[raw[offset + 1 : name_end]] = (etype, offset, start, end)
+        offset = end
+    return fields
 
 
 _MISSING = object()
@@ -528,12 +558,19 @@ def _route(
             f"more than {budgets[coll]} changes on {label}: reading it whole costs less"
         )
         return
-    rid = raw_id(bytes(event["documentKey"].raw))
-    full = event.get("fullDocument")
+    if isinstance(event, RawEvent):
+        key, full = event.raw_of("documentKey"), event.raw_of("fullDocument")
+        if key is None:
+            raise KeyError("documentKey")
+    else:
+        key = bytes(event["documentKey"].raw)
+        document = event.get("fullDocument")
+        full = None if document is None else bytes(document.raw)
+    rid = raw_id(key)
     if kind == "delete":
         log.gone(rid)
     elif full is not None:  # insert, replace; an update where the server looked it up
-        log.put(bytes(full.raw), inserted=kind == "insert")
+        log.put(full, inserted=kind == "insert")
     else:
         log.named(rid)
 
