@@ -319,7 +319,7 @@ def unexpected_error_message(exc: BaseException) -> str:
 def mongo_error_message(exc: PyMongoError) -> str:
     """One line for a server error that got past the endpoint checks (e.g. a user without the
     right roles: `ping` needs no authentication, `listCollections` does). No traceback."""
-    from syncd.engine.retry import first_line
+    from syncd.mongo.retry import first_line
 
     return (
         f"MongoDB error: {first_line(exc)} ({type(exc).__name__}); "

@@ -41,11 +41,11 @@ from syncd.endpoints import opened, refuse_same_database
 from syncd.engine.flow import get_flow, select_collections, skip_unsyncable
 from syncd.engine.policy import SRC, TGT, Policies
 from syncd.engine.progress import Reporter, Silent
-from syncd.engine.rawbson import id_value
-from syncd.engine.retry import failing_clearly, with_retries
 from syncd.engine.scan import open_scratch, scan_collection
-from syncd.engine.source import CollectionSpec, DocumentSource, MongoSource
-from syncd.engine.specs import SpecChanges, compare_specs
+from syncd.mongo.rawbson import id_value
+from syncd.mongo.retry import failing_clearly, with_retries
+from syncd.mongo.source import CollectionSpec, DocumentSource, MongoSource
+from syncd.mongo.specs import SpecChanges, compare_specs
 
 log = logging.getLogger("syncd.verify")
 

@@ -25,11 +25,12 @@ from pymongo.collection import Collection
 from syncd.config.model import Config, DriftPolicy
 from syncd.docdiff import ABSENT, HIDDEN, FieldDiff, field_differences, hidden, show, type_name
 from syncd.endpoints import opened
-from syncd.engine.fetch import batched, fetch_raw
 from syncd.engine.flow import SyncOptions, get_flow, sync_flow
 from syncd.engine.plan import CollectionPlan, Plan
-from syncd.engine.policy import Policies, View
-from syncd.engine.rawbson import id_key, id_value, raw_id, split_documents
+from syncd.engine.policy import Policies
+from syncd.mongo.fetch import batched, fetch_raw
+from syncd.mongo.rawbson import id_key, id_value, raw_id, split_documents
+from syncd.mongo.view import View
 
 DEFAULT_LIMIT = 50
 Op = Literal["insert", "replace", "delete"]

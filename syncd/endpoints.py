@@ -30,7 +30,7 @@ SERVER_SELECTION_MS = 10_000
 # gives up on the endpoint, so the message can say why rather than only "timed out".
 CONNECT_TIMEOUT_MS = SERVER_SELECTION_MS // 2
 # No socketTimeoutMS: one limit for every operation cut index builds and long counts;
-# each kind of operation has its own (engine/timeouts.py).
+# each kind of operation has its own (mongo/timeouts.py).
 DEFAULTS: dict[str, Any] = {
     "serverSelectionTimeoutMS": SERVER_SELECTION_MS,
     "connectTimeoutMS": CONNECT_TIMEOUT_MS,

@@ -16,11 +16,11 @@ from bson.raw_bson import RawBSONDocument
 from syncd.config.model import Config, Flow, ResetPasswordsHook
 from syncd.config.secrets import resolve
 from syncd.endpoints import Connected
-from syncd.engine.memory import Pair, SyncMemory
-from syncd.engine.rawbson import digest, id_key, raw_id
-from syncd.engine.retry import with_retries
 from syncd.errors import SyncdError
 from syncd.lease.guard import check_writes
+from syncd.mongo.rawbson import digest, id_key, raw_id
+from syncd.mongo.retry import with_retries
+from syncd.state.memory import Pair, SyncMemory
 
 log = logging.getLogger("syncd.hooks")
 

@@ -25,7 +25,7 @@ from pymongo.database import Database
 from syncd.backup import BackupSource, list_backups
 from syncd.cli import main
 from syncd.config.model import own_collection
-from syncd.engine.rawbson import id_document, raw_id
+from syncd.mongo.rawbson import id_document, raw_id
 from tests.support.pause import Holds
 
 RESET_PASSWORD = "Admin123"  # the seed's "default password after sync"

@@ -27,7 +27,7 @@ from syncd.backup import (
     find_backup,
     list_backups,
 )
-from syncd.engine.source import CollectionSpec
+from syncd.mongo.source import CollectionSpec
 from tests.support.servers import Server
 
 NOW = dt.datetime(2026, 1, 11, 10, 30, 0, 250_000, tzinfo=dt.UTC)

@@ -35,7 +35,7 @@ from syncd.backup import (
     verify_backup,
 )
 from syncd.backup.create import read_order
-from syncd.engine.source import CollectionSpec
+from syncd.mongo.source import CollectionSpec
 from tests.support.servers import Server
 
 NAME_RE = re.compile(r"^production_\d{8}_\d{6}(_\d+)?$")

@@ -18,7 +18,7 @@ from syncd.backup import (
     list_backups,
     restore_lock,
 )
-from syncd.engine.source import CollectionSpec
+from syncd.mongo.source import CollectionSpec
 
 START = dt.datetime(2026, 1, 11, 3, 0, tzinfo=dt.UTC)
 

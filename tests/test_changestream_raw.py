@@ -9,8 +9,8 @@ import pytest
 from bson.raw_bson import RawBSONDocument
 from pymongo.database import Database
 
-from syncd.engine import changestream
-from syncd.engine.changestream import RawStream, current_token, operation_time
+from syncd.mongo import changestream
+from syncd.mongo.changestream import RawStream, current_token, operation_time
 
 
 def _read(stream: Any, db: Database[Any]) -> tuple[list[tuple[Any, ...]], bytes]:

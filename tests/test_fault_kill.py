@@ -25,7 +25,7 @@ from bson import Binary
 from pymongo.database import Database
 
 from syncd.backup import list_backups
-from syncd.engine.memory import memory_path
+from syncd.state.memory import memory_path
 from tests.engine_kit import (
     Outcome,
     Pair,

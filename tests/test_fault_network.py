@@ -17,7 +17,7 @@ from pymongo.database import Database
 
 from syncd.config.model import Endpoint, SecretRef
 from syncd.endpoints import CONNECT_TIMEOUT_MS, client_options, open_endpoint
-from syncd.engine import retry
+from syncd.mongo import retry
 from tests.engine_kit import Outcome, Pair, make_pair, snapshot, syncd
 from tests.support.faultproxy import FaultProxy
 from tests.support.pause import during
@@ -166,7 +166,7 @@ def test_a_stalled_server_times_out_and_the_rerun_converges(
 ) -> None:
     """Bytes held (not refused) by a stalled server: the URI's socketTimeoutMS ends each
     attempt, the sync fails with exit 1 instead of hanging (syncd sets no socket timeout of
-    its own: engine/timeouts.py)."""
+    its own: mongo/timeouts.py)."""
     pair = push_through_proxy
     result = run_during("write.batch", proxy.stall, capsys, pair, *PUSH)
 

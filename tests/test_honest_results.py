@@ -18,8 +18,8 @@ from pymongo.database import Database
 
 from syncd.backup import BackupWriter, list_backups
 from syncd.backup.create import BATCH_BYTES
-from syncd.engine import retry
-from syncd.engine.source import CollectionSpec
+from syncd.mongo import retry
+from syncd.mongo.source import CollectionSpec
 from tests.engine_kit import Outcome, Pair, backup_contents, make_pair, snapshot, syncd
 from tests.support.faultproxy import FaultProxy
 from tests.support.pause import DEADLINE, during

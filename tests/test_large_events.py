@@ -20,10 +20,10 @@ from pymongo import monitoring
 from pymongo.database import Database
 from pymongo.errors import OperationFailure
 
-from syncd.engine import changestream
 from syncd.engine.apply import apply_deletes, apply_writes
-from syncd.engine.rawbson import raw_id
 from syncd.errors import SyncdError
+from syncd.mongo import changestream
+from syncd.mongo.rawbson import raw_id
 from tests.engine_kit import snapshot, syncd
 from tests.support.proxied import production_behind_proxy
 from tests.support.servers import MongoServer, Server

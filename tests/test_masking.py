@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from syncd.config.model import MaskExcept
 from syncd.engine.masking import Masker
-from syncd.engine.rawbson import elements
+from syncd.mongo.rawbson import elements
 
 KEY = b"unit-test-masking-key"
 EMAIL = re.compile(r"^user\.[0-9a-f]{16}@example\.invalid$")

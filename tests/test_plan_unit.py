@@ -18,13 +18,13 @@ from bson import Int64
 
 from syncd.config.model import DriftPolicy
 from syncd.engine.changes import Sides
-from syncd.engine.memory import Pair, SyncMemory
 from syncd.engine.plan import SAMPLE_IDS, CollectionPlan, Plan, plan_collections
 from syncd.engine.progress import Silent
-from syncd.engine.rawbson import digest, id_key, raw_id
 from syncd.engine.scratch import Workspace
-from syncd.engine.source import CollectionSpec
-from syncd.engine.specs import SpecChanges, compare_specs
+from syncd.mongo.rawbson import digest, id_key, raw_id
+from syncd.mongo.source import CollectionSpec
+from syncd.mongo.specs import SpecChanges, compare_specs
+from syncd.state.memory import Pair, SyncMemory
 
 COLL = "things"
 SOURCE, TARGET = "local", "production"

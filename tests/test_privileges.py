@@ -22,7 +22,7 @@ from pymongo import monitoring
 from pymongo.database import Database
 
 from syncd.backup import list_backups
-from syncd.engine.privileges import ACTIONS, GRANTED_BY, missing_action, unauthorized_hint
+from syncd.mongo.privileges import ACTIONS, GRANTED_BY, missing_action, unauthorized_hint
 from tests.conftest import AuthServer
 from tests.engine_kit import Pair, syncd
 from tests.safety_cli import PROD_URI_ENV, basic_config, run_syncd, snapshot

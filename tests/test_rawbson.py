@@ -26,7 +26,7 @@ from bson.son import SON
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syncd.engine.rawbson import (
+from syncd.mongo.rawbson import (
     digest,
     id_document,
     id_key,

@@ -10,10 +10,10 @@ import pytest
 from bson import ObjectId
 from pymongo.database import Database
 
-from syncd.engine.rawbson import elements
-from syncd.engine.rawcursor import array_documents, find_documents
 from syncd.engine.scan import order_path, reads_back_in_order
-from syncd.engine.source import MongoSource
+from syncd.mongo.rawbson import elements
+from syncd.mongo.rawcursor import array_documents, find_documents
+from syncd.mongo.source import MongoSource
 
 
 def test_array_documents_gives_back_each_embedded_document() -> None:
@@ -72,7 +72,7 @@ def _open_cursors(db: Database[dict[str, Any]]) -> int:
 def test_a_copy_reads_back_in_order_only_when_each_document_is_at_its_place(
     local_db: Database[dict[str, Any]], tmp_path: Any
 ) -> None:
-    from syncd.engine.rawbson import digest
+    from syncd.mongo.rawbson import digest
 
     docs = [{"_id": i, "v": i} for i in range(10)]
     local_db.things.insert_many(docs)

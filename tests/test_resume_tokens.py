@@ -21,8 +21,8 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import monitoring
 from pymongo.database import Database
 
-from syncd.engine import changestream
-from syncd.engine.changestream import drain
+from syncd.mongo import changestream
+from syncd.mongo.changestream import drain
 from tests.engine_kit import snapshot, syncd
 from tests.support.proxied import production_behind_proxy
 from tests.support.servers import Server

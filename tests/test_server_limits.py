@@ -12,10 +12,10 @@ import pytest
 
 from syncd.config.model import Endpoint, SecretRef
 from syncd.endpoints import open_endpoint
-from syncd.engine import server
-from syncd.engine.source import CollectionSpec, MongoSource
-from syncd.engine.specs import compare_specs, for_version
-from syncd.engine.timeouts import LIMITS, max_time, max_time_ms
+from syncd.mongo import server
+from syncd.mongo.source import CollectionSpec, MongoSource
+from syncd.mongo.specs import compare_specs, for_version
+from syncd.mongo.timeouts import LIMITS, max_time, max_time_ms
 from tests.engine_kit import Pair, syncd
 from tests.test_privileges import RECORDER
 

@@ -17,8 +17,8 @@ from bson.timestamp import Timestamp
 from pymongo import DeleteOne, InsertOne, ReplaceOne
 from pymongo.database import Database
 
-from syncd.engine.changestream import at_end, token_time
-from syncd.engine.sharding import is_mongos, keyed, keyed_filter, keyed_ops, shard_key_fields
+from syncd.mongo.changestream import at_end, token_time
+from syncd.mongo.sharding import is_mongos, keyed, keyed_filter, keyed_ops, shard_key_fields
 
 
 def _key(_id: Any) -> bytes:

@@ -21,8 +21,8 @@ from typing import Any
 import bson
 import pytest
 
-from syncd.engine.source import CollectionSpec
 from syncd.engine.ttl import expired_by, expiry_rules
+from syncd.mongo.source import CollectionSpec
 from tests.engine_kit import make_pair, snapshot, syncd
 from tests.support.servers import MongoServer
 

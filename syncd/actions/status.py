@@ -13,10 +13,10 @@ from syncd.compare import last_verify
 from syncd.config.model import Config
 from syncd.endpoints import Reached
 from syncd.engine.flow import SyncOptions, get_flow, sync_flow
-from syncd.engine.memory import SyncMemory
 from syncd.engine.render import deletes_cell, table
 from syncd.errors import EXIT_FAILED, EXIT_OK, SyncdError
 from syncd.lease.status import lease_state
+from syncd.state.memory import SyncMemory
 
 
 def run(config: Config, args: argparse.Namespace) -> int:

@@ -23,8 +23,8 @@ from syncd.backup.fsio import FileStream
 from syncd.backup.layout import BackupInfo, uuid_bytes
 from syncd.backup.writer import BackupWriter, Progress
 from syncd.config.model import own_collection
-from syncd.engine.retry import with_retries
-from syncd.engine.source import CollectionSpec
+from syncd.mongo.retry import with_retries
+from syncd.mongo.source import CollectionSpec
 
 log = logging.getLogger(__name__)
 

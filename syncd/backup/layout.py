@@ -30,7 +30,7 @@ from bson.json_util import CANONICAL_JSON_OPTIONS
 
 from syncd import __version__
 from syncd.backup.errors import BackupError
-from syncd.engine.source import CollectionSpec
+from syncd.mongo.source import CollectionSpec
 
 Kind = Literal["full", "changes"]
 Compress = Literal["gzip", "none"]

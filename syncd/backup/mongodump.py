@@ -39,8 +39,8 @@ from syncd.backup.errors import BackupError
 from syncd.backup.fsio import FileStream
 from syncd.backup.layout import BackupInfo, spec_from_metadata
 from syncd.backup.writer import BackupWriter
-from syncd.engine.rawbson import raw_id
-from syncd.engine.source import CollectionSpec
+from syncd.mongo.rawbson import raw_id
+from syncd.mongo.source import CollectionSpec
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ from syncd.backup.layout import (
     spec_from_bson,
     spec_from_metadata,
 )
-from syncd.engine.changestream import Drained, Router
-from syncd.engine.source import CollectionSpec
+from syncd.mongo.changestream import Drained, Router
+from syncd.mongo.source import CollectionSpec
 
 log = logging.getLogger(__name__)
 

@@ -50,8 +50,8 @@ from syncd.backup.layout import (
 )
 from syncd.backup.reader import backup_problems, read_info
 from syncd.backup.retention import clean_leftovers
-from syncd.engine.retry import is_transient
-from syncd.engine.source import CollectionSpec
+from syncd.mongo.retry import is_transient
+from syncd.mongo.source import CollectionSpec
 
 log = logging.getLogger(__name__)
 

@@ -42,9 +42,9 @@ from syncd.config.model import OWN_PREFIX, Config, Schedule
 from syncd.daemon.jobs import Outcome, StopCheck, run_sync
 from syncd.daemon.runner import JobRunner
 from syncd.endpoints import Connections, client_options, resolve_uri
-from syncd.engine.changestream import unsupported_reason
 from syncd.errors import SyncdError
 from syncd.metrics import SyncdMetrics
+from syncd.mongo.changestream import unsupported_reason
 
 log = logging.getLogger("syncd.daemon")
 
@@ -392,7 +392,7 @@ class Follower:
 def _flow_collections(config: Config, schedule: Schedule, kept: Connections) -> list[str]:
     """The flow's collections as the sources list them now (for leaving some out)."""
     from syncd.endpoints import opened
-    from syncd.engine.source import MongoSource
+    from syncd.mongo.source import MongoSource
 
     assert schedule.flow is not None  # noqa: S101
     flow = config.flows[schedule.flow]

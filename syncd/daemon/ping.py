@@ -18,9 +18,9 @@ from pymongo.errors import PyMongoError
 from syncd.config.model import Config, Endpoint
 from syncd.config.secrets import redact
 from syncd.endpoints import client_options, resolve_uri
-from syncd.engine.retry import first_line
 from syncd.errors import SyncdError
 from syncd.metrics import SyncdMetrics, UnsafeLabelValue
+from syncd.mongo.retry import first_line
 from syncd.unreachable import diagnose
 
 log = logging.getLogger("syncd.daemon")

@@ -10,8 +10,8 @@ import sqlite3
 from syncd.compare import last_verify
 from syncd.config.model import Config
 from syncd.daemon.jobs import backup_inventory
-from syncd.engine.memory import SyncMemory, memory_path
 from syncd.metrics import SyncdMetrics
+from syncd.state.memory import SyncMemory, memory_path
 
 log = logging.getLogger("syncd.daemon")
 

@@ -16,14 +16,14 @@ from pymongo.errors import BulkWriteError, CollectionInvalid, OperationFailure
 
 from syncd import pause
 from syncd.engine.plan import CollectionPlan
-from syncd.engine.privileges import check_validation
-from syncd.engine.rawbson import id_value
-from syncd.engine.retry import with_retries
-from syncd.engine.sharding import keyed
-from syncd.engine.specs import index_model_args
-from syncd.engine.timeouts import max_time
 from syncd.errors import SyncdError
 from syncd.lease.guard import check_writes
+from syncd.mongo.privileges import check_validation
+from syncd.mongo.rawbson import id_value
+from syncd.mongo.retry import with_retries
+from syncd.mongo.sharding import keyed
+from syncd.mongo.specs import index_model_args
+from syncd.mongo.timeouts import max_time
 
 log = logging.getLogger("syncd.engine")
 

@@ -37,16 +37,16 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
-from syncd.engine import changestream
-from syncd.engine.changestream import ChangeSink, Router
-from syncd.engine.memory import Pair, Point, SyncMemory
 from syncd.engine.policy import Policies, Policy, changed
 from syncd.engine.prefetch import Prefetcher
-from syncd.engine.rawbson import raw_id
-from syncd.engine.retry import failing_clearly, with_retries
 from syncd.engine.scan import Progress, scan_collection
 from syncd.engine.scratch import SRC, TGT, ChangeLog, CollectionScratch
-from syncd.engine.source import DocumentSource, MongoSource, read_by_id
+from syncd.mongo import changestream
+from syncd.mongo.changestream import ChangeSink, Router
+from syncd.mongo.rawbson import raw_id
+from syncd.mongo.retry import failing_clearly, with_retries
+from syncd.mongo.source import DocumentSource, MongoSource, read_by_id
+from syncd.state.memory import Pair, Point, SyncMemory
 
 if TYPE_CHECKING:
     from syncd.engine.plan import CollectionPlan

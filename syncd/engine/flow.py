@@ -22,12 +22,10 @@ from pathlib import Path
 from syncd.config.model import Config, DriftPolicy, Flow, own_collection
 from syncd.endpoints import Connected, KeptOpen, opened, refuse_same_database
 from syncd.engine.changes import Sides, stream_state
-from syncd.engine.memory import Pair, SyncMemory
 from syncd.engine.plan import CollectionPlan, Plan, plan_collections
 from syncd.engine.policy import Policies
 from syncd.engine.progress import Reporter, Silent
 from syncd.engine.scratch import SRC, TGT, Workspace
-from syncd.engine.source import MongoSource
 from syncd.engine.write import (
     CollectionResult,
     SyncResult,
@@ -39,6 +37,8 @@ from syncd.engine.write import (
 )
 from syncd.errors import Refused, SyncdError, UsageError
 from syncd.lease import write_lease
+from syncd.mongo.source import MongoSource
+from syncd.state.memory import Pair, SyncMemory
 
 log = logging.getLogger("syncd.engine")
 

@@ -29,7 +29,7 @@ from typing import Any
 import bson
 
 from syncd.config.model import MaskExcept
-from syncd.engine.rawbson import document, elements
+from syncd.mongo.rawbson import document, elements
 
 _INT32 = struct.Struct("<i")
 STRING, DOCUMENT, ARRAY, NULL = 0x02, 0x03, 0x04, 0x0A

@@ -18,14 +18,14 @@ from typing import Any
 from syncd.config.model import DriftPolicy
 from syncd.engine import changes
 from syncd.engine.changes import ChangeFinder, Found, Sides
-from syncd.engine.memory import Pair, Point
 from syncd.engine.progress import Reporter
-from syncd.engine.rawbson import id_value
-from syncd.engine.retry import failing_clearly, with_retries
 from syncd.engine.scratch import SRC, TGT, CollectionScratch, Workspace
-from syncd.engine.source import CollectionSpec, DocumentSource
-from syncd.engine.specs import SpecChanges, compare_specs
 from syncd.engine.ttl import Rule, expired_by, expiry_rules
+from syncd.mongo.rawbson import id_value
+from syncd.mongo.retry import failing_clearly, with_retries
+from syncd.mongo.source import CollectionSpec, DocumentSource
+from syncd.mongo.specs import SpecChanges, compare_specs
+from syncd.state.memory import Pair, Point
 
 log = logging.getLogger("syncd.engine")
 SAMPLE_IDS = 10

@@ -13,9 +13,9 @@ from syncd.config.model import Config
 from syncd.endpoints import Connected
 from syncd.engine.plan import CollectionPlan, Plan
 from syncd.engine.prefetch import ReadAhead
-from syncd.engine.rawbson import id_document, id_value
 from syncd.engine.scratch import CollectionScratch
-from syncd.engine.source import CollectionSpec, MongoSource, read_by_id
+from syncd.mongo.rawbson import id_document, id_value
+from syncd.mongo.source import CollectionSpec, MongoSource, read_by_id
 
 log = logging.getLogger("syncd.backup")
 

@@ -24,9 +24,9 @@ from typing import Any, BinaryIO
 
 from pymongo.database import Database
 
-from syncd.engine.fetch import FETCH_IDS, find_by_ids
-from syncd.engine.rawbson import digest, id_key, id_value, raw_id
 from syncd.engine.scan import Row, create_scan, find_row, insert_rows, open_scratch
+from syncd.mongo.fetch import FETCH_IDS, find_by_ids
+from syncd.mongo.rawbson import digest, id_key, id_value, raw_id
 
 log = logging.getLogger("syncd.engine")
 

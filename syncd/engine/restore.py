@@ -25,22 +25,22 @@ from syncd.backup import BackupInfo, BackupSource, apply_retention, create_backu
 from syncd.config.model import Config
 from syncd.endpoints import Connected, open_endpoint
 from syncd.engine.changes import Sides
-from syncd.engine.fetch import batched, fetch_batches, fetch_raw
-from syncd.engine.memory import Pair, SyncMemory
 from syncd.engine.plan import Plan, plan_collections
 from syncd.engine.policy import Policy, RestorePolicies
-from syncd.engine.privileges import check_validation
 from syncd.engine.progress import Reporter, Silent
-from syncd.engine.rawbson import id_key, id_value, raw_id
 from syncd.engine.render import plan_header, plan_table
-from syncd.engine.retry import failing_clearly, with_retries
 from syncd.engine.scratch import Workspace
-from syncd.engine.source import MongoSource
 from syncd.engine.verify import VerificationFailed
 from syncd.engine.write import CollectionResult, verify_plan, write_plan
 from syncd.errors import Refused, UsageError
 from syncd.lease import write_lease
 from syncd.lease.guard import check_writes
+from syncd.mongo.fetch import batched, fetch_batches, fetch_raw
+from syncd.mongo.privileges import check_validation
+from syncd.mongo.rawbson import id_key, id_value, raw_id
+from syncd.mongo.retry import failing_clearly, with_retries
+from syncd.mongo.source import MongoSource
+from syncd.state.memory import Pair, SyncMemory
 
 log = logging.getLogger("syncd.restore")
 BATCH = 1000

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from syncd.engine.gcpause import gc_paused
-from syncd.engine.rawbson import digest, id_key, raw_id
+from syncd.mongo.rawbson import digest, id_key, raw_id
 
 BATCH_ROWS = 5000
 Progress = Callable[[int], None]

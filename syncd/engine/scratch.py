@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from syncd.engine.memory import Pair, SyncMemory
-from syncd.engine.rawbson import digest, id_key, id_value, raw_id
 from syncd.engine.scan import create_scan, open_scratch
+from syncd.mongo.rawbson import digest, id_key, id_value, raw_id
+from syncd.state.memory import Pair, SyncMemory
 from syncd.util import pid_alive
 
 SRC, TGT = "src", "tgt"

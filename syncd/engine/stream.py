@@ -27,11 +27,11 @@ from pymongo.collection import Collection
 from syncd.engine.apply import BATCH_BYTES, BATCH_DOCS, Applied, Progress, apply_inserts
 from syncd.engine.gcpause import gc_paused
 from syncd.engine.plan import CollectionPlan
-from syncd.engine.rawbson import digest, id_key, raw_id
-from syncd.engine.retry import failing_clearly, with_retries
 from syncd.engine.scan import BATCH_ROWS, Row, create_scan, insert_rows, order_path
 from syncd.engine.scratch import SRC
-from syncd.engine.source import MongoSource
+from syncd.mongo.rawbson import digest, id_key, raw_id
+from syncd.mongo.retry import failing_clearly, with_retries
+from syncd.mongo.source import MongoSource
 
 QUEUE_BATCHES = 3
 _DONE = object()

@@ -26,7 +26,7 @@ from typing import Any
 
 import bson
 
-from syncd.engine.source import CollectionSpec
+from syncd.mongo.source import CollectionSpec
 
 Rule = tuple[str, float]  # a TTL index's field path and expireAfterSeconds
 Expired = Callable[[bytes], bool]

@@ -42,16 +42,16 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from syncd.engine.changes import Sides
-from syncd.engine.changestream import HistoryLost
-from syncd.engine.memory import Point
 from syncd.engine.plan import CollectionPlan, read_spec
-from syncd.engine.rawbson import digest, id_key, id_value, raw_id
-from syncd.engine.retry import failing_clearly, with_retries
 from syncd.engine.scan import order_path, reads_back_in_order, scan_collection
 from syncd.engine.scratch import SRC
-from syncd.engine.source import MongoSource, read_by_id
-from syncd.engine.specs import compare_specs
 from syncd.errors import SyncdError
+from syncd.mongo.changestream import HistoryLost
+from syncd.mongo.rawbson import digest, id_key, id_value, raw_id
+from syncd.mongo.retry import failing_clearly, with_retries
+from syncd.mongo.source import MongoSource, read_by_id
+from syncd.mongo.specs import compare_specs
+from syncd.state.memory import Point
 
 # Reading back by `_id` costs a few times more per document than a scan (SecantusDB: about
 # 6x); past this share of the collection, one scan of the target is cheaper. Not when the

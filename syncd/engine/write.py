@@ -18,10 +18,10 @@ from syncd.engine import stream as streaming
 from syncd.engine.changes import Sides
 from syncd.engine.plan import CollectionPlan, Plan
 from syncd.engine.progress import Reporter
-from syncd.engine.retry import failing_clearly
 from syncd.engine.scratch import CollectionScratch
-from syncd.engine.source import MongoSource
 from syncd.engine.verify import advance_target, tally_own_writes, verify_collection
+from syncd.mongo.retry import failing_clearly
+from syncd.mongo.source import MongoSource
 
 
 @dataclass

@@ -37,11 +37,11 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from syncd import pause
-from syncd.engine import server
-from syncd.engine.retry import UNAUTHORIZED_CODES, is_transient, server_reason, with_retries
 from syncd.errors import SyncdError, UsageError
 from syncd.lease.guard import register, unregister
 from syncd.lease.holder import Holder, LeaseBusy, utc_text
+from syncd.mongo import server
+from syncd.mongo.retry import UNAUTHORIZED_CODES, is_transient, server_reason, with_retries
 
 log = logging.getLogger("syncd.lease")
 

@@ -10,10 +10,10 @@ from typing import Any
 from pymongo.errors import PyMongoError
 
 from syncd.endpoints import Connected
-from syncd.engine.retry import server_reason
 from syncd.lease.database import database_holder
 from syncd.lease.holder import Holder, utc_text
 from syncd.lease.local import local_holder
+from syncd.mongo.retry import server_reason
 
 
 @dataclass(frozen=True)

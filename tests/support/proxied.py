@@ -12,7 +12,7 @@ import pytest
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from syncd.engine import changestream
+from syncd.mongo import changestream
 from tests.engine_kit import Pair, make_pair
 from tests.support.faultproxy import FaultProxy
 from tests.support.servers import Server

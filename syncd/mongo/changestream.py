@@ -52,11 +52,11 @@ from pymongo.errors import OperationFailure
 from pymongo.server_type import SERVER_TYPE
 
 from syncd import pause
-from syncd.engine import server
-from syncd.engine.rawbson import document, elements, raw_id, value_end
-from syncd.engine.rawcursor import RAW, ROUTED, array_documents
-from syncd.engine.retry import first_line, is_transient
-from syncd.engine.sharding import is_mongos
+from syncd.mongo import server
+from syncd.mongo.rawbson import document, elements, raw_id, value_end
+from syncd.mongo.rawcursor import RAW, ROUTED, array_documents
+from syncd.mongo.retry import first_line, is_transient
+from syncd.mongo.sharding import is_mongos
 
 log = logging.getLogger("syncd.engine")
 

@@ -16,14 +16,14 @@ from pymongo.database import Database
 
 from syncd import pause
 from syncd.config.model import OWN_PREFIX, own_collection
-from syncd.engine import changestream, server
-from syncd.engine.changestream import ChangeSink, Drained, Router
-from syncd.engine.fetch import batched
-from syncd.engine.policy import PLAIN, View
-from syncd.engine.rawbson import split_documents
-from syncd.engine.rawcursor import find_documents
-from syncd.engine.retry import with_retries
-from syncd.engine.timeouts import max_time, max_time_ms
+from syncd.mongo import changestream, server
+from syncd.mongo.changestream import ChangeSink, Drained, Router
+from syncd.mongo.fetch import batched
+from syncd.mongo.rawbson import split_documents
+from syncd.mongo.rawcursor import find_documents
+from syncd.mongo.retry import with_retries
+from syncd.mongo.timeouts import max_time, max_time_ms
+from syncd.mongo.view import PLAIN, View
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ SKIPPED_PREFIXES = ("system.", OWN_PREFIX)
 class MongoSource:
     """A live database as a DocumentSource; documents stay raw BSON.
 
-    `views` gives each collection's `View` (policy.py): every read of documents, counts
+    `views` gives each collection's `View` (view.py): every read of documents, counts
     and change events included, goes through it (the filter to the server, the mask to
     each document read)."""
 

@@ -23,8 +23,8 @@ from pymongo.errors import (
 )
 
 from syncd.config.secrets import redact
-from syncd.engine.privileges import UNAUTHORIZED, unauthorized_hint
 from syncd.errors import SyncdError
+from syncd.mongo.privileges import UNAUTHORIZED, unauthorized_hint
 
 log = logging.getLogger("syncd.engine")
 T = TypeVar("T")

@@ -23,7 +23,7 @@ from bson.son import SON
 from pymongo.client_session import ClientSession
 from pymongo.database import Database
 
-from syncd.engine.rawbson import elements, split_documents
+from syncd.mongo.rawbson import elements, split_documents
 
 RAW = CodecOptions(document_class=RawBSONDocument)
 ROUTED = ("Sharded", "LoadBalanced")  # topologies whose getMore must follow its find

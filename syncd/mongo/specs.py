@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from syncd.engine.source import CollectionSpec
+from syncd.mongo.source import CollectionSpec
 
 MUTABLE_OPTIONS = (
     "validator",

@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 from pymongo.collection import Collection
 
 from syncd import pause
-from syncd.engine.rawbson import id_key, id_value, raw_id, split_documents
-from syncd.engine.retry import with_retries
-from syncd.engine.timeouts import max_time_ms
+from syncd.mongo.rawbson import id_key, id_value, raw_id, split_documents
+from syncd.mongo.retry import with_retries
+from syncd.mongo.timeouts import max_time_ms
 
 T = TypeVar("T")
 FETCH_IDS = 100  # larger `$in` lists get slower per document on some servers
