@@ -224,8 +224,10 @@ class FirstCopy(_NoStream):
         return dict.fromkeys((sides.source_name, sides.target_name), Found(WHOLE_WAY, self.reason))
 
     def describe(self, plan: CollectionPlan, sides: Sides) -> None:
+        from syncd.engine.stream import CopyFirst  # stream.py imports the plan, and so this
+
         plan.mode, plan.reason, plan.found = FULL, self.reason, self.found(sides)
-        plan.first_copy, plan.source_count, plan.inserts = True, self.count, self.count
+        plan.writing, plan.source_count, plan.inserts = CopyFirst(), self.count, self.count
         log.info(
             f"{plan.name}: reading both sides whole: {self.reason}",
             extra={"collection": plan.name, "mode": plan.mode},
