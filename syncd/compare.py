@@ -37,6 +37,7 @@ from bson.raw_bson import RawBSONDocument
 
 from syncd.config.model import Config, Flow, ResetPasswordsHook
 from syncd.endpoints import opened, refuse_same_database
+from syncd.engine.context import Check, RunContext, go_on
 from syncd.engine.flow import get_flow, select_collections, skip_unsyncable
 from syncd.engine.policy import SRC, TGT, Policies
 from syncd.engine.progress import Reporter, Silent
@@ -147,13 +148,15 @@ def verify_flow(
     *,
     views: Views | None = None,
     reporter: Reporter | None = None,
+    stop: Check = go_on,
 ) -> VerifyReport:
     """Compare the flow's collections on both sides; record the result in the state dir.
 
-    `views` default to `flow_views`: the documents as the flow's sync leaves them."""
+    `views` default to `flow_views`: the documents as the flow's sync leaves them; `stop`
+    is checked as each side's read reports progress (a daemon stopping)."""
     flow = get_flow(config, flow_name)
     views = views or flow_views(config, flow)
-    reporter = reporter or Silent()
+    run = RunContext(reporter or Silent(), stop=stop)
     started = time.monotonic()
     report = VerifyReport(flow.name, flow.source, flow.target)
     endpoints = config.endpoints[flow.source], config.endpoints[flow.target]
@@ -177,7 +180,7 @@ def verify_flow(
                 work = Path(scratch) / str(index)
                 work.mkdir()
                 checked = _verify_collection(
-                    pool, source_db, target_db, name, work, views(name), reporter, flow.target
+                    pool, source_db, target_db, name, work, views(name), run, flow.target
                 )
                 report.collections.append(checked)
                 log.info(
@@ -186,7 +189,7 @@ def verify_flow(
                            "extra": checked.extra, "different": checked.different,
                            "specs": len(checked.specs)},
                 )  # fmt: skip
-    reporter.clear()
+    run.reporter.clear()
     report.seconds = time.monotonic() - started
     report.finished = time.time()
     record_verify(config.state, report)
@@ -200,7 +203,7 @@ def _verify_collection(
     name: str,
     work: Path,
     views: tuple[View | None, View | None],
-    reporter: Reporter,
+    run: RunContext,
     target_name: str,
 ) -> CollectionVerify:
     result = CollectionVerify(name)
@@ -215,7 +218,7 @@ def _verify_collection(
                 scratch.read,
                 which,
                 _Viewed(side, view),
-                progress=reporter.counter(name, f"verify {role}"),
+                progress=run.progress(name, f"verify {role}"),
             ),
             what=f"verify {name} ({side.label})",
         )

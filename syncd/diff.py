@@ -14,7 +14,6 @@ masked by the collection's `mask` (engine/policy.py), never with the original va
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -29,7 +28,7 @@ from syncd.engine.flow import SyncOptions, get_flow, sync_flow
 from syncd.engine.plan import CollectionPlan, Plan
 from syncd.engine.policy import Policies
 from syncd.mongo.fetch import batched, fetch_raw
-from syncd.mongo.rawbson import id_key, id_value, raw_id, split_documents
+from syncd.mongo.rawbson import id_key, id_value, raw_id
 from syncd.mongo.view import View
 
 DEFAULT_LIMIT = 50
@@ -46,14 +45,14 @@ class PlannedDoc:
     action: str  # apply | keep (merge keeps the target's edit) | conflict | retain (deletes: false)
 
 
-def planned_documents(plan: CollectionPlan) -> Iterator[PlannedDoc]:
-    """The plan's per-document rows, drifted ones first, then by `_id` (from the
-    collection's scratch, which owns them)."""
-    if plan.scratch is None or plan.first_copy or not plan.scratch.planned():
-        return
-    with closing(plan.scratch.rows()) as rows:
-        for _key, rid, op, drifted, action in rows:
-            yield PlannedDoc(bytes(rid), cast(Op, op), bool(drifted), str(action))
+def planned_documents(
+    plan: CollectionPlan, source: Collection[Any], query: dict[str, Any], limit: int
+) -> Iterator[PlannedDoc]:
+    """The plan's per-document rows, drifted ones first, then by `_id`, as its way of
+    writing lists them (`Writing.rows`: from the scratch; a first copy's from `source`,
+    matching `query`, at most `limit`)."""
+    for rid, op, drifted, action in plan.writing.rows(plan, source, query, limit):
+        yield PlannedDoc(rid, cast(Op, op), drifted, action)
 
 
 @dataclass(frozen=True)
@@ -144,15 +143,13 @@ def diff_flow(
             context = _Context(
                 src.db[plan.name], tgt.db[plan.name], flow.target, secrets, source_view
             )
-            if plan.first_copy:
-                rows = _first_copy_rows(plan, context, wanted, budget[0])
-            else:
-                rows = planned_documents(plan)
+            rows = planned_documents(plan, context.source, _query(context, wanted), budget[0])
             if wanted:
                 rows = _matching(rows, wanted, found)
             collection = _collection_diff(plan, rows, context, budget)
-            if plan.first_copy and not wanted:  # counted by the plan, not read
-                collection.more = plan.inserts - len(collection.documents)
+            if not wanted:  # rows not listed (a first copy's) are counted by the plan
+                shown = len(collection.documents)
+                collection.more = max(collection.more, plan.changes - shown)
             report.collections.append(collection)
 
         options = SyncOptions(collections=collections, dry_run=True, on_plan=on_plan)
@@ -180,23 +177,16 @@ def _matching(
             yield row
 
 
-def _first_copy_rows(
-    plan: CollectionPlan, context: _Context, wanted: dict[bytes, str], limit: int
-) -> Iterator[PlannedDoc]:
-    """A first copy into an empty target is planned without a scan: every source document
-    is an insert. Their ids come from the source, only as many as are shown."""
-    if limit <= 0:
-        return
+def _query(context: _Context, wanted: dict[bytes, str]) -> dict[str, Any]:
+    """The source's documents a listing read from the source shows: those asked for, as
+    the sync reads them (its filter)."""
     query: dict[str, Any] = {}
     if wanted:
         values = [v for text in sorted(set(wanted.values())) for v in id_candidates(text)]
         query = {"_id": {"$in": values}}
     if context.view.query is not None:
         query = {"$and": [query, context.view.query]}
-    with context.source.find_raw_batches(query, {"_id": 1}, limit=limit) as cursor:
-        for batch in cursor:
-            for raw in split_documents(batch):
-                yield PlannedDoc(raw_id(raw), "insert", False, "apply")
+    return query
 
 
 def _collection_diff(

@@ -24,6 +24,7 @@ from syncd.daemon.ping import Pinger
 from syncd.daemon.runner import JobRunner
 from syncd.daemon.scheduler import Scheduler, grace_seconds, trigger_for
 from syncd.daemon.signals import Inbox
+from syncd.engine.context import RunContext
 from syncd.log import TextFormatter
 from syncd.metrics import SyncdMetrics
 
@@ -254,13 +255,16 @@ def test_signals_are_queued_for_the_main_loop_in_order() -> None:
 
 def test_stop_check_abandons_between_batches_but_not_inside_a_gridfs_pair() -> None:
     stopping = threading.Event()
-    reporter = DaemonReporter(StopCheck(stopping))
-    scan, chunks = reporter.counter("users", "read source"), reporter.counter("fs.chunks", "write")
+    run = RunContext(DaemonReporter(), stop=StopCheck(stopping))
+    scan = run.progress("users", "read source")
+    chunks, users = run.before_batch("fs.chunks"), run.before_batch("users")
     scan(1000)
     stopping.set()
-    chunks(1000)  # fs.chunks then fs.files are written as a pair
+    chunks()  # fs.chunks then fs.files are written as a pair
     with pytest.raises(Abandoned):
         scan(2000)
+    with pytest.raises(Abandoned):
+        users()
 
 
 # -- unexpected errors ----------------------------------------------------------------------

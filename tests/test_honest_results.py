@@ -63,10 +63,39 @@ def test_undoing_a_sync_reads_back_every_restored_document(pair: Pair, capsys: C
 def test_an_undo_that_does_not_read_back_as_the_backup_holds_fails(
     pair: Pair, capsys: Capsys
 ) -> None:
-    """A `changes` backup whose before-image is also listed as inserted by the sync: the
-    undo puts it back, then deletes it. The read-back sees it missing and says so."""
+    """A `changes` backup is restored while someone else writes a document it puts back:
+    the read-back sees it otherwise than the backup holds it and says so."""
     pair.configure(hook=False)
     pair.production.contracts.insert_many(contracts(3))
+    with BackupWriter(
+        pair.backups, "production", pair.production.name, kind="changes", compress="gzip"
+    ) as writer:
+        image = bson.encode({"_id": 1, "number": "CTR-00001", "status": "before"})
+        writer.write_collection(CollectionSpec("contracts"), [image])
+        writer.write_inserted_ids("contracts", [bson.encode({"_id": 2})])
+        name = writer.commit().name
+
+    def edit() -> None:  # after the restore wrote its batch, before it reads it back
+        pair.production.contracts.update_one({"_id": 1}, {"$set": {"status": "edited"}})
+
+    with during(pair.root, {"write.batch": edit}) as held:
+        result = syncd(capsys, pair.config, "backup", "restore", name, "--yes")
+
+    assert held.acted == {"write.batch"}
+    assert result.code == 1
+    assert "contracts on 'production'" in result.err
+    assert "1 document(s) do not read back as the backup holds them" in result.err
+    assert "run the restore again" in result.err
+
+
+def test_a_changes_backup_that_records_no_one_sync_is_not_undone(
+    pair: Pair, capsys: Capsys
+) -> None:
+    """A before-image also listed as inserted by the sync: no sync writes that, so the
+    backup cannot say what the target held; the restore writes nothing and says why."""
+    pair.configure(hook=False)
+    pair.production.contracts.insert_many(contracts(3))
+    before = snapshot(pair.production)
     with BackupWriter(
         pair.backups, "production", pair.production.name, kind="changes", compress="gzip"
     ) as writer:
@@ -78,9 +107,11 @@ def test_an_undo_that_does_not_read_back_as_the_backup_holds_fails(
     result = syncd(capsys, pair.config, "backup", "restore", name, "--yes")
 
     assert result.code == 1
-    assert "contracts on 'production'" in result.err
-    assert "1 document(s) do not read back as the backup holds them" in result.err
-    assert "run the restore again" in result.err
+    assert f"backup {name}: contracts: 1 document(s) are listed both as before-images" in (
+        result.err
+    )
+    assert "nothing was written" in result.err
+    assert snapshot(pair.production) == before
 
 
 # -- a first copy is read back ----------------------------------------------------------------

@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from syncd.advice import refusal_advice
 from syncd.backup import BackupError, apply_retention, create_backup, list_backups
 from syncd.compare import verify_flow
-from syncd.config.model import GRIDFS_PAIRS, Config, Schedule
+from syncd.config.model import Config, Schedule
 from syncd.endpoints import Connections, open_endpoint
 from syncd.engine.flow import ConfirmationNeeded, PlanRefused, SyncOptions, sync_flow
 from syncd.engine.plan import CollectionPlan
@@ -71,29 +71,13 @@ class StopCheck:
 
 
 class DaemonReporter(Reporter):
-    """No terminal drawing; a cancellation point after every batch the engine reports.
+    """No terminal drawing; a planned collection is logged only when it has something to
+    say. (A job stops through its run's stop check, `SyncOptions.stop`: context.py.)"""
 
-    GridFS writes are not cut between fs.chunks and fs.files (the engine writes a file's
-    chunks first, then its file document): the stop waits for the pair to be written.
-    """
-
-    def __init__(self, check: StopCheck) -> None:
+    def __init__(self) -> None:
         super().__init__(sys.stderr, live=False)
-        self.check = check
-
-    def counter(
-        self, collection: str, what: str, total: int | None = None
-    ) -> Callable[[int], None]:
-        if what == "write" and collection in GRIDFS_PAIRS:
-            return lambda done: None
-
-        def update(done: int) -> None:
-            self.check()
-
-        return update
 
     def planned(self, plan: CollectionPlan) -> None:
-        self.check()
         if plan.writes or plan.drifted or plan.conflicts:  # quiet for collections in step
             super().planned(plan)
 
@@ -124,7 +108,8 @@ def run_sync(
         job=schedule.name,
         change_limit=change_limit,
         hooks_when_written=hooks_when_written,
-        reporter=DaemonReporter(check),
+        reporter=DaemonReporter(),
+        stop=check,
         connections=connections,
         scan_unfollowed=scan_unfollowed,
     )
@@ -216,7 +201,7 @@ def run_verify(config: Config, schedule: Schedule, check: StopCheck) -> Outcome:
     try:
         check()
         report = verify_flow(
-            config, schedule.verify, schedule.collections, reporter=DaemonReporter(check)
+            config, schedule.verify, schedule.collections, reporter=DaemonReporter(), stop=check
         )
     except Abandoned as exc:
         return Outcome("failure", str(exc), time.monotonic() - started, abandoned=True)

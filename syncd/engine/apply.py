@@ -15,9 +15,9 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError, CollectionInvalid, OperationFailure
 
 from syncd import pause
+from syncd.engine.context import Check, go_on
 from syncd.engine.plan import CollectionPlan
 from syncd.errors import SyncdError
-from syncd.lease.guard import check_writes
 from syncd.mongo.privileges import check_validation
 from syncd.mongo.rawbson import id_value
 from syncd.mongo.retry import with_retries
@@ -33,6 +33,17 @@ DUPLICATE_KEY = 11000
 INDEX_NOT_FOUND = 27
 Progress = Callable[[int], None]
 WriteOp = InsertOne[Any] | ReplaceOne[Any] | DeleteMany
+
+
+class RawDocument(RawBSONDocument):
+    """A raw document that answers whether it is empty without decoding itself: pymongo's
+    `ReplaceOne` asks (`if replacement`), which inflates a plain `RawBSONDocument` whole,
+    every embedded document too (most of a replace's client CPU)."""
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return len(self.raw) > 5  # an empty document is its length and its end only
 
 
 @dataclass
@@ -90,31 +101,32 @@ def finish_collection(db: Database[Any], plan: CollectionPlan) -> None:
         )
 
 
-def apply_deletes(coll: Collection[Any], rids: Iterable[bytes]) -> int:
+def apply_deletes(coll: Collection[Any], rids: Iterable[bytes], check: Check = go_on) -> int:
+    """Delete by `_id`, in batches; `check` before each (the run's: `RunContext`)."""
     deleted = 0
     ids: list[Any] = []
     for rid in rids:
         ids.append(id_value(rid))
         if len(ids) >= BATCH_DOCS:
-            deleted += _delete(coll, ids)
+            deleted += _delete(coll, ids, check)
             ids = []
-    return deleted + _delete(coll, ids)
+    return deleted + _delete(coll, ids, check)
 
 
-def remove_retyped(coll: Collection[Any], rids: Iterable[bytes]) -> int:
+def remove_retyped(coll: Collection[Any], rids: Iterable[bytes], check: Check = go_on) -> int:
     """Delete the documents whose `_id` is stored with another numeric type than on the
     source (NumberLong(7) for 7): MongoDB treats them as one `_id`, so a replace cannot
     change the type; the replace then re-inserts them with the source's `_id`."""
-    return apply_deletes(coll, rids)
+    return apply_deletes(coll, rids, check)
 
 
-def _delete(coll: Collection[Any], ids: list[Any]) -> int:
+def _delete(coll: Collection[Any], ids: list[Any], check: Check) -> int:
     if not ids:
         return 0
     # One delete per _id, not one `$in`: SecantusDB's `$in` costs grow with the square of
     # the list (1000 ids: ~4 s); by _id either way, so a retried batch does the same.
     ops = [DeleteOne({"_id": _id}) for _id in ids]
-    check_writes(coll.database)  # a lost write lease stops the run before this batch
+    check()  # a stopping run or a lost write lease stops before this batch
     keyed_ops = keyed(coll, ops)  # behind mongos, filters carry the shard key
     write = partial(coll.bulk_write, keyed_ops, ordered=False)
     try:
@@ -132,16 +144,18 @@ def apply_writes(
     progress: Progress | None = None,
     *,
     bypass: bool = False,
+    check: Check = go_on,
 ) -> Applied:
     """Replaces then inserts: (op, rid, raw document) as the scratch lists them. `bypass`:
-    past the target's validator (the collection's `bypass_validation`)."""
+    past the target's validator (the collection's `bypass_validation`); `check` before each
+    batch (the run's: `RunContext.before_batch`)."""
     applied = Applied()
     deferred: list[WriteOp] = []
     for ops in _batches(_write_ops(writes)):
-        deferred += _bulk(coll, ops, applied, bypass)
+        deferred += _bulk(coll, ops, applied, bypass, check)
         if progress:
             progress(applied.inserted + applied.replaced)
-    _retry_deferred(coll, deferred, applied, bypass)
+    _retry_deferred(coll, deferred, applied, bypass, check)
     return applied
 
 
@@ -151,22 +165,23 @@ def apply_inserts(
     progress: Progress | None = None,
     *,
     bypass: bool = False,
+    check: Check = go_on,
 ) -> Applied:
     """Insert batches of raw documents as they arrive (a first copy, see `stream.py`)."""
     applied = Applied()
     deferred: list[WriteOp] = []
     for batch in batches:
         ops: list[WriteOp] = [InsertOne(RawBSONDocument(raw)) for raw in batch]
-        deferred += _bulk(coll, ops, applied, bypass)
+        deferred += _bulk(coll, ops, applied, bypass, check)
         if progress:
             progress(applied.inserted + applied.replaced)
-    _retry_deferred(coll, deferred, applied, bypass)
+    _retry_deferred(coll, deferred, applied, bypass, check)
     return applied
 
 
 def _write_ops(writes: Iterable[tuple[str, bytes, bytes]]) -> Iterator[tuple[WriteOp, int]]:
     for op, rid, raw in writes:
-        document = RawBSONDocument(raw)
+        document = RawDocument(raw)
         if op == "insert":
             yield InsertOne(document), len(raw)
         else:
@@ -187,7 +202,7 @@ def _batches(ops: Iterator[tuple[WriteOp, int]]) -> Iterator[list[WriteOp]]:
 
 
 def _bulk(
-    coll: Collection[Any], ops: list[WriteOp], applied: Applied, bypass: bool
+    coll: Collection[Any], ops: list[WriteOp], applied: Applied, bypass: bool, check: Check
 ) -> list[WriteOp]:
     """Write a batch unordered; return the ops a unique index refused, to retry later.
 
@@ -195,7 +210,7 @@ def _bulk(
     cut-short sync) becomes a replace, so re-runs never fail on duplicate keys. Without
     `bypass` the flag is not sent at all: it needs more than readWrite (privileges.py).
     """
-    check_writes(coll.database)  # a lost write lease stops the run before this batch
+    check()  # a stopping run or a lost write lease stops before this batch
     ops = keyed(coll, ops)  # behind mongos, filters carry the shard key
     try:
         result = with_retries(
@@ -256,13 +271,13 @@ def _count(inserted: int, replaced: int, applied: Applied) -> None:
 
 
 def _retry_deferred(
-    coll: Collection[Any], deferred: list[WriteOp], applied: Applied, bypass: bool
+    coll: Collection[Any], deferred: list[WriteOp], applied: Applied, bypass: bool, check: Check
 ) -> None:
     """Unique-index conflicts resolve once the rest of the collection is written (a value
     moved from one document to another); retry while that makes progress."""
     while deferred:
         before = len(deferred)
-        deferred = _bulk(coll, deferred, applied, bypass)
+        deferred = _bulk(coll, deferred, applied, bypass, check)
         if len(deferred) >= before:
             raise SyncdError(
                 f"{coll.name}: {len(deferred)} document(s) collide with a unique index on the "

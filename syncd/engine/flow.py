@@ -1,8 +1,7 @@
-"""A sync of a configured flow, top to bottom, in one place:
-
-open both endpoints → refuse the same database → take the target's lease → select the
-collections → plan (find the changes, classify) → refuse, or ask → back up → record
-intents → write → verify → remember → record the run → hooks.
+"""A sync of a configured flow: open both endpoints, refuse the same database, then the
+guarded sequence (pipeline.py) with a sync's steps: under the target's lease, select the
+collections and plan them (find the changes, classify); refuse, or ask; back up
+(`before_sync`); record intents, write, verify, remember; record the run; hooks.
 
 `--dry-run` and `status` stop after the plan and write nothing anywhere.
 """
@@ -13,7 +12,6 @@ import errno
 import logging
 import sqlite3
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,39 +20,27 @@ from pathlib import Path
 from syncd.config.model import Config, DriftPolicy, Flow, own_collection
 from syncd.endpoints import Connected, KeptOpen, opened, refuse_same_database
 from syncd.engine.changes import Sides, stream_state
+from syncd.engine.context import Check, RunContext, go_on
+from syncd.engine.pipeline import (
+    Confirm,
+    ConfirmationNeeded,
+    Guard,
+    PlanRefused,
+    Steps,
+    write_guarded,
+)
 from syncd.engine.plan import CollectionPlan, Plan, plan_collections
 from syncd.engine.policy import Policies
 from syncd.engine.progress import Reporter, Silent
 from syncd.engine.scratch import SRC, TGT, Workspace
-from syncd.engine.write import (
-    CollectionResult,
-    SyncResult,
-    record_intents,
-    remember_plan,
-    verify_plan,
-    with_gridfs_partners,
-    write_plan,
-)
+from syncd.engine.write import CollectionResult, SyncResult, with_gridfs_partners
 from syncd.errors import Refused, SyncdError, UsageError
-from syncd.lease import write_lease
 from syncd.mongo.source import MongoSource
 from syncd.state.memory import Pair, SyncMemory
 
+__all__ = ["ConfirmationNeeded", "PlanRefused", "SyncOptions", "sync_flow"]
+
 log = logging.getLogger("syncd.engine")
-
-Confirm = Callable[[Plan], bool]
-
-
-class PlanRefused(Refused):
-    """Refused after planning (drift, conflicts, options); nothing was written."""
-
-    def __init__(self, message: str, plan: Plan) -> None:
-        super().__init__(message)
-        self.plan = plan
-
-
-class ConfirmationNeeded(PlanRefused):
-    """A protected target, no terminal to ask on, and no --yes / FORCE=true."""
 
 
 @dataclass
@@ -73,6 +59,7 @@ class SyncOptions:
     change_limit: int | None = None  # at most this many source changes (a continuous batch)
     hooks_when_written: bool = False  # run a hook only when the run wrote its collection
     reporter: Reporter = field(default_factory=Silent)
+    stop: Check = go_on  # raises once the run must stop (the daemon's: between batches)
     connections: KeptOpen | None = None  # endpoints kept open: a continuous job's, a command's
     # dry run only: called with each collection's plan while its scratch files still exist
     on_plan: Callable[[CollectionPlan], None] | None = None
@@ -91,21 +78,39 @@ def sync_flow(config: Config, flow_name: str, options: SyncOptions) -> SyncResul
     source_ep, target_ep = config.endpoints[flow.source], config.endpoints[flow.target]
     with opened(source_ep, target_ep, kept=options.connections) as (source, target):
         refuse_same_database(source, target)
+        run = RunContext(options.reporter, stop=options.stop)
         if options.dry_run:
-            return _plan_only(config, flow, source, target, options)
-        with write_lease(config, target, job=options.job, flow=flow.name, wait=options.wait):
-            return _sync(config, flow, source, target, options)
+            return _plan_only(config, flow, source, target, options, run)
+        guard = Guard(
+            config,
+            target,
+            job=options.job,
+            flow=flow.name,
+            wait=options.wait,
+            protected=target_ep.protected and not options.allow_protected,
+            confirm=options.confirm,
+            unconfirmable=(
+                f"'{flow.target}' is protected and this sync would write to it; confirm on a "
+                "terminal, or pass --yes (or FORCE=true) to proceed"
+            ),
+        )
+        return write_guarded(guard, _SyncSteps(config, flow, source, target, options), run)
 
 
 def _plan_only(
-    config: Config, flow: Flow, source: Connected, target: Connected, options: SyncOptions
+    config: Config,
+    flow: Flow,
+    source: Connected,
+    target: Connected,
+    options: SyncOptions,
+    run: RunContext,
 ) -> SyncResult:
     """Writes nothing anywhere: scratch files in the system temp dir, memory only read."""
     workspace = Workspace(Path(tempfile.gettempdir()))
     try:
         with config.state.memory(readonly=True) as memory:
             sides = _sides(config, source, target, memory, options)
-            plan = _plan(config, flow, sides, options, workspace)
+            plan = _plan(config, flow, sides, options, run, workspace)
             if options.on_plan is not None:
                 for collection in plan.collections:
                     options.on_plan(collection)
@@ -114,58 +119,83 @@ def _plan_only(
         workspace.close()
 
 
-def _sync(
-    config: Config, flow: Flow, source: Connected, target: Connected, options: SyncOptions
-) -> SyncResult:
-    started = time.monotonic()
-    workspace = Workspace(config.state.workspace, reap=True)
-    try:
-        with config.state.memory() as memory:
-            sides = _sides(config, source, target, memory, options)
-            with _space_checked(config, flow):
-                plan = _plan(
-                    config,
-                    flow,
-                    sides,
-                    options,
-                    workspace,
-                    spool_target=config.backups.before_sync == "full",
-                    read_ahead=config.backups.before_sync == "changes",
-                )
-            if plan.refusals:
-                _record(memory, plan, [], "refused")
-                raise PlanRefused("; ".join(plan.refusals), plan)
-            result = SyncResult(plan)
-            if not plan.writes and (not flow.after or options.hooks_when_written):
-                remember_plan(plan, sides)
-                _record(memory, plan, [], "success")
-                result.seconds = time.monotonic() - started
-                return result
-            _check_hooks(config, flow)
-            _check_protected(config, flow, plan, options)
-            if config.backups.before_sync == "changes" and plan.destructive:
-                _plan_first_copies_fully(plan, sides, options)
-            result.backup = _backup_before(config, plan, target)
-            try:
-                record_intents(plan, sides)
-                result.collections = write_plan(plan, sides, options.reporter)
-                verify_plan(plan, sides, result.collections, started)
-                remember_plan(plan, sides)
-            except Exception:
-                _record(memory, plan, [], "failure")
-                raise
-            finally:
-                options.reporter.clear()
-            result.applied = True
-            _record(memory, plan, result.collections, "success")
-            written = {c.name for c in plan.collections if c.writes}
-            result.hook_messages = _run_hooks(
-                config, flow, target, plan, written if options.hooks_when_written else None
+@dataclass
+class _SyncSteps(Steps):
+    """A flow's sync in the guarded sequence: the source is a live endpoint, the memory
+    the state directory's; the flow's `before_sync` backup, then its hooks."""
+
+    config: Config
+    flow: Flow
+    source: Connected
+    target: Connected
+    options: SyncOptions
+    workspace: Workspace = field(init=False)
+    memory: SyncMemory = field(init=False)
+
+    @contextmanager
+    def opened(self, run: RunContext) -> Iterator[Sides]:
+        self.workspace = Workspace(self.config.state.workspace, reap=True)
+        try:
+            with self.config.state.memory() as self.memory:
+                yield _sides(self.config, self.source, self.target, self.memory, self.options)
+        finally:
+            self.workspace.close()
+
+    def plan(self, sides: Sides, run: RunContext) -> Plan:
+        before = self.config.backups.before_sync
+        with _space_checked(self.config, self.flow):
+            plan = _plan(
+                self.config,
+                self.flow,
+                sides,
+                self.options,
+                run,
+                self.workspace,
+                spool_target=before == "full",
+                read_ahead=before == "changes",
             )
-            result.seconds = time.monotonic() - started
-            return result
-    finally:
-        workspace.close()
+        return plan
+
+    def settled(self, plan: Plan) -> bool:
+        return not plan.writes and (not self.flow.after or self.options.hooks_when_written)
+
+    def ready(self, plan: Plan, sides: Sides, run: RunContext) -> None:
+        if self.flow.after:
+            from syncd.hooks import check_hooks
+
+            check_hooks(self.config, self.flow)
+
+    def backup(self, plan: Plan, sides: Sides, run: RunContext) -> str | None:
+        """A failed backup means no sync: its error propagates before any write."""
+        if self.config.backups.before_sync == "none" or not plan.destructive:
+            return None
+        if self.config.backups.before_sync == "changes":
+            for c in plan.collections:  # it lists the ids the sync inserts: known first
+                c.writing.listed(c, sides, run.reporter)
+        from syncd.backup import BackupError
+        from syncd.engine.prebackup import backup_before_sync
+
+        try:
+            return backup_before_sync(self.config, plan, self.target)
+        except BackupError as exc:
+            raise BackupError(
+                f"backup before sync failed, so nothing was written to '{plan.target}': {exc}"
+            ) from None
+
+    def record(self, plan: Plan, results: Sequence[CollectionResult], outcome: str) -> None:
+        _record(self.memory, plan, results, outcome)
+
+    def after(self, plan: Plan, sides: Sides, run: RunContext) -> list[str]:
+        if not self.flow.after:
+            return []
+        from syncd.hooks import run_hooks
+
+        written = {c.name for c in plan.collections if c.writes}
+        only_for = written if self.options.hooks_when_written else None
+        assert run.memory is not None  # noqa: S101 - write_guarded gave it the run's
+        return run_hooks(
+            self.config, self.flow, self.target, run.memory, sides.pair, run.lease, only_for
+        )
 
 
 def _sides(
@@ -179,8 +209,8 @@ def _sides(
         log.warning(message, extra={"pair": pair.names})
     policies = Policies(config)
     return Sides(
-        MongoSource(source.db, source.label, views=policies.reads(SRC)),
-        MongoSource(target.db, target.label, views=policies.reads(TGT)),
+        MongoSource(source.db, source.label, views=policies.reads(SRC), shared=source.shared),
+        MongoSource(target.db, target.label, views=policies.reads(TGT), shared=target.shared),
         source.name,
         target.name,
         pair,
@@ -196,6 +226,7 @@ def _plan(
     flow: Flow,
     sides: Sides,
     options: SyncOptions,
+    run: RunContext,
     workspace: Workspace,
     *,
     spool_target: bool = False,
@@ -220,7 +251,8 @@ def _plan(
         flow=flow.name,
         drift_for=drift_for,
         workspace=workspace,
-        reporter=options.reporter,
+        reporter=run.reporter,
+        stop=run.stop,
         full=options.full,
         spool_target=spool_target,
         read_ahead=read_ahead,
@@ -265,16 +297,6 @@ def skip_unsyncable(
     return [name for name in names if name not in reasons]
 
 
-def _plan_first_copies_fully(plan: Plan, sides: Sides, options: SyncOptions) -> None:
-    """A `changes` backup must list the ids a first copy inserts before it writes them:
-    plan those collections by a full read instead."""
-    from syncd.engine.plan import plan_fully
-
-    for c in plan.collections:
-        if c.first_copy:
-            plan_fully(c, sides, options.reporter)
-
-
 def _record(
     memory: SyncMemory, plan: Plan, results: Sequence[CollectionResult], result: str
 ) -> None:
@@ -303,34 +325,6 @@ def _record(
         )
 
 
-def _check_protected(config: Config, flow: Flow, plan: Plan, options: SyncOptions) -> None:
-    if not config.endpoints[flow.target].protected or options.allow_protected:
-        return
-    if options.confirm is None:
-        raise ConfirmationNeeded(
-            f"'{flow.target}' is protected and this sync would write to it; confirm on a "
-            "terminal, or pass --yes (or FORCE=true) to proceed",
-            plan,
-        )
-    if not options.confirm(plan):
-        raise Refused(f"not confirmed; nothing was written to '{flow.target}'")
-
-
-def _backup_before(config: Config, plan: Plan, target: Connected) -> str | None:
-    """A failed backup means no sync: its error propagates before any write."""
-    if config.backups.before_sync == "none" or not plan.destructive:
-        return None
-    from syncd.backup import BackupError
-    from syncd.engine.prebackup import backup_before_sync
-
-    try:
-        return backup_before_sync(config, plan, target)
-    except BackupError as exc:
-        raise BackupError(
-            f"backup before sync failed, so nothing was written to '{plan.target}': {exc}"
-        ) from None
-
-
 @contextmanager
 def _space_checked(config: Config, flow: Flow) -> Iterator[None]:
     """A full disk while planning (scans and spools in the state directory): nothing was
@@ -346,21 +340,3 @@ def _space_checked(config: Config, flow: Flow) -> Iterator[None]:
             f"about the size of the collections read); nothing was written to '{flow.target}'. "
             "Free some space there and run it again"
         ) from None
-
-
-def _check_hooks(config: Config, flow: Flow) -> None:
-    if flow.after:
-        from syncd.hooks import check_hooks
-
-        check_hooks(config, flow)
-
-
-def _run_hooks(
-    config: Config, flow: Flow, target: Connected, plan: Plan, only_for: set[str] | None
-) -> list[str]:
-    if not flow.after:
-        return []
-    from syncd.hooks import run_hooks
-
-    assert plan.pair is not None  # noqa: S101
-    return run_hooks(config, flow, target, plan.pair, only_for)

@@ -9,15 +9,16 @@ inspect it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from syncd.config.model import DriftPolicy
 from syncd.engine import changes
 from syncd.engine.changes import ChangeFinder, Found, Sides
+from syncd.engine.context import Check, go_on
 from syncd.engine.progress import Reporter
 from syncd.engine.scratch import SRC, TGT, CollectionScratch, Workspace
 from syncd.engine.ttl import Rule, expired_by, expiry_rules
@@ -27,12 +28,68 @@ from syncd.mongo.source import CollectionSpec, DocumentSource
 from syncd.mongo.specs import SpecChanges, compare_specs
 from syncd.state.memory import Pair, Point
 
+if TYPE_CHECKING:
+    from pymongo.collection import Collection
+
+    from syncd.engine.apply import Applied
+    from syncd.engine.context import Check as _Check
+    from syncd.engine.verify import Tallies
+
 log = logging.getLogger("syncd.engine")
 SAMPLE_IDS = 10
 # Independent reads of a run at once: over a slow link a run costs its round trips, not
 # its collections. (mongorestore restores 4 collections at once; pymongo opens a
-# connection per concurrent request.)
-SPEC_READERS, FILLERS = 8, 4
+# connection per concurrent request: endpoints.WARM_CONNECTIONS are open from the start.)
+# SPEC_READERS per side.
+SPEC_READERS, FILLERS = 12, 4
+Chooser = Callable[[str], ChangeFinder]
+
+
+class Writing(Protocol):
+    """How a collection's plan reaches the target and is proven there, as the way its
+    changes were found decided (changes.py): from its scratch (`write.FromScratch`, the
+    default), or, for a first copy into an empty target, streamed from the source
+    (`stream.CopyFirst`). The writer, the verifier and `diff` ask it, never which it is."""
+
+    def write(
+        self,
+        plan: CollectionPlan,
+        sides: Sides,
+        progress: Callable[[int], None],
+        *,
+        bypass: bool,
+        check: _Check,
+        announce: bool,
+    ) -> Applied:
+        """Insert and replace what the plan says (its deletes are written before)."""
+        ...
+
+    def tallied(self, plan: CollectionPlan) -> bool:
+        """Whether the target's change stream after the plan is read to count its writes."""
+        ...
+
+    def mismatches(
+        self, plan: CollectionPlan, sides: Sides, tallies: Tallies, expected: int
+    ) -> int:
+        """After writing: the documents not as planned (`expected`: the planned count)."""
+        ...
+
+    def rows(
+        self, plan: CollectionPlan, source: Collection[Any], query: dict[str, Any], limit: int
+    ) -> Iterator[tuple[bytes, str, bool, str]]:
+        """(raw `_id`, op, drifted, action) of the plan's documents for `diff`: at most
+        `limit` of those `query` matches on `source`, where they are not in the scratch."""
+        ...
+
+    def listed(self, plan: CollectionPlan, sides: Sides, reporter: Reporter) -> None:
+        """Make the ids the plan inserts known before it writes (a `changes` backup)."""
+        ...
+
+
+def _from_scratch() -> Writing:
+    from syncd.engine.write import FromScratch  # write.py imports this module
+
+    return FromScratch()
 
 
 @dataclass
@@ -52,14 +109,16 @@ class CollectionPlan:
     conflict_ids: list[str] = field(default_factory=list)
     specs: SpecChanges = field(default_factory=SpecChanges)
     source_exists: bool = True
+    keep_specs: bool = False  # indexes and options left as the target has them (an undo)
     scratch: CollectionScratch | None = None
-    first_copy: bool = False  # into an empty target: streamed, not scanned (stream.py)
+    writing: Writing = field(default_factory=_from_scratch)  # how it is written, proven
     mode: str = changes.FULL  # how the changes were found (changes.FIND_MODES)
     reason: str = ""  # why both sides, or one side, were read whole
     found: dict[str, Found] = field(default_factory=dict)  # endpoint -> how its side was found
     points: dict[str, Point] = field(default_factory=dict)  # endpoint -> where read up to
     more: bool = False  # the source has more changes than this batch took (continuous)
     expiry: tuple[Rule, ...] = ()  # the target's TTL indexes: its deletes are not drift
+    target_spec: CollectionSpec | None = None  # as the plan read it (a backup keeps it)
 
     @property
     def changes(self) -> int:
@@ -171,8 +230,14 @@ def plan_collections(
     full: bool = False,
     spool_target: bool = False,
     read_ahead: bool = False,
+    stop: Check = go_on,
+    choose: Chooser | None = None,
 ) -> Plan:
     """Choose per collection how to find its changes, read them, and classify.
+
+    `stop`: the run's stop check, as a read reports progress and after each collection is
+    planned. `choose`: the way of finding each collection's changes, when not the sync's
+    own (`changes.choose`; a restore's: restore.py).
 
     `spool_target` keeps the target's documents as a full read sees them, for a full
     backup before the sync that then needs no second read of the target; `read_ahead`
@@ -191,7 +256,7 @@ def plan_collections(
         for name in names:
             plans[name] = CollectionPlan(name, drift_for(name))
             plans[name].scratch = scratches[name] = workspace.for_collection(name)
-            finders[name] = changes.choose(name, sides, full=full)
+            finders[name] = choose(name) if choose else changes.choose(name, sides, full=full)
             early[name] = pool.submit(finders[name].early, scratches[name], sides)
         try:
             changes.follow_changes(sides, finders, scratches, read_ahead=read_ahead)
@@ -205,6 +270,7 @@ def plan_collections(
         plan = plans[name]
         source_spec, target_spec = specs[SRC, name], specs[TGT, name]
         plan.expiry = expiry_rules(target_spec)
+        plan.target_spec = target_spec
         plan.source_exists = source_spec is not None
         plan.specs = compare_specs(source_spec, target_spec, sides.target.server_version())
         uuids = {SRC: _uuid(source_spec), TGT: _uuid(target_spec)}
@@ -213,7 +279,13 @@ def plan_collections(
     _say_sides_read_whole({name: finder.found(sides) for name, finder in finders.items()})
 
     def fill(name: str) -> None:
-        finders[name].fill(scratches[name], sides, reporter.counter(name, "read source"))
+        counter = reporter.counter(name, "read source")
+
+        def progress(done: int) -> None:
+            counter(done)
+            stop()
+
+        finders[name].fill(scratches[name], sides, progress)
 
     with ThreadPoolExecutor(max_workers=FILLERS, thread_name_prefix="fill") as pool:
         filled = {name: pool.submit(fill, name) for name in names}
@@ -223,6 +295,7 @@ def plan_collections(
             classify_plan(plan, sides)
             finder.describe(plan, sides)
             reporter.planned(plan)
+            stop()
     return Plan(flow, sides.source_name, sides.target_name, [plans[n] for n in names], sides.pair)
 
 
@@ -232,7 +305,7 @@ def plan_fully(plan: CollectionPlan, sides: Sides, reporter: Reporter) -> None:
     finder = changes.read_whole(plan.reason)
     finder.fill(plan.scratch, sides, reporter.counter(plan.name, "read"))
     classify_plan(plan, sides)
-    plan.first_copy = False
+    plan.writing = _from_scratch()
 
 
 def _say_sides_read_whole(found: dict[str, dict[str, Found]]) -> None:
@@ -286,15 +359,21 @@ def classify_plan(plan: CollectionPlan, sides: Sides) -> None:
 
 
 def _read_specs(sides: Sides, names: Sequence[str]) -> dict[tuple[str, str], CollectionSpec | None]:
-    """Both sides' specs of every collection, `SPEC_READERS` at a time: over a slow link
-    a listing of indexes costs a round trip, whatever the collection holds."""
-    wanted = [(which, name) for name in names for which in (SRC, TGT)]
-
-    def read(key: tuple[str, str]) -> CollectionSpec | None:
-        return read_spec(sides.side(key[0]), key[1])
-
-    with ThreadPoolExecutor(max_workers=SPEC_READERS, thread_name_prefix="spec") as pool:
-        return dict(zip(wanted, pool.map(read, wanted), strict=True))
+    """Both sides' specs of every collection, `SPEC_READERS` at a time per side: over a
+    slow link a listing of indexes costs a round trip, whatever the collection holds."""
+    with (
+        ThreadPoolExecutor(max_workers=SPEC_READERS, thread_name_prefix="spec") as src,
+        ThreadPoolExecutor(max_workers=SPEC_READERS, thread_name_prefix="spec") as tgt,
+    ):
+        version = tgt.submit(sides.target.server_version)  # for comparing the specs
+        reading = {
+            (which, name): pool.submit(read_spec, sides.side(which), name)
+            for which, pool in ((SRC, src), (TGT, tgt))
+            for name in names
+        }
+        specs = {key: done.result() for key, done in reading.items()}
+        version.result()
+        return specs
 
 
 def read_spec(source: DocumentSource, name: str) -> CollectionSpec | None:

@@ -1,8 +1,14 @@
-"""Restore a backup into an endpoint through the sync engine (a backup is a DocumentSource).
+"""Restore a backup into an endpoint: the guarded sequence (pipeline.py) with a backup for
+its source.
 
 A "full" backup makes the target's collections equal to the backup (documents, indexes,
-options). A "changes" backup undoes the sync that made it: before-images go back, the
-documents that sync inserted are deleted. Either way the target is backed up first.
+options): it is read whole, like a source on a first sync. A "changes" backup undoes the
+sync that made it: that is one more way of finding changes (`Undo`): its before-images
+are the source's version of the documents the sync replaced or deleted, the ids it
+inserted are gone from the source, and only those documents are read on the target, by
+`_id`. Either way the plan is written and verified as a sync's is, and the target is
+backed up first (its safety backup). A restore remembers nothing: its memory is thrown
+away, and the next sync of the target sees what the restore changed as the target's.
 """
 
 from __future__ import annotations
@@ -10,40 +16,43 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
 
-from bson.raw_bson import RawBSONDocument
-from pymongo import DeleteOne, ReplaceOne
-from pymongo.collection import Collection
-from pymongo.errors import BulkWriteError
-
-from syncd.backup import BackupInfo, BackupSource, apply_retention, create_backup, restore_lock
+from syncd.backup import (
+    BackupError,
+    BackupInfo,
+    BackupSource,
+    apply_retention,
+    create_backup,
+    restore_lock,
+)
 from syncd.config.model import Config
 from syncd.endpoints import Connected, open_endpoint
-from syncd.engine.changes import Sides
-from syncd.engine.plan import Plan, plan_collections
-from syncd.engine.policy import Policy, RestorePolicies
+from syncd.engine import changes
+from syncd.engine.changes import ChangeFinder, Found, Sides
+from syncd.engine.context import RunContext
+from syncd.engine.pipeline import Guard, Steps, write_guarded
+from syncd.engine.plan import CollectionPlan, Plan, plan_collections
+from syncd.engine.policy import RestorePolicies
 from syncd.engine.progress import Reporter, Silent
 from syncd.engine.render import plan_header, plan_table
-from syncd.engine.scratch import Workspace
+from syncd.engine.scan import Progress
+from syncd.engine.scratch import SRC, TGT, CollectionScratch, Workspace
 from syncd.engine.verify import VerificationFailed
-from syncd.engine.write import CollectionResult, verify_plan, write_plan
-from syncd.errors import Refused, UsageError
-from syncd.lease import write_lease
-from syncd.lease.guard import check_writes
-from syncd.mongo.fetch import batched, fetch_batches, fetch_raw
-from syncd.mongo.privileges import check_validation
-from syncd.mongo.rawbson import id_key, id_value, raw_id
+from syncd.engine.write import CollectionResult
+from syncd.errors import UsageError
+from syncd.mongo.changestream import Drained
+from syncd.mongo.rawbson import raw_id
 from syncd.mongo.retry import failing_clearly, with_retries
-from syncd.mongo.source import MongoSource
+from syncd.mongo.source import MongoSource, read_by_id
+from syncd.mongo.specs import SpecChanges
 from syncd.state.memory import Pair, SyncMemory
 
 log = logging.getLogger("syncd.restore")
-BATCH = 1000
 
 
 @dataclass
@@ -75,97 +84,195 @@ def restore_backup(
         )
     names = _selected(info, collections)
     endpoint = config.endpoints[target_name]
-    needs_confirmation = endpoint.protected and not allow_protected
-    if needs_confirmation and confirm is None:
-        raise Refused(
-            f"'{target_name}' is protected; confirm on a terminal, or pass --yes "
-            "(or FORCE=true) to restore into it"
+
+    def ask(plan: Plan) -> bool:
+        assert confirm is not None  # noqa: S101 - only given to the guard with one
+        return confirm(
+            f"{plan_header(plan)}\n{plan_table(plan)}\nRestore {info.name} ({info.kind} "
+            f"backup) into protected endpoint '{target_name}'? Its current data is backed "
+            "up first."
         )
+
     started = time.monotonic()
     target = open_endpoint(endpoint)
     try:
-        with write_lease(config, target, job=f"restore {info.name}", wait=wait):
-            with restore_lock(info), _Restore(config, info, target, names, reporter) as restore:
-                summary = restore.prepare()
-                question = (
-                    f"{summary}\nRestore {info.name} ({info.kind} backup) into protected "
-                    f"endpoint '{target_name}'? Its current data is backed up first."
-                )
-                if needs_confirmation and confirm is not None and not confirm(question):
-                    raise Refused(f"not confirmed; nothing was written to '{target_name}'")
-                result = RestoreResult(info.name, target_name, plan=restore.plan)
-                result.safety_backup = _safety_backup(config, target, names, info)
-                result.collections = restore.apply()
+        guard = Guard(
+            config,
+            target,
+            job=f"restore {info.name}",
+            wait=wait,
+            protected=endpoint.protected and not allow_protected,
+            confirm=ask if confirm is not None else None,
+            unconfirmable=(
+                f"'{target_name}' is protected; confirm on a terminal, or pass --yes "
+                "(or FORCE=true) to restore into it"
+            ),
+        )
+        guard.refuse_unconfirmable()  # a restore always writes: refused before reading
+        steps = _RestoreSteps(config, info, target, names)
+        try:
+            synced = write_guarded(guard, steps, RunContext(reporter or Silent()))
+        except VerificationFailed as exc:
+            if not exc.mismatches:
+                raise
+            raise VerificationFailed(
+                f"{exc.collection} on {exc.endpoint}: after restoring {info.name}, "
+                f"{exc.mismatches} document(s) do not read back as the backup holds them "
+                "(was it written to during the restore?); run the restore again"
+            ) from None
     finally:
         target.close()
+    result = RestoreResult(info.name, target_name, steps.safety, synced.collections, synced.plan)
     result.seconds = time.monotonic() - started
+    for c in result.collections:
+        log.info(
+            "restored",
+            extra={"collection": c.name, "restored": c.replaced + c.inserted, "deleted": c.deleted},
+        )
     return result
 
 
-class _Restore:
-    """The two kinds of restore behind one prepare/apply pair."""
+@dataclass
+class _RestoreSteps(Steps):
+    """A restore in the guarded sequence: the backup is the source, read under its restore
+    lock (retention leaves it alone meanwhile); a throw-away memory; a safety backup of the
+    target's collections first."""
 
-    def __init__(
-        self,
-        config: Config,
-        info: BackupInfo,
-        target: Connected,
-        names: list[str],
-        reporter: Reporter | None,
-    ) -> None:
-        self.config, self.info, self.target, self.names = config, info, target, names
-        self.reporter = reporter or Silent()
-        self.plan: Plan | None = None
-        self.workspace: Workspace | None = None
-        self.scratch = tempfile.TemporaryDirectory(prefix="syncd-restore-")
-        self.memory = SyncMemory(Path(self.scratch.name) / "memory.sqlite")
-        source_name = f"backup:{info.name}"
-        self.sides = Sides(
-            BackupSource(info),
-            MongoSource(target.db, target.label),
-            source_name,
-            target.name,
-            Pair.of(source_name, target.name),
-            self.memory,
-            policies=RestorePolicies(config),
-        )
+    config: Config
+    info: BackupInfo
+    target: Connected
+    names: list[str]
+    safety: str | None = None
+    workspace: Workspace = field(init=False)
 
-    def __enter__(self) -> _Restore:
-        return self
+    @contextmanager
+    def opened(self, run: RunContext) -> Iterator[Sides]:
+        source_name = f"backup:{self.info.name}"
+        with (
+            restore_lock(self.info),
+            tempfile.TemporaryDirectory(prefix="syncd-restore-") as scratch,
+            closing(SyncMemory(Path(scratch) / "memory.sqlite")) as memory,
+        ):
+            self.workspace = Workspace(self.config.state.workspace, reap=True)
+            try:
+                yield Sides(
+                    BackupSource(self.info),
+                    MongoSource(self.target.db, self.target.label),
+                    source_name,
+                    self.target.name,
+                    Pair.of(source_name, self.target.name),
+                    memory,
+                    policies=RestorePolicies(self.config),
+                )
+            finally:
+                self.workspace.close()
 
-    def __exit__(self, *exc: object) -> None:
-        if self.workspace is not None:
-            self.workspace.close()
-        self.memory.close()
-        self.scratch.cleanup()
-
-    def prepare(self) -> str:
-        """What the restore will do, in words a person can confirm."""
-        if self.info.kind == "changes":
-            lines = [
-                f"  {name}: put back {self.info.collections[name].count} document(s), "
-                f"delete {self.info.collections[name].inserted_ids} inserted by the sync"
-                for name in self.names
-            ]
-            return "\n".join([f"undo the sync recorded in {self.info.name}:", *lines])
-        self.workspace = Workspace(self.config.state.workspace, reap=True)
-        self.plan = plan_collections(
-            self.sides,
+    def plan(self, sides: Sides, run: RunContext) -> Plan:
+        assert isinstance(sides.source, BackupSource)  # noqa: S101 - `opened` made it
+        backup = sides.source
+        undo = self.info.kind == "changes"
+        return plan_collections(
+            sides,
             self.names,
             flow=f"restore {self.info.name}",
             drift_for=lambda _name: "overwrite",
             workspace=self.workspace,
-            reporter=self.reporter,
+            reporter=run.reporter,
+            stop=run.stop,
+            choose=(lambda _name: Undo(backup, self.info.name)) if undo else None,
         )
-        return f"{plan_header(self.plan)}\n{plan_table(self.plan)}"
 
-    def apply(self) -> list[CollectionResult]:
-        if self.plan is None:
-            return _undo_changes(self.info, self.target, self.names, self.sides.policy)
-        started = time.monotonic()
-        results = write_plan(self.plan, self.sides, self.reporter, announce=False)
-        verify_plan(self.plan, self.sides, results, started)
-        return results
+    def backup(self, plan: Plan, sides: Sides, run: RunContext) -> str | None:
+        """The target's collections as they are, whatever the restore writes (a full
+        backup, kept by retention while the backup restored from is in use)."""
+        backups = self.config.state.backups
+        safety = create_backup(
+            self.target.db,
+            self.target.name,
+            backups,
+            compress=self.config.backups.compress,
+            collections=self.names,
+            reason=f"before restore of {self.info.name}",
+        )
+        apply_retention(
+            backups, self.target.name, self.config.backups.keep_last, in_use={self.info.name}
+        )
+        self.safety = safety.name
+        return safety.name
+
+    def remembers(self) -> bool:
+        return False  # the memory is thrown away
+
+
+@dataclass
+class Undo:
+    """How a collection's changes are found when a `changes` backup is restored: the
+    backup's before-images are the source's documents, the ids the sync inserted are gone
+    from it, the target's version of each is read by `_id`; no other document is looked at,
+    and indexes and options are left as the target has them."""
+
+    backup: BackupSource
+    name: str
+    count: int = 0  # the target's documents before the restore
+
+    def following(self, which: str) -> bytes | None:
+        return None
+
+    def followed(self, which: str, drained: Drained) -> None:
+        return None
+
+    def lost(self, which: str, reason: str) -> ChangeFinder:
+        return self
+
+    def checked(self, sides: Sides, uuids: dict[str, bytes | None]) -> ChangeFinder:
+        return self
+
+    def early(self, scratch: CollectionScratch, sides: Sides) -> None:
+        return None
+
+    def fill(self, scratch: CollectionScratch, sides: Sides, progress: Progress) -> None:
+        name, target = scratch.name, sides.target
+        scratch.start_changes()
+        with failing_clearly("reading", name, self.backup.label), scratch.changes(SRC) as log_:
+            for done, raw in enumerate(self.backup.iter_raw(name), 1):
+                log_.put(raw)
+                if done % 1000 == 0:
+                    progress(done)
+            for doc in self.backup.inserted_ids(name):
+                log_.gone(raw_id(doc))
+        self._consistent(scratch)
+        scratch.want_all(TGT)
+        with failing_clearly("reading", name, target.label), scratch.changes(TGT) as log_:
+            count = partial(target.count, name)  # exact, before any write
+            self.count = with_retries(count, what=f"count {name} ({target.label})")
+            for keys, found in read_by_id(target, name, scratch.to_fetch(TGT)):
+                log_.fetched(keys, found)
+
+    def _consistent(self, scratch: CollectionScratch) -> None:
+        """A sync inserts only documents the target did not hold: an `_id` that is both a
+        before-image and inserted (or two before-images of one `_id`) is a backup that
+        does not record one sync, and undoing it would guess."""
+        images = self.backup.count(scratch.name)
+        if (kept := scratch.count(SRC)) < images:
+            raise BackupError(
+                f"backup {self.name}: {scratch.name}: {images - kept} document(s) are listed "
+                "both as before-images and as inserted by the sync it recorded (or twice), so "
+                "it cannot be undone exactly; nothing was written. Restore a full backup "
+                "instead (`syncd backup list`)"
+            )
+
+    def found(self, sides: Sides) -> dict[str, Found]:
+        return {
+            sides.source_name: Found(changes.WHOLE_WAY, f"the sync recorded in {self.name}"),
+            sides.target_name: Found(changes.BY_ID_WAY, f"the documents {self.name} names"),
+        }
+
+    def describe(self, plan: CollectionPlan, sides: Sides) -> None:
+        plan.mode, plan.found = changes.FULL, self.found(sides)
+        plan.reason = f"undoing the sync recorded in {self.name}"
+        plan.specs, plan.keep_specs = SpecChanges(), True
+        plan.target_count = self.count
+        plan.source_count = self.count + plan.inserts - plan.deletes
 
 
 def _selected(info: BackupInfo, collections: Sequence[str] | None) -> list[str]:
@@ -181,86 +288,4 @@ def _selected(info: BackupInfo, collections: Sequence[str] | None) -> list[str]:
     return list(collections)
 
 
-def _safety_backup(config: Config, target: Connected, names: list[str], info: BackupInfo) -> str:
-    backups = config.state.backups
-    safety = create_backup(
-        target.db,
-        target.name,
-        backups,
-        compress=config.backups.compress,
-        collections=names,
-        reason=f"before restore of {info.name}",
-    )
-    apply_retention(backups, target.name, config.backups.keep_last, in_use={info.name})
-    return safety.name
-
-
-def _undo_changes(
-    info: BackupInfo, target: Connected, names: list[str], policy: Callable[[str], Policy]
-) -> list[CollectionResult]:
-    source = BackupSource(info)
-    results = []
-    for name in names:
-        result = CollectionResult(name)
-        coll = target.db[name]
-        flush = partial(_flush, coll, bypass=policy(name).bypass_validation)
-        ops: list[Any] = []
-        with failing_clearly("restoring", name, target.label):
-            for raw in source.iter_raw(name):
-                ops.append(
-                    ReplaceOne({"_id": id_value(raw_id(raw))}, RawBSONDocument(raw), upsert=True)
-                )
-                result.replaced += 1
-                ops = flush(ops)
-            for raw in source.inserted_ids(name):
-                ops.append(DeleteOne({"_id": id_value(raw_id(raw))}))
-                result.deleted += 1
-                ops = flush(ops)
-            flush(ops, force=True)
-            mismatches = _undo_mismatches(source, coll)
-        if mismatches:
-            raise VerificationFailed(
-                f"{name} on {target.label}: after restoring {info.name}, {mismatches} "
-                "document(s) do not read back as the backup holds them (was it written to "
-                "during the restore?); run the restore again"
-            )
-        result.verified = True
-        results.append(result)
-        log.info(
-            "undone",
-            extra={"collection": name, "restored": result.replaced, "deleted": result.deleted},
-        )
-    return results
-
-
-def _undo_mismatches(source: BackupSource, coll: Collection[Any]) -> int:
-    """Read back what an undo wrote: each before-image by `_id`, byte for byte, and each
-    document the sync had inserted must be gone. How many are not so."""
-    what = f"verify {coll.name}"
-    mismatches = 0
-    for batch in batched(source.iter_raw(coll.name)):
-        found = fetch_raw(coll, [raw_id(raw) for raw in batch], what=what)
-        for raw in batch:
-            if found.get(id_key(raw_id(raw))) != raw:
-                mismatches += 1
-    for rids, found in fetch_batches(
-        coll, (raw_id(doc) for doc in source.inserted_ids(coll.name)), what=what
-    ):
-        mismatches += sum(1 for rid in rids if id_key(rid) in found)
-    return mismatches
-
-
-def _flush(coll: Any, ops: list[Any], *, bypass: bool, force: bool = False) -> list[Any]:
-    if ops and (force or len(ops) >= BATCH):
-        batch = list(ops)  # replaces and deletes by _id: a retried batch does the same
-        check_writes(coll.database)
-        try:
-            with_retries(
-                lambda: coll.bulk_write(batch, ordered=False, bypass_document_validation=bypass),
-                what=f"restore {coll.name}",
-            )
-        except BulkWriteError as exc:
-            check_validation(coll.name, exc.details)
-            raise
-        return []
-    return ops
+_UNDO_FINDS_CHANGES: type[ChangeFinder] = Undo  # checked by mypy: a ChangeFinder

@@ -24,11 +24,15 @@ from typing import Any
 from pymongo.collection import Collection
 
 from syncd.engine.apply import BATCH_BYTES, BATCH_DOCS, Applied, Progress, apply_inserts
+from syncd.engine.changes import Sides
+from syncd.engine.context import Check, go_on
 from syncd.engine.gcpause import gc_paused
-from syncd.engine.plan import CollectionPlan
+from syncd.engine.plan import CollectionPlan, Writing, plan_fully
+from syncd.engine.progress import Reporter
 from syncd.engine.scan import BATCH_ROWS, Row
 from syncd.engine.scratch import SRC, CollectionScratch
-from syncd.mongo.rawbson import digest, id_key, raw_id
+from syncd.engine.verify import Tallies, copy_mismatches
+from syncd.mongo.rawbson import digest, id_key, raw_id, split_documents
 from syncd.mongo.retry import failing_clearly, with_retries
 from syncd.mongo.source import MongoSource
 
@@ -47,18 +51,72 @@ def copy_first(
     announce: Announce | None = None,
     *,
     bypass: bool = False,
+    check: Check = go_on,
 ) -> Applied:
     """Copy the whole source collection into the empty target; the plan's source count
-    becomes the number of documents read. `announce` hears (idkey, digest) of each batch
-    before it is written, so a copy cut short is known as syncd's own writes by the next
-    run."""
+    becomes the number of documents read; `check` before each batch. `announce` hears
+    (idkey, digest) of each batch before it is written, so a copy cut short is known as
+    syncd's own writes by the next run."""
     assert plan.scratch is not None  # noqa: S101
     scratch = plan.scratch
     batches = SourceStream(source, plan.name, scratch, announce)
     with gc_paused():
-        applied = apply_inserts(coll, batches, progress, bypass=bypass)
+        applied = apply_inserts(coll, batches, progress, bypass=bypass, check=check)
     plan.source_count = scratch.count(SRC)
     return applied
+
+
+class CopyFirst:
+    """How a first copy is written (`copy_first`: the source streamed into the empty
+    target, each batch announced as intents first), proven (one read of the target back,
+    verify.py `copy_mismatches`) and listed by `diff` (its inserts are the source's
+    documents: read from the source, only as many as are shown)."""
+
+    def write(
+        self,
+        plan: CollectionPlan,
+        sides: Sides,
+        progress: Progress,
+        *,
+        bypass: bool,
+        check: Check,
+        announce: bool,
+    ) -> Applied:
+        assert isinstance(sides.source, MongoSource)  # noqa: S101 - changes.py made sure
+        recorder = None
+        if announce:
+            recorder = sides.memory.intents_recorder(sides.pair, plan.name, sides.target_name)
+        try:
+            coll = sides.target.db[plan.name]
+            return copy_first(
+                plan, sides.source, coll, progress, recorder, bypass=bypass, check=check
+            )
+        finally:
+            if recorder is not None:
+                recorder.close()
+
+    def tallied(self, plan: CollectionPlan) -> bool:
+        return False  # read back by a scan: verify.py
+
+    def mismatches(
+        self, plan: CollectionPlan, sides: Sides, tallies: Tallies, expected: int
+    ) -> int:
+        return copy_mismatches(plan, sides, tallies)
+
+    def rows(
+        self, plan: CollectionPlan, source: Collection[Any], query: dict[str, Any], limit: int
+    ) -> Iterator[tuple[bytes, str, bool, str]]:
+        """Planned without a scan: every source document is an insert."""
+        if limit <= 0:
+            return
+        with source.find_raw_batches(query, {"_id": 1}, limit=limit) as cursor:
+            for batch in cursor:
+                for raw in split_documents(batch):
+                    yield raw_id(raw), "insert", False, "apply"
+
+    def listed(self, plan: CollectionPlan, sides: Sides, reporter: Reporter) -> None:
+        """A first copy knows its inserts only as it copies: planned by a full read."""
+        plan_fully(plan, sides, reporter)
 
 
 class SourceStream:
@@ -155,3 +213,6 @@ class SourceStream:
 
 class _Stopped(Exception):
     """The writing side gave up; the reader ends quietly."""
+
+
+_COPY_WRITES: type[Writing] = CopyFirst  # checked by mypy: a plan's Writing

@@ -37,17 +37,20 @@ inserts costs a read of every insert event (on SecantusDB more than a scan: 0.47
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from concurrent.futures import Executor, Future
 from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
 
 from syncd.engine.changes import Sides
 from syncd.engine.plan import CollectionPlan, read_spec
+from syncd.engine.scratch import SRC, TGT
 from syncd.errors import SyncdError
 from syncd.mongo.changestream import HistoryLost
 from syncd.mongo.rawbson import digest, id_key, id_value, raw_id
 from syncd.mongo.retry import failing_clearly, with_retries
-from syncd.mongo.source import MongoSource, read_by_id
+from syncd.mongo.source import CollectionSpec, MongoSource, read_by_id
 from syncd.mongo.specs import compare_specs
 from syncd.state.memory import Point
 
@@ -59,7 +62,13 @@ log = logging.getLogger("syncd.engine")
 
 
 class VerificationFailed(SyncdError):
-    """After applying, the target could not be proven equal to the planned result."""
+    """After applying, the target could not be proven equal to the planned result;
+    `mismatches`: how many documents differ in `collection` on `endpoint` (0: something
+    else, such as its indexes)."""
+
+    def __init__(self, message: str, *, collection: str = "", endpoint: str = "") -> None:
+        super().__init__(message)
+        self.collection, self.endpoint, self.mismatches = collection, endpoint, 0
 
 
 @dataclass
@@ -147,8 +156,13 @@ def tally_own_writes(plans: list[CollectionPlan], sides: Sides) -> Tallies:
 
 
 def _tallied(c: CollectionPlan) -> bool:
-    if c.first_copy or c.scratch is None:
-        return False
+    return c.scratch is not None and c.writing.tallied(c)
+
+
+def touched_tallied(c: CollectionPlan) -> bool:
+    """A plan written from its scratch joins the tally when it is read back by what it
+    touched (`touched_mismatches`), not by a scan."""
+    assert c.scratch is not None  # noqa: S101
     if c.scratch.partial:
         return True
     if not c.writes:
@@ -167,12 +181,18 @@ def _tally(target: MongoSource, token: bytes, names: list[str], tallies: Tallies
     return drained.token
 
 
-def verify_collection(plan: CollectionPlan, sides: Sides, tallies: Tallies) -> bool:
+def verify_collection(
+    plan: CollectionPlan,
+    sides: Sides,
+    tallies: Tallies,
+    specs: Mapping[tuple[str, str], Future[CollectionSpec | None]] | None = None,
+) -> bool:
     """Every document the sync wrote or deleted reads back as planned and the target holds
     the planned number of documents (the module's docstring says why that proves the
     collection equal); indexes and options too. A collection the sync did not write was
     proven equal by what the plan read. Records the collection's uuid as the sync leaves
-    it (the sync may have created it)."""
+    it (the sync may have created it). `specs`: both sides' specs (SRC/TGT, name) being read
+    since the writes ended (`read_specs_after`)."""
     scratch, target = plan.scratch, sides.target
     assert scratch is not None  # noqa: S101
     if not plan.writes:
@@ -181,28 +201,27 @@ def verify_collection(plan: CollectionPlan, sides: Sides, tallies: Tallies) -> b
     # kept by an earlier sync under `deletes: false`, which a sync by change streams does
     # not look at, count as the memory says. A first copy counts what it read instead.
     expected = plan.target_count + plan.inserts - plan.deletes
-    if plan.first_copy:
-        _resume_before_scan(plan, sides, tallies)
-        mismatches = _rescan(plan, target)
-    elif not scratch.partial and scratch.touched_count() > RESCAN_SHARE * max(expected, 1):
-        mismatches = _rescan(plan, target)
-    else:
-        tally = tallies.by_name.get(plan.name)
-        mismatches = max(
-            _touched_mismatches(plan, target, tally),
-            abs(_count(plan, sides, tallies, expected) - expected),
-        )
+    mismatches = plan.writing.mismatches(plan, sides, tallies, expected)
     if mismatches:
-        raise VerificationFailed(
+        failed = VerificationFailed(
             f"{plan.name} on {target.label}: after writing, {mismatches} document(s) differ "
-            "from the source (was it written to during the sync?); run the sync again"
+            "from the source (was it written to during the sync?); run the sync again",
+            collection=plan.name,
+            endpoint=target.label,
         )
-    target_spec = read_spec(target, plan.name)
-    remaining = compare_specs(
-        read_spec(sides.source, plan.name), target_spec, target.server_version()
-    )
-    if plan.source_exists and (
-        remaining.create_indexes or remaining.drop_indexes or remaining.collmod
+        failed.mismatches = mismatches
+        raise failed
+
+    def spec(which: str) -> CollectionSpec | None:
+        reading = (specs or {}).get((which, plan.name))
+        return read_spec(sides.side(which), plan.name) if reading is None else reading.result()
+
+    target_spec = spec(TGT)
+    remaining = compare_specs(spec(SRC), target_spec, target.server_version())
+    if (
+        plan.source_exists
+        and not plan.keep_specs
+        and (remaining.create_indexes or remaining.drop_indexes or remaining.collmod)
     ):
         raise VerificationFailed(
             f"{plan.name} on {target.label}: indexes or options still differ after the sync: "
@@ -215,20 +234,59 @@ def verify_collection(plan: CollectionPlan, sides: Sides, tallies: Tallies) -> b
     return True
 
 
-def _rescan(plan: CollectionPlan, target: MongoSource) -> int:
-    """Read the whole target collection back: documents not as planned (missing, extra or
-    different).
+def read_specs_after(
+    pool: Executor, sides: Sides, names: list[str]
+) -> dict[tuple[str, str], Future[CollectionSpec | None]]:
+    """Both sides' specs of `names` as the writes left them, read in `pool` while the
+    target's stream is (they need nothing of it): the target's listing first, once."""
+    sides.target.forget_listing()  # as the writes left it
+    listed = pool.submit(sides.target.listing)
 
-    A first copy reads back, on a server that returns a new collection in the order it was
-    inserted, the documents in the order the source gave them: each is then compared with
-    the digest at its place in the copy's read (`CollectionScratch.read_back_in_order`),
-    with no table to fill. Only when that fails (another order, or a difference) is the
-    collection read again into a table and compared document by document, by `_id`."""
+    def read(which: str, name: str) -> CollectionSpec | None:
+        if which == TGT:
+            listed.result()
+        return read_spec(sides.side(which), name)
+
+    return {(w, n): pool.submit(read, w, n) for n in names for w in (SRC, TGT)}
+
+
+def touched_mismatches(plan: CollectionPlan, sides: Sides, tallies: Tallies, expected: int) -> int:
+    """A plan written from its scratch: what it wrote or deleted, read back (or the whole
+    collection, when it touched a large share of it), and the target's count."""
+    scratch, target = plan.scratch, sides.target
+    assert scratch is not None  # noqa: S101
+    if not scratch.partial and scratch.touched_count() > RESCAN_SHARE * max(expected, 1):
+        return _rescan(plan, target)
+    tally = tallies.by_name.get(plan.name)
+    return max(
+        _touched_mismatches(plan, target, tally),
+        abs(_count(plan, sides, tallies, expected) - expected),
+    )
+
+
+def copy_mismatches(plan: CollectionPlan, sides: Sides, tallies: Tallies) -> int:
+    """A first copy: the target's stream position taken, then the whole collection read
+    back (the module's docstring says why).
+
+    On a server that returns a new collection in the order it was inserted, the documents
+    read back in the order the source gave them: each is then compared with the digest at
+    its place in the copy's read (`CollectionScratch.read_back_in_order`), with no table to
+    fill. Only when that fails (another order, or a difference) is the collection read again into a
+    table and compared document by document, by `_id`."""
     assert plan.scratch is not None  # noqa: S101
-    if plan.first_copy and not plan.scratch.kept_keys():
+    target = sides.target
+    _resume_before_scan(plan, sides, tallies)
+    if not plan.scratch.kept_keys():
         check = partial(plan.scratch.read_back_in_order, target)
         if with_retries(check, what=f"verify {plan.name} ({target.label})"):
             return 0
+    return _rescan(plan, target)
+
+
+def _rescan(plan: CollectionPlan, target: MongoSource) -> int:
+    """Read the whole target collection back: documents not as planned (missing, extra or
+    different)."""
+    assert plan.scratch is not None  # noqa: S101
     scan = partial(plan.scratch.read_back, target)
     with_retries(scan, what=f"verify {plan.name} ({target.label})")
     return plan.scratch.rescan_mismatches()

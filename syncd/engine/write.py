@@ -7,21 +7,31 @@ writes, so no file document points at missing chunks.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
+from typing import Any
+
+from pymongo.collection import Collection
 
 from syncd.config.model import GRIDFS_PAIRS
 from syncd.engine import apply as applying
-from syncd.engine import stream as streaming
+from syncd.engine import verify as verifying
+from syncd.engine.apply import Applied, Progress
 from syncd.engine.changes import Sides
-from syncd.engine.plan import CollectionPlan, Plan
+from syncd.engine.context import Check, RunContext
+from syncd.engine.plan import SPEC_READERS, CollectionPlan, Plan, Writing
 from syncd.engine.progress import Reporter
 from syncd.engine.scratch import CollectionScratch
-from syncd.engine.verify import advance_target, tally_own_writes, verify_collection
+from syncd.engine.verify import (
+    Tallies,
+    advance_target,
+    read_specs_after,
+    tally_own_writes,
+    verify_collection,
+)
 from syncd.mongo.retry import failing_clearly
-from syncd.mongo.source import MongoSource
 
 
 @dataclass
@@ -83,9 +93,10 @@ WRITERS = 4  # collections written at once
 
 
 def write_plan(
-    plan: Plan, sides: Sides, reporter: Reporter, *, announce: bool = True
+    plan: Plan, sides: Sides, run: RunContext, *, announce: bool = True
 ) -> list[CollectionResult]:
-    """Apply every collection's plan; `announce` first copies' batches as intents."""
+    """Apply every collection's plan, `run`'s checks before each batch; `announce` first
+    copies' batches as intents."""
     target = sides.target
     results = {c.name: CollectionResult(c.name, kept=c.kept, mode=c.mode) for c in plan.collections}
     by_name = {c.name: c for c in plan.collections}
@@ -96,30 +107,19 @@ def write_plan(
         scratch = _scratch(by_name[name])
         with failing_clearly("writing", name, target.label):
             with closing(scratch.delete_ids()) as ids:
-                results[name].deleted = applying.apply_deletes(target.db[name], ids)
+                check = run.before_batch(name)
+                results[name].deleted = applying.apply_deletes(target.db[name], ids, check)
             with closing(scratch.retyped_ids()) as ids:
-                applying.remove_retyped(target.db[name], ids)
+                applying.remove_retyped(target.db[name], ids, check)
 
     def write(name: str) -> None:
         c = by_name[name]
-        progress = reporter.counter(name, "write", total=c.inserts + c.replaces)
-        bypass = sides.policy(name).bypass_validation
+        progress = run.reporter.counter(name, "write", total=c.inserts + c.replaces)
+        bypass, check = sides.policy(name).bypass_validation, run.before_batch(name)
         with failing_clearly("writing", name, target.label):
-            if c.first_copy:
-                assert isinstance(sides.source, MongoSource)  # noqa: S101 - plan.py made sure
-                recorder = None
-                if announce:
-                    recorder = sides.memory.intents_recorder(sides.pair, name, sides.target_name)
-                try:
-                    done = streaming.copy_first(
-                        c, sides.source, target.db[name], progress, recorder, bypass=bypass
-                    )
-                finally:
-                    if recorder is not None:
-                        recorder.close()
-            else:
-                with closing(_scratch(c).writes()) as writes:
-                    done = applying.apply_writes(target.db[name], writes, progress, bypass=bypass)
+            done = c.writing.write(
+                c, sides, progress, bypass=bypass, check=check, announce=announce
+            )
         results[name].inserted, results[name].replaced = done.inserted, done.replaced
 
     # Collections at once (mongorestore's 4: a first copy is round trips over a slow link);
@@ -137,14 +137,16 @@ def write_plan(
 
 
 def verify_plan(plan: Plan, sides: Sides, results: list[CollectionResult], started: float) -> None:
-    sides.target.forget_listing()  # as the writes left it
-    tallies = tally_own_writes(plan.collections, sides)
+    written = [c.name for c in plan.collections if c.writes]
     by_name = {r.name: r for r in results}
-    for c in plan.collections:
-        with failing_clearly("verifying", c.name, sides.target.label):
-            by_name[c.name].verified = verify_collection(c, sides, tallies)
-        advance_target(c, sides, tallies)
-        by_name[c.name].seconds = time.monotonic() - started
+    with ThreadPoolExecutor(max_workers=SPEC_READERS, thread_name_prefix="verify") as pool:
+        specs = read_specs_after(pool, sides, written)
+        tallies = tally_own_writes(plan.collections, sides)
+        for c in plan.collections:
+            with failing_clearly("verifying", c.name, sides.target.label):
+                by_name[c.name].verified = verify_collection(c, sides, tallies, specs)
+            advance_target(c, sides, tallies)
+            by_name[c.name].seconds = time.monotonic() - started
 
 
 def remember_plan(plan: Plan, sides: Sides) -> None:
@@ -169,6 +171,50 @@ def remember_plan(plan: Plan, sides: Sides) -> None:
             )
 
 
+class FromScratch:
+    """A plan written from its scratch: the replaces and inserts its spool holds (the
+    deletes are written before, for every plan), proven by reading back what it touched,
+    or the whole collection when that is cheaper (verify.py)."""
+
+    def write(
+        self,
+        plan: CollectionPlan,
+        sides: Sides,
+        progress: Progress,
+        *,
+        bypass: bool,
+        check: Check,
+        announce: bool,
+    ) -> Applied:
+        with closing(_scratch(plan).writes()) as writes:
+            coll = sides.target.db[plan.name]
+            return applying.apply_writes(coll, writes, progress, bypass=bypass, check=check)
+
+    def tallied(self, plan: CollectionPlan) -> bool:
+        return verifying.touched_tallied(plan)
+
+    def mismatches(
+        self, plan: CollectionPlan, sides: Sides, tallies: Tallies, expected: int
+    ) -> int:
+        return verifying.touched_mismatches(plan, sides, tallies, expected)
+
+    def rows(
+        self, plan: CollectionPlan, source: Collection[Any], query: dict[str, Any], limit: int
+    ) -> Iterator[tuple[bytes, str, bool, str]]:
+        """Drifted ones first, then by `_id`, from the scratch (which owns them)."""
+        if plan.scratch is None or not plan.scratch.planned():
+            return
+        with closing(plan.scratch.rows()) as rows:
+            for _key, rid, op, drifted, action in rows:
+                yield bytes(rid), str(op), bool(drifted), str(action)
+
+    def listed(self, plan: CollectionPlan, sides: Sides, reporter: Reporter) -> None:
+        return None  # the scratch lists them
+
+
 def _scratch(c: CollectionPlan) -> CollectionScratch:
     assert c.scratch is not None  # noqa: S101 - set by plan_collections
     return c.scratch
+
+
+_SCRATCH_WRITES: type[Writing] = FromScratch  # checked by mypy: a plan's Writing

@@ -9,7 +9,7 @@ Two layers, taken in this order and given back in reverse:
 
 `write_lease` is the one entry point: manual runs wait (saying who they wait for) or,
 with `wait=False`, raise `LeaseBusy`; a run whose database lease is lost stops before its
-next batch (`guard.check_writes`, called by the engine where it writes).
+next batch (the `WriteLease.check` it yields is the run's lease check: engine/context.py).
 """
 
 from __future__ import annotations

@@ -38,7 +38,6 @@ from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from syncd import pause
 from syncd.errors import SyncdError, UsageError
-from syncd.lease.guard import register, unregister
 from syncd.lease.holder import Holder, LeaseBusy, utc_text
 from syncd.mongo import server
 from syncd.mongo.retry import UNAUTHORIZED_CODES, is_transient, server_reason, with_retries
@@ -141,7 +140,6 @@ class DatabaseLease:
             target=self._renew_loop, name=f"lease-{self.endpoint}", daemon=True
         )
         self._renewer.start()
-        register(self.db, self.check)
         _held.add(self)
         pause.point("lease.taken")
 
@@ -260,7 +258,6 @@ class DatabaseLease:
     def release(self) -> None:
         """Delete the lease document if it is still this run's; never raises."""
         self._stop.set()
-        unregister(self.db, self.check)
         _held.discard(self)
         if self._renewer is not None and self._renewer is not threading.current_thread():
             self._renewer.join(timeout=RELEASE_SECONDS)
