@@ -1,14 +1,16 @@
 """Run one `syncd` command with the process CPU (user+sys, every thread) taken around each
-phase of a sync (`flow._sync`'s steps), written as JSON to a file (issue 24's profile).
+phase of a sync (flow.py's steps, pipeline.py's writes), written as JSON to a file (issue
+24's profile).
 
 As a `cpu_bench.py` wrapper, one file per step:
 
     SYNCD_BENCH_WRAP=".venv/bin/python bench/phase_cpu.py /tmp/phases/{step}.json" \\
         .venv/bin/python bench/cpu_bench.py --steps first,full,incremental
 
-Keys: `imports` (start-up up to the engine's modules), one per phase (seconds, summed
-over collections and calls), `total` (the process's CPU at exit). A phase's threads (a
-first copy's reader, the plan's fillers) count in the phase they run in.
+Keys: `imports` (start-up up to the engine's modules), one per phase (seconds, summed over
+collections and calls; `backup`: the backup before writing), `total` (the process's CPU at
+exit). A phase's threads (a first copy's reader, the plan's fillers) count in the phase
+they run in.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-PHASES = ["_sides", "_plan", "_backup_before", "record_intents", "write_plan", "verify_plan"]
-PHASES += ["remember_plan", "_record"]
+# (module, function) of each phase, where a sync's steps call it from
+PHASES = [("flow", "_sides"), ("flow", "_plan"), ("steps", "backup"), ("flow", "_record")]
+PHASES += [("pipeline", n) for n in ("record_intents", "write_plan", "verify_plan")]
+PHASES += [("pipeline", "remember_plan")]
 
 
 def cpu() -> float:
@@ -36,6 +40,7 @@ def main() -> None:
     sys.argv = sys.argv[2:]
     started = cpu()
     import syncd.engine.flow as flow  # noqa: PLC0415 - timed as start-up
+    import syncd.engine.pipeline as pipeline  # noqa: PLC0415
 
     marks: dict[str, float] = {"imports": cpu() - started}
 
@@ -49,8 +54,9 @@ def main() -> None:
 
         return run
 
-    for name in PHASES:
-        setattr(flow, name, timed(name, getattr(flow, name)))
+    owners: dict[str, Any] = {"flow": flow, "pipeline": pipeline, "steps": flow._SyncSteps}  # noqa: SLF001
+    for owner, name in PHASES:
+        setattr(owners[owner], name, timed(name, getattr(owners[owner], name)))
 
     def dump() -> None:
         marks["total"] = cpu()
