@@ -1,6 +1,7 @@
 """Production far away: syncd against a production behind an 80 ms link (issue 23).
 
 Usage: bench/far.py [--delay 0.040] [--idle 60] [--local standalone,replset] [--log DIR]
+                    [--trace DIR]
 
 Starts two SecantusDB servers per local topology (production a one-node replica set; the
 local a standalone, or a one-node replica set), loads the Valkyria-shaped data set into
@@ -18,7 +19,8 @@ process. Measured, per local topology:
   from production in `--idle` seconds with nothing written (scaled to a minute), and for
   one changed document.
 
-Wall times are also given in round trips of the link (wall / (2 x delay)).
+Wall times are also given in round trips of the link (wall / (2 x delay)). `--trace DIR`
+writes, per step, every message that crossed the proxy (when, connection, command).
 """
 
 from __future__ import annotations
@@ -112,10 +114,22 @@ class Row:
         self.step, self.wall, self.requests, self.down, self.note = step, wall, requests, down, note
 
 
+# syncd's own modules compiled once, as an installed syncd has them (pip compiles them at
+# install; this checkout is installed editable, and PYTHONDONTWRITEBYTECODE may be set):
+# without, every command compiles ~50 modules first, ~0.2 s of its wall time.
+PYC = Path(tempfile.mkdtemp(prefix="far-pyc-"))
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+ENV["PYTHONPYCACHEPREFIX"] = str(PYC)
+
+
 def syncd(cfg: Path, *args: str, log: Path | None = None) -> float:
     started = time.monotonic()
     done = subprocess.run(  # noqa: S603
-        [str(BIN / "syncd"), "-c", str(cfg), *args], capture_output=True, text=True, check=False
+        [str(BIN / "syncd"), "-c", str(cfg), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=ENV,
     )
     wall = time.monotonic() - started
     if log is not None:
@@ -126,11 +140,31 @@ def syncd(cfg: Path, *args: str, log: Path | None = None) -> float:
     return wall
 
 
+TRACES: Path | None = None  # --trace: each step's messages, one file per topology and step
+KIND = ""  # the local topology being measured
+
+
 def measured(proxy: DelayProxy, step: str, run: Any, note: str = "") -> Row:
     proxy.reset()
+    proxy.take_trace()
+    started = time.time()
     wall = run()
     counts = proxy.reset()
+    if TRACES is not None:
+        name = step.replace(" ", "-").replace("|", "")
+        write_trace(TRACES / f"{KIND}-{name}.trace", proxy, started)
     return Row(step, wall, counts.requests, counts.bytes_down, note)
+
+
+def write_trace(path: Path, proxy: DelayProxy, started: float) -> None:
+    """One line per wire message: seconds since the step began (as it reached the proxy),
+    the connection, > a request (its command) or < a reply, its length."""
+    with path.open("a", encoding="utf-8") as out:
+        for m in proxy.take_trace():
+            out.write(
+                f"{m.at - started:8.3f} c{m.connection:<3} {'>' if m.up else '<'} "
+                f"{m.length:8d} {m.command}\n"
+            )
 
 
 def dump_restore(production: str, local: str) -> tuple[float, str]:
@@ -194,7 +228,7 @@ def change(uri: str, coll: str, key: dict[str, Any], value: str) -> None:
 def daemon(cfg: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     out = log.open("ab")
     proc = subprocess.Popen(  # noqa: S603
-        [str(BIN / "syncd"), "-c", str(cfg), "run"], stdout=out, stderr=subprocess.STDOUT
+        [str(BIN / "syncd"), "-c", str(cfg), "run"], stdout=out, stderr=subprocess.STDOUT, env=ENV
     )
     try:
         yield proc
@@ -216,6 +250,8 @@ def wait_for(check: Any, timeout: float = 120) -> None:
 
 
 def run_topology(local_kind: str, args: argparse.Namespace, logdir: Path) -> tuple[list[Row], int]:
+    global KIND  # noqa: PLW0603
+    KIND = local_kind
     tmp = Path(tempfile.mkdtemp(prefix=f"far-{local_kind}-"))
     procs = []
     try:
@@ -226,7 +262,10 @@ def run_topology(local_kind: str, args: argparse.Namespace, logdir: Path) -> tup
         procs.append(p2)
         size = load(production)
         with DelayProxy(
-            "127.0.0.1", int(production.split(":")[2].split("/")[0]), delay=args.delay
+            "127.0.0.1",
+            int(production.split(":")[2].split("/")[0]),
+            delay=args.delay,
+            trace=TRACES is not None,
         ) as proxy:
             far = proxy.uri_for()
             log = logdir / f"far-{local_kind}.log"
@@ -353,13 +392,19 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=10.0, help="seconds before the idle one")
     parser.add_argument("--local", default="standalone,replset")
     parser.add_argument("--log", type=Path, default=None, help="keep syncd's logs here")
+    parser.add_argument("--trace", type=Path, default=None, help="each step's messages, here")
     args = parser.parse_args()
+    global TRACES  # noqa: PLW0603 - the measuring helpers' one setting
+    if args.trace is not None:
+        TRACES = args.trace
+        TRACES.mkdir(parents=True, exist_ok=True)
     logdir = args.log or Path(tempfile.mkdtemp(prefix="far-logs-"))
     logdir.mkdir(parents=True, exist_ok=True)
     results = {kind: run_topology(kind, args, logdir) for kind in args.local.split(",")}
     for kind, (rows, size) in results.items():
         print_table(kind, rows, size, args.delay)
     print(f"\nsyncd's logs: {logdir}")
+    shutil.rmtree(PYC, ignore_errors=True)
     return 0
 
 

@@ -19,6 +19,8 @@ from pymongo.errors import ConfigurationError, InvalidURI, PyMongoError
 from syncd.config.model import Endpoint
 from syncd.config.secrets import redact, resolve, uri_database, uri_hosts
 from syncd.errors import EndpointUnreachable, Refused, SecretError, SyncdError
+from syncd.mongo import changestream
+from syncd.mongo.source import SharedReads
 from syncd.primary_reads import on_primary
 from syncd.unreachable import diagnose, is_dns_failure
 
@@ -55,6 +57,8 @@ class Connected:
     db: Database[Any]
     hosts: tuple[str, ...]
     safe_uri: str = ""  # the URI with its credentials redacted
+    # reads shared by the sides of one command that writes nothing (status: every flow)
+    shared: SharedReads | None = None
 
     @property
     def name(self) -> str:
@@ -77,6 +81,7 @@ class Connected:
         return str(info.get("version", "unknown"))
 
     def close(self) -> None:
+        changestream.wait_closed()  # streams closed in the background (their killCursors)
         self.client.close()
 
 
@@ -113,9 +118,19 @@ def open_endpoint(endpoint: Endpoint, *, check: bool = True) -> Connected:
     return connected
 
 
+# Connections opened with the check, at once: a run's independent reads (the specs of every
+# collection, plan.SPEC_READERS at a time, the stream reads) then find them in the pool
+# instead of each opening its own first (a round trip of the handshake, more with TLS).
+WARM_CONNECTIONS = 14
+
+
 def _ping(connected: Connected) -> None:
+    """One `ping` per warmed connection, all at once: the check costs the round trips of one."""
+    admin = connected.client.admin
     try:
-        connected.client.admin.command("ping")
+        with ThreadPoolExecutor(WARM_CONNECTIONS, thread_name_prefix="syncd-warm") as pool:
+            for _ in pool.map(lambda _: admin.command("ping"), range(WARM_CONNECTIONS)):
+                pass
     except PyMongoError as exc:
         why = diagnose(connected.endpoint, connected.safe_uri, exc, connected.client)
         raise EndpointUnreachable(why.line) from None
@@ -188,6 +203,7 @@ class Reached:
         self.failures: dict[str, SyncdError] = {}
         for endpoint, result in zip(wanted, open_all(wanted), strict=True):
             if isinstance(result, Connected):
+                result.shared = SharedReads()  # `status` only: it writes nothing
                 self.connected[endpoint.name] = result
             else:
                 self.failures[endpoint.name] = result

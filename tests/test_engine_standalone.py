@@ -194,3 +194,56 @@ def test_a_no_op_pull_into_a_standalone_reads_no_whole_collection_through_the_li
     assert copied.bytes_down > size  # the first pull read production whole, through the proxy
     assert counted.bytes_down < 0.05 * size, counted
     assert counted.requests > 0
+
+
+def _through_proxy(pair: Pair, proxy: DelayProxy) -> Pair:
+    host, port = pair.production.client.address or ("127.0.0.1", 0)
+    far = pair.production_uri.replace(f"{host}:{port}", f"127.0.0.1:{proxy.port}")
+    pair = dataclasses.replace(pair, production_uri=far)
+    pair.configure(hook=False, collections=RULES, before_sync="changes")
+    return pair
+
+
+def test_status_reads_each_listing_and_spec_of_production_once_for_all_its_flows(
+    standalone_local: tuple[Pair, MongoServer], capsys: Capsys
+) -> None:
+    """`status` plans both flows at once; what they would each read of production (its
+    listing, each collection's indexes, a resume point) is read once for both."""
+    pair, _ = standalone_local
+    seed(pair.production)
+    host, port = pair.production.client.address or ("127.0.0.1", 0)
+    with DelayProxy(host, port, delay=0.0, trace=True) as proxy:
+        pair = _through_proxy(pair, proxy)
+        assert syncd(capsys, pair.config, *PULL).code == 0
+        proxy.take_trace()
+        status = syncd(capsys, pair.config, "status")
+        sent = [m.command for m in proxy.take_trace() if m.up]
+
+    assert status.code == 0, status.err
+    assert "from_production" in status.out and "to_production" in status.out
+    assert sent.count("listCollections") == 1, sent
+    assert sent.count("listIndexes") == 2, sent  # contracts, people: once each
+    # one resume point taken, and each flow's read of production's stream
+    assert sent.count("aggregate") == 3, sent
+
+
+def test_a_pull_reads_production_s_stream_up_to_where_the_run_began_without_asking_the_time(
+    standalone_local: tuple[Pair, MongoServer], capsys: Capsys
+) -> None:
+    """The stream is read up to the point the run took first: no `ping` for a fence once
+    the run has its resume point (over a slow link, a round trip saved)."""
+    pair, _ = standalone_local
+    seed(pair.production)
+    host, port = pair.production.client.address or ("127.0.0.1", 0)
+    with DelayProxy(host, port, delay=0.0, trace=True) as proxy:
+        pair = _through_proxy(pair, proxy)
+        assert syncd(capsys, pair.config, *PULL).code == 0
+        pair.production.contracts.update_one({"_id": 3}, {"$set": {"status": "signed"}})
+        proxy.take_trace()
+        pulled = syncd(capsys, pair.config, *PULL)
+        sent = [m.command for m in proxy.take_trace() if m.up]
+
+    assert pulled.code == 0, pulled.err
+    assert pair.local.contracts.find_one({"_id": 3})["status"] == "signed"
+    first_stream = sent.index("aggregate")
+    assert "ping" not in sent[first_stream:], sent

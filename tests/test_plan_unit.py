@@ -68,6 +68,7 @@ class MemorySource:
         limit: int | None = None,
         *,
         budgets: object = None,
+        fence: object = None,
     ) -> object:
         raise NotImplementedError
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import bson.errors
+from bson.timestamp import Timestamp
 
 from syncd.backup.errors import BackupError
 from syncd.backup.fsio import FileStream
@@ -261,6 +262,7 @@ class BackupSource:
         limit: int | None = None,
         *,
         budgets: Mapping[str, int] | None = None,
+        fence: Timestamp | None = None,
     ) -> Drained:
         raise BackupError(f"{self.label} has no change stream")
 

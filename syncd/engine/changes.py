@@ -31,8 +31,8 @@ Callers never ask which finder they hold: `choose` makes the choice, in one plac
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
@@ -560,6 +560,10 @@ def _empty(target: MongoSource, name: str) -> bool:
     return with_retries(find, what=f"read {name} ({target.label})") is None
 
 
+STARTERS = 4  # scratches made ready for candidates at once (SQLite files: disk, not CPU)
+STREAMS = 8  # reads of one side's stream at once (one per resume point)
+
+
 def follow_changes(
     sides: Sides,
     finders: dict[str, ChangeFinder],
@@ -574,20 +578,63 @@ def follow_changes(
     `read_ahead`: the target's version of each document the source's stream names is read
     meanwhile, for the before-images of a `changes` backup (prefetch.py)."""
     streamed = [n for n, f in finders.items() if any(f.following(w) for w in (SRC, TGT))]
-    for name in streamed:
-        scratches[name].start_changes()
     budgets = {w: {n: _budget(sides, n, sides.endpoint(w)) for n in streamed} for w in (SRC, TGT)}
     ahead = None
     if read_ahead and streamed:
         dirs = {n: scratches[n].work_dir for n in streamed}
         ahead = Prefetcher(sides.target.db, dirs, budgets[SRC])
+    # The scratches are made ready for candidates while the first stream opens (a round
+    # trip away): an event waits for its collection's (`_logs`), not the stream's request.
     try:
-        for which in (SRC, TGT):
-            for token, names in _by_token(finders, which).items():
-                _read_stream(sides, which, token, names, finders, scratches, budgets[which], ahead)
+        with ThreadPoolExecutor(max_workers=STARTERS, thread_name_prefix="start") as pool:
+            starting = {name: pool.submit(scratches[name].start_changes) for name in streamed}
+            for which in (SRC, TGT):
+                _read_streams(sides, which, finders, scratches, budgets[which], ahead, starting)
+                if ahead is not None and which == SRC:
+                    ahead.read_now()  # while the target's stream is read
+            for done in starting.values():
+                done.result()
     finally:
         if ahead is not None:
             ahead.close()
+
+
+def _read_streams(
+    sides: Sides,
+    which: str,
+    finders: dict[str, ChangeFinder],
+    scratches: dict[str, CollectionScratch],
+    budgets: dict[str, int],
+    ahead: Prefetcher | None,
+    starting: Mapping[str, Future[None]],
+) -> None:
+    """One side's stream, read once per resume point, `STREAMS` at a time: collections
+    whose points differ (synced apart, with -C or another flow) each cost a read, which
+    over a slow link is round trips. Each read writes only its own collections' scratches
+    and finders."""
+    groups = _by_token(finders, which)
+    if len(groups) <= 1:
+        for token, names in groups.items():
+            _read_stream(sides, which, token, names, finders, scratches, budgets, ahead, starting)
+        return
+    with ThreadPoolExecutor(max_workers=STREAMS, thread_name_prefix="stream") as pool:
+        reads = [
+            pool.submit(
+                _read_stream,
+                sides,
+                which,
+                token,
+                names,
+                finders,
+                scratches,
+                budgets,
+                ahead,
+                starting,
+            )
+            for token, names in groups.items()
+        ]
+        for read in reads:
+            read.result()
 
 
 def _by_token(finders: dict[str, ChangeFinder], which: str) -> dict[bytes, list[str]]:
@@ -607,9 +654,12 @@ def _read_stream(
     scratches: dict[str, CollectionScratch],
     budgets: dict[str, int],
     ahead: Prefetcher | None = None,
+    starting: Mapping[str, Future[None]] | None = None,
 ) -> None:
     side = sides.side(which)
     endpoint = sides.endpoint(which)
+    # up to where the run's stream state stood (taken first): no round trip for a fence
+    fence = changestream.point_time(sides.now.get(which))
 
     attempts = 0
 
@@ -617,13 +667,15 @@ def _read_stream(
         nonlocal attempts
         attempts += 1
         for name in names if attempts > 1 else ():  # a retry reads again from the start
+            if starting is not None:
+                starting[name].result()
             scratches[name].restart_side(which)
         limit = sides.limit if which == SRC else None
-        with _logs(scratches, names, which) as logs:
+        with _logs(scratches, names, which, starting) as logs:
             route: Router = logs.get
             if ahead is not None and which == SRC:
                 route = _reading_ahead(logs.get, ahead)
-            return side.read_changes(token, names, route, limit, budgets=budgets)
+            return side.read_changes(token, names, route, limit, budgets=budgets, fence=fence)
 
     try:
         with failing_clearly("reading changes of", ", ".join(names), side.label):
@@ -685,15 +737,22 @@ class _logs:
     with nothing new opens none), all closed together."""
 
     def __init__(
-        self, scratches: dict[str, CollectionScratch], names: Sequence[str], which: str
+        self,
+        scratches: dict[str, CollectionScratch],
+        names: Sequence[str],
+        which: str,
+        starting: Mapping[str, Future[None]] | None = None,
     ) -> None:
         self.scratches, self.names, self.which = scratches, set(names), which
+        self.starting = starting  # each scratch made ready for candidates (`start_changes`)
         self.logs: dict[str, ChangeLog] = {}
 
     def get(self, name: str) -> ChangeLog | None:
         if name not in self.names:
             return None
         if name not in self.logs:
+            if self.starting is not None:
+                self.starting[name].result()
             self.logs[name] = self.scratches[name].changes(self.which)
         return self.logs[name]
 

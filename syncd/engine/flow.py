@@ -209,8 +209,8 @@ def _sides(
         log.warning(message, extra={"pair": pair.names})
     policies = Policies(config)
     return Sides(
-        MongoSource(source.db, source.label, views=policies.reads(SRC)),
-        MongoSource(target.db, target.label, views=policies.reads(TGT)),
+        MongoSource(source.db, source.label, views=policies.reads(SRC), shared=source.shared),
+        MongoSource(target.db, target.label, views=policies.reads(TGT), shared=target.shared),
         source.name,
         target.name,
         pair,

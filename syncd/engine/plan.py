@@ -39,8 +39,9 @@ log = logging.getLogger("syncd.engine")
 SAMPLE_IDS = 10
 # Independent reads of a run at once: over a slow link a run costs its round trips, not
 # its collections. (mongorestore restores 4 collections at once; pymongo opens a
-# connection per concurrent request.)
-SPEC_READERS, FILLERS = 8, 4
+# connection per concurrent request: endpoints.WARM_CONNECTIONS are open from the start.)
+# SPEC_READERS per side.
+SPEC_READERS, FILLERS = 12, 4
 Chooser = Callable[[str], ChangeFinder]
 
 
@@ -117,6 +118,7 @@ class CollectionPlan:
     points: dict[str, Point] = field(default_factory=dict)  # endpoint -> where read up to
     more: bool = False  # the source has more changes than this batch took (continuous)
     expiry: tuple[Rule, ...] = ()  # the target's TTL indexes: its deletes are not drift
+    target_spec: CollectionSpec | None = None  # as the plan read it (a backup keeps it)
 
     @property
     def changes(self) -> int:
@@ -268,6 +270,7 @@ def plan_collections(
         plan = plans[name]
         source_spec, target_spec = specs[SRC, name], specs[TGT, name]
         plan.expiry = expiry_rules(target_spec)
+        plan.target_spec = target_spec
         plan.source_exists = source_spec is not None
         plan.specs = compare_specs(source_spec, target_spec, sides.target.server_version())
         uuids = {SRC: _uuid(source_spec), TGT: _uuid(target_spec)}
@@ -356,15 +359,21 @@ def classify_plan(plan: CollectionPlan, sides: Sides) -> None:
 
 
 def _read_specs(sides: Sides, names: Sequence[str]) -> dict[tuple[str, str], CollectionSpec | None]:
-    """Both sides' specs of every collection, `SPEC_READERS` at a time: over a slow link
-    a listing of indexes costs a round trip, whatever the collection holds."""
-    wanted = [(which, name) for name in names for which in (SRC, TGT)]
-
-    def read(key: tuple[str, str]) -> CollectionSpec | None:
-        return read_spec(sides.side(key[0]), key[1])
-
-    with ThreadPoolExecutor(max_workers=SPEC_READERS, thread_name_prefix="spec") as pool:
-        return dict(zip(wanted, pool.map(read, wanted), strict=True))
+    """Both sides' specs of every collection, `SPEC_READERS` at a time per side: over a
+    slow link a listing of indexes costs a round trip, whatever the collection holds."""
+    with (
+        ThreadPoolExecutor(max_workers=SPEC_READERS, thread_name_prefix="spec") as src,
+        ThreadPoolExecutor(max_workers=SPEC_READERS, thread_name_prefix="spec") as tgt,
+    ):
+        version = tgt.submit(sides.target.server_version)  # for comparing the specs
+        reading = {
+            (which, name): pool.submit(read_spec, sides.side(which), name)
+            for which, pool in ((SRC, src), (TGT, tgt))
+            for name in names
+        }
+        specs = {key: done.result() for key, done in reading.items()}
+        version.result()
+        return specs
 
 
 def read_spec(source: DocumentSource, name: str) -> CollectionSpec | None:

@@ -71,7 +71,10 @@ def _changes_backup(
     ) as writer:
         for plan in changed:
             assert plan.scratch is not None  # noqa: S101
-            spec = source.collection_spec(plan.name) or CollectionSpec(plan.name)
+            # as the plan read it, under the lease (read now where the plan has none)
+            spec = (
+                plan.target_spec or source.collection_spec(plan.name) or CollectionSpec(plan.name)
+            )
             writer.write_collection(spec, _before_images(source, plan.name, plan.scratch))
             with closing(plan.scratch.insert_ids()) as rids:
                 writer.write_inserted_ids(plan.name, (id_document(rid) for rid in rids))

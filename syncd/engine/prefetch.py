@@ -32,6 +32,7 @@ log = logging.getLogger("syncd.engine")
 
 QUEUE_IDS = 10_000
 _DONE = object()
+_NOW = object()  # read what is pending now
 
 
 def before_paths(work_dir: Path) -> tuple[Path, Path]:
@@ -59,6 +60,11 @@ class Prefetcher:
             return
         self.ids.put((name, rid))
 
+    def read_now(self) -> None:
+        """Every document wanted so far is read now, not with the next full batch: the
+        stream that names them is read (the target's may still be, meanwhile)."""
+        self.ids.put(_NOW)
+
     def close(self) -> None:
         self.ids.put(_DONE)
         self.thread.join()
@@ -68,6 +74,11 @@ class Prefetcher:
         files: dict[str, _Kept] = {}
         try:
             while (item := self.ids.get()) is not _DONE:
+                if item is _NOW:
+                    for name, batch in pending.items():
+                        self._read(name, batch, files)
+                    pending.clear()
+                    continue
                 name, rid = item
                 batch = pending.setdefault(name, [])
                 batch.append(rid)

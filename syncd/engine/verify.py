@@ -37,6 +37,8 @@ inserts costs a read of every insert event (on SecantusDB more than a scan: 0.47
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from concurrent.futures import Executor, Future
 from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
@@ -44,12 +46,12 @@ from functools import partial
 from syncd.engine.changes import Sides
 from syncd.engine.plan import CollectionPlan, read_spec
 from syncd.engine.scan import order_path, reads_back_in_order, scan_collection
-from syncd.engine.scratch import SRC
+from syncd.engine.scratch import SRC, TGT
 from syncd.errors import SyncdError
 from syncd.mongo.changestream import HistoryLost
 from syncd.mongo.rawbson import digest, id_key, id_value, raw_id
 from syncd.mongo.retry import failing_clearly, with_retries
-from syncd.mongo.source import MongoSource, read_by_id
+from syncd.mongo.source import CollectionSpec, MongoSource, read_by_id
 from syncd.mongo.specs import compare_specs
 from syncd.state.memory import Point
 
@@ -180,12 +182,18 @@ def _tally(target: MongoSource, token: bytes, names: list[str], tallies: Tallies
     return drained.token
 
 
-def verify_collection(plan: CollectionPlan, sides: Sides, tallies: Tallies) -> bool:
+def verify_collection(
+    plan: CollectionPlan,
+    sides: Sides,
+    tallies: Tallies,
+    specs: Mapping[tuple[str, str], Future[CollectionSpec | None]] | None = None,
+) -> bool:
     """Every document the sync wrote or deleted reads back as planned and the target holds
     the planned number of documents (the module's docstring says why that proves the
     collection equal); indexes and options too. A collection the sync did not write was
     proven equal by what the plan read. Records the collection's uuid as the sync leaves
-    it (the sync may have created it)."""
+    it (the sync may have created it). `specs`: both sides' specs (SRC/TGT, name) being read
+    since the writes ended (`read_specs_after`)."""
     scratch, target = plan.scratch, sides.target
     assert scratch is not None  # noqa: S101
     if not plan.writes:
@@ -204,10 +212,13 @@ def verify_collection(plan: CollectionPlan, sides: Sides, tallies: Tallies) -> b
         )
         failed.mismatches = mismatches
         raise failed
-    target_spec = read_spec(target, plan.name)
-    remaining = compare_specs(
-        read_spec(sides.source, plan.name), target_spec, target.server_version()
-    )
+
+    def spec(which: str) -> CollectionSpec | None:
+        reading = (specs or {}).get((which, plan.name))
+        return read_spec(sides.side(which), plan.name) if reading is None else reading.result()
+
+    target_spec = spec(TGT)
+    remaining = compare_specs(spec(SRC), target_spec, target.server_version())
     if (
         plan.source_exists
         and not plan.keep_specs
@@ -222,6 +233,22 @@ def verify_collection(plan: CollectionPlan, sides: Sides, tallies: Tallies) -> b
         before.token, None if target_spec is None else target_spec.uuid
     )
     return True
+
+
+def read_specs_after(
+    pool: Executor, sides: Sides, names: list[str]
+) -> dict[tuple[str, str], Future[CollectionSpec | None]]:
+    """Both sides' specs of `names` as the writes left them, read in `pool` while the
+    target's stream is (they need nothing of it): the target's listing first, once."""
+    sides.target.forget_listing()  # as the writes left it
+    listed = pool.submit(sides.target.listing)
+
+    def read(which: str, name: str) -> CollectionSpec | None:
+        if which == TGT:
+            listed.result()
+        return read_spec(sides.side(which), name)
+
+    return {(w, n): pool.submit(read, w, n) for n in names for w in (SRC, TGT)}
 
 
 def touched_mismatches(plan: CollectionPlan, sides: Sides, tallies: Tallies, expected: int) -> int:

@@ -21,10 +21,16 @@ from syncd.engine import verify as verifying
 from syncd.engine.apply import Applied, Progress
 from syncd.engine.changes import Sides
 from syncd.engine.context import Check, RunContext
-from syncd.engine.plan import CollectionPlan, Plan, Writing
+from syncd.engine.plan import SPEC_READERS, CollectionPlan, Plan, Writing
 from syncd.engine.progress import Reporter
 from syncd.engine.scratch import CollectionScratch
-from syncd.engine.verify import Tallies, advance_target, tally_own_writes, verify_collection
+from syncd.engine.verify import (
+    Tallies,
+    advance_target,
+    read_specs_after,
+    tally_own_writes,
+    verify_collection,
+)
 from syncd.mongo.retry import failing_clearly
 
 
@@ -131,14 +137,16 @@ def write_plan(
 
 
 def verify_plan(plan: Plan, sides: Sides, results: list[CollectionResult], started: float) -> None:
-    sides.target.forget_listing()  # as the writes left it
-    tallies = tally_own_writes(plan.collections, sides)
+    written = [c.name for c in plan.collections if c.writes]
     by_name = {r.name: r for r in results}
-    for c in plan.collections:
-        with failing_clearly("verifying", c.name, sides.target.label):
-            by_name[c.name].verified = verify_collection(c, sides, tallies)
-        advance_target(c, sides, tallies)
-        by_name[c.name].seconds = time.monotonic() - started
+    with ThreadPoolExecutor(max_workers=SPEC_READERS, thread_name_prefix="verify") as pool:
+        specs = read_specs_after(pool, sides, written)
+        tallies = tally_own_writes(plan.collections, sides)
+        for c in plan.collections:
+            with failing_clearly("verifying", c.name, sides.target.label):
+                by_name[c.name].verified = verify_collection(c, sides, tallies, specs)
+            advance_target(c, sides, tallies)
+            by_name[c.name].seconds = time.monotonic() - started
 
 
 def remember_plan(plan: Plan, sides: Sides) -> None:

@@ -6,12 +6,15 @@ The engine makes a target collection equal to a `DocumentSource` collection, so 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from contextlib import closing
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Any, Protocol
+from functools import partial, wraps
+from typing import Any, Protocol, TypeVar
 
+from bson.timestamp import Timestamp
 from pymongo.database import Database
 
 from syncd import pause
@@ -82,9 +85,11 @@ class DocumentSource(Protocol):
         limit: int | None = None,
         *,
         budgets: Mapping[str, int] | None = None,
+        fence: Timestamp | None = None,
     ) -> Drained:
         """The changes to `names` after `token`, each into `route(name)`; at most `limit`;
-        a collection past its `budgets` is left to a full read (see changestream.drain)."""
+        a collection past its `budgets` is left to a full read; read up to `fence` at least
+        when given, else up to the server's time now (see changestream.drain)."""
         ...
 
     def fetch(self, name: str, ids: list[object]) -> list[bytes]:
@@ -93,6 +98,46 @@ class DocumentSource(Protocol):
 
 
 SKIPPED_PREFIXES = ("system.", OWN_PREFIX)
+
+
+T = TypeVar("T")
+
+
+class SharedReads:
+    """What several sides of one command read of the same database, read once: `status`
+    plans every flow at once, and each would list the collections, read every spec and
+    take a resume point of the same endpoint. Whoever asks first reads; the others wait
+    for that answer. Only for a command that writes nothing (its answers stay true)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reads: dict[tuple[str, ...], Future[Any]] = {}
+
+    def get(self, key: tuple[str, ...], read: Callable[[], T]) -> T:
+        with self._lock:
+            reading = self._reads.get(key)
+            mine = reading is None
+            if reading is None:
+                reading = self._reads[key] = Future()
+        if mine:
+            try:
+                reading.set_result(read())
+            except BaseException as exc:
+                reading.set_exception(exc)
+        result: T = reading.result()
+        return result
+
+
+def _shared(method: Callable[..., T]) -> Callable[..., T]:
+    """A MongoSource read that its `shared` reads once per command (by method and name)."""
+
+    @wraps(method)
+    def read(self: MongoSource, *args: str) -> T:
+        if self.shared is None:
+            return method(self, *args)
+        return self.shared.get((method.__name__, *args), lambda: method(self, *args))
+
+    return read
 
 
 class MongoSource:
@@ -109,8 +154,10 @@ class MongoSource:
         *,
         batch_size: int = 2000,
         views: Callable[[str], View] | None = None,
+        shared: SharedReads | None = None,
     ) -> None:
         self.db = db
+        self.shared = shared
         self.label = label
         self.batch_size = batch_size
         self.views = views
@@ -121,13 +168,18 @@ class MongoSource:
     def listing(self) -> dict[str, Mapping[str, Any]]:
         """Every collection's `listCollections` entry, by name: one listing per run, read
         the first time it is needed (`forget_listing` after writing)."""
+        if self._listing is None and self.shared is not None:
+            self._listing = self.shared.get(("listing", ""), self._read_listing)
         if self._listing is None:
-            infos = with_retries(
-                lambda: list(self.db.list_collections(**max_time("metadata"))),
-                what=f"list collections ({self.label})",
-            )
-            self._listing = {str(info["name"]): info for info in infos}
+            self._listing = self._read_listing()
         return self._listing
+
+    def _read_listing(self) -> dict[str, Mapping[str, Any]]:
+        infos = with_retries(
+            lambda: list(self.db.list_collections(**max_time("metadata"))),
+            what=f"list collections ({self.label})",
+        )
+        return {str(info["name"]): info for info in infos}
 
     def forget_listing(self) -> None:
         """The next `listing` is read again (the collections were written since)."""
@@ -160,6 +212,7 @@ class MongoSource:
                 )
         return skipped
 
+    @_shared
     def collection_spec(self, name: str) -> CollectionSpec | None:
         info = self.listing().get(name)
         if info is None or info.get("type", "collection") != "collection":
@@ -223,6 +276,7 @@ class MongoSource:
             self._unsupported = (reason,)
         return self._unsupported[0]
 
+    @_shared
     def current_token(self) -> bytes:
         return changestream.current_token(self.db)
 
@@ -235,6 +289,7 @@ class MongoSource:
         *,
         lookup: bool = True,
         budgets: Mapping[str, int] | None = None,
+        fence: Timestamp | None = None,
     ) -> Drained:
         """`lookup`: update events carry the document (not needed to count writes). Each
         collection's events go through its view (policy.py)."""
@@ -252,6 +307,7 @@ class MongoSource:
             limit=limit,
             lookup=lookup,
             budgets=budgets,
+            fence=fence,
         )
 
     def fetch(self, name: str, ids: list[object]) -> list[bytes]:

@@ -34,12 +34,27 @@ class Counts:
     connections: int = 0
 
 
-class _Messages:
-    """Counts whole wire messages in a byte stream (a 4-byte little-endian length first)."""
+@dataclass
+class Traced:
+    """One wire message as it crossed the proxy (`trace=True`)."""
 
-    def __init__(self) -> None:
+    at: float  # time.time() when its first bytes arrived at the proxy
+    connection: int  # the proxy's number for the client's connection, from 1
+    up: bool  # client -> server
+    length: int
+    command: str  # an OP_MSG's command name (its body's first key); "" for a reply
+
+
+class _Messages:
+    """Counts whole wire messages in a byte stream (a 4-byte little-endian length first);
+    with `heads`, also keeps each message's first bytes (enough for an OP_MSG's command name)."""
+
+    HEAD = 64
+
+    def __init__(self, *, heads: bool = False) -> None:
         self.buffer = b""
         self.left = 0  # bytes of the current message still to come
+        self.heads: list[tuple[int, bytearray]] | None = [] if heads else None
 
     def feed(self, data: bytes) -> int:
         messages = 0
@@ -47,6 +62,8 @@ class _Messages:
         while len(view):
             if self.left:
                 take = min(self.left, len(view))
+                if self.heads and len(head := self.heads[-1][1]) < self.HEAD:
+                    head += view[: min(take, self.HEAD - len(head))]
                 self.left -= take
                 view = view[take:]
                 continue
@@ -58,19 +75,33 @@ class _Messages:
                 self.buffer = b""
                 self.left = max(0, length - 4)
                 messages += 1
+                if self.heads is not None:
+                    self.heads.append((length, bytearray()))
         return messages
 
 
+def _command(up: bool, head: bytes) -> str:
+    """The command an OP_MSG names, from its bytes after the length: requestID, responseTo,
+    opCode (12), flags (4), section kind 0 (1), BSON (length 4, type 1, name NUL-terminated)."""
+    if not up or len(head) < 23 or struct.unpack_from("<i", head, 8)[0] != 2013:
+        return ""
+    name = head[22:].split(b"\0", 1)[0]
+    return name.decode("ascii", "replace")
+
+
 class DelayProxy:
-    def __init__(self, host: str, port: int, *, delay: float = 0.040) -> None:
+    def __init__(self, host: str, port: int, *, delay: float = 0.040, trace: bool = False) -> None:
         self.target_host, self.target_port, self.delay = host, port, delay
         self.counts = Counts()
+        self.trace = trace
+        self.traced: list[Traced] = []  # with `trace`: every message, reset by `reset`
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
         self._ready = threading.Event()
         self._transports: set[asyncio.BaseTransport] = set()
+        self._connections = 0
 
     @property
     def port(self) -> int:
@@ -85,6 +116,12 @@ class DelayProxy:
         with self._lock:
             counts, self.counts = self.counts, Counts()
         return counts
+
+    def take_trace(self) -> list[Traced]:
+        """The messages traced so far (`trace=True`); tracing starts again from none."""
+        with self._lock:
+            traced, self.traced = self.traced, []
+        return traced
 
     def start(self) -> DelayProxy:
         self._loop = asyncio.new_event_loop()
@@ -140,10 +177,12 @@ class DelayProxy:
             return
         with self._lock:
             self.counts.connections += 1
+            self._connections += 1
+            connection = self._connections
         self._transports |= {writer.transport, up_writer.transport}
         tasks = [
-            asyncio.create_task(self._pump(reader, up_writer, up=True)),
-            asyncio.create_task(self._pump(up_reader, writer, up=False)),
+            asyncio.create_task(self._pump(reader, up_writer, up=True, connection=connection)),
+            asyncio.create_task(self._pump(up_reader, writer, up=False, connection=connection)),
         ]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -155,10 +194,15 @@ class DelayProxy:
             self._transports -= {writer.transport, up_writer.transport}
 
     async def _pump(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, up: bool
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        up: bool,
+        connection: int,
     ) -> None:
         queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
-        messages = _Messages()
+        messages = _Messages(heads=self.trace)
 
         async def deliver() -> None:
             while (item := await queue.get()) is not None:
@@ -178,6 +222,15 @@ class DelayProxy:
                             self.counts.requests += messages.feed(data)
                         else:
                             self.counts.bytes_down += len(data)
+                            if self.trace:
+                                messages.feed(data)
+                        if messages.heads:
+                            now = time.time()
+                            self.traced += [
+                                Traced(now, connection, up, length, _command(up, bytes(head)))
+                                for length, head in messages.heads
+                            ]
+                            messages.heads.clear()
                     queue.put_nowait((time.monotonic() + self.delay, data))
                 queue.put_nowait(None)
                 await sender
