@@ -1,11 +1,11 @@
 """`syncd verify`: compare both sides of a flow now, document by document, and their indexes
 and options. Writes nothing to either endpoint.
 
-One streaming read of each side per collection: `scan_collection` digests every document
-into an SQLite file in a temporary directory (memory does not grow with the collection),
-and SQL over the two files finds what is missing on the target, extra on the target, or
-different. Digests are of the raw BSON, so field order and numeric types count, as they
-do for a sync.
+One streaming read of each side per collection: `CollectionScratch.read` digests every
+document into an SQLite file in a temporary directory (memory does not grow with the
+collection), and `CollectionScratch.compare` finds what is missing on the target, extra on
+the target, or different. Digests are of the raw BSON, so field order and numeric types
+count, as they do for a sync.
 
 Both sides are read through the collections' policies as a sync reads them
 (engine/policy.py): the `filter` on both sides, the source's documents masked by `mask`.
@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sqlite3
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -42,11 +41,12 @@ from syncd.engine.context import Check, RunContext, go_on
 from syncd.engine.flow import get_flow, select_collections, skip_unsyncable
 from syncd.engine.policy import SRC, TGT, Policies
 from syncd.engine.progress import Reporter, Silent
-from syncd.engine.scan import open_scratch, scan_collection
+from syncd.engine.scratch import CollectionScratch
 from syncd.mongo.rawbson import id_value
 from syncd.mongo.retry import failing_clearly, with_retries
 from syncd.mongo.source import CollectionSpec, DocumentSource, MongoSource
 from syncd.mongo.specs import SpecChanges, compare_specs
+from syncd.state.statedir import StateDir
 
 log = logging.getLogger("syncd.verify")
 
@@ -192,7 +192,7 @@ def verify_flow(
     run.reporter.clear()
     report.seconds = time.monotonic() - started
     report.finished = time.time()
-    record_verify(config.state_dir, report)
+    record_verify(config.state, report)
     return report
 
 
@@ -210,25 +210,30 @@ def _verify_collection(
     source_spec, target_spec = _spec(source, name), _spec(target, name)
     changes = compare_specs(source_spec, target_spec, target.server_version())
     result.specs = describe_spec_differences(changes, target_name)
+    scratch = CollectionScratch(work, name)
     sides = [
         pool.submit(
             with_retries,
             partial(
-                scan_collection,
+                scratch.read,
+                which,
                 _Viewed(side, view),
-                name,
-                work / f"{role}.sqlite",
                 progress=run.progress(name, f"verify {role}"),
             ),
             what=f"verify {name} ({side.label})",
         )
-        for side, view, role in ((source, views[0], "source"), (target, views[1], "target"))
+        for side, view, role, which in (
+            (source, views[0], "source", SRC),
+            (target, views[1], "target", TGT),
+        )
     ]
     with failing_clearly("reading", name, source.label):
         result.source_count = sides[0].result().count
     with failing_clearly("reading", name, target.label):
         result.target_count = sides[1].result().count
-    compare_scans(work / "source.sqlite", work / "target.sqlite", result)
+    for kind, (count, rids) in scratch.compare(SAMPLE_IDS).items():
+        setattr(result, kind, count)
+        setattr(result, f"{kind}_ids", [str(id_value(rid)) for rid in rids])
     return result
 
 
@@ -259,33 +264,6 @@ class _Viewed:
         return self.side.count(name)
 
 
-# The source scan attached as `src`, the target scan as `main`.
-MISSING_SQL = "FROM src.docs s WHERE NOT EXISTS (SELECT 1 FROM main.docs t WHERE t.idkey = s.idkey)"
-EXTRA_SQL = "FROM main.docs s WHERE NOT EXISTS (SELECT 1 FROM src.docs t WHERE t.idkey = s.idkey)"
-DIFFERENT_SQL = "FROM src.docs s JOIN main.docs t ON t.idkey = s.idkey WHERE t.digest != s.digest"
-
-
-def compare_scans(source_scan: Path, target_scan: Path, result: CollectionVerify) -> None:
-    """Counts and sample ids of missing, extra and different documents, from two scans."""
-    conn = open_scratch(target_scan)
-    try:
-        conn.execute("ATTACH DATABASE ? AS src", (str(source_scan),))
-        for kind, where in (("missing", MISSING_SQL), ("extra", EXTRA_SQL),
-                            ("different", DIFFERENT_SQL)):  # fmt: skip
-            (count,) = conn.execute(f"SELECT COUNT(*) {where}").fetchone()  # noqa: S608
-            setattr(result, kind, int(count))
-            setattr(result, f"{kind}_ids", _sample(conn, where) if count else [])
-    finally:
-        conn.close()
-
-
-def _sample(conn: sqlite3.Connection, where: str) -> list[str]:
-    rows = conn.execute(
-        f"SELECT s.rid {where} ORDER BY s.idkey LIMIT {SAMPLE_IDS}"  # noqa: S608
-    ).fetchall()
-    return [str(id_value(row[0])) for row in rows]
-
-
 def describe_spec_differences(changes: SpecChanges, target: str) -> list[str]:
     """What differs besides the documents, as a person reads it (not as a sync fixes it)."""
     if changes.create is not None:
@@ -306,14 +284,10 @@ def describe_spec_differences(changes: SpecChanges, target: str) -> list[str]:
 # -- the last result, per flow, in the state directory ---------------------------------
 
 
-def verify_state_path(state_dir: Path, flow: str) -> Path:
-    return state_dir / "verify" / f"{flow}.json"
-
-
-def record_verify(state_dir: Path, report: VerifyReport) -> None:
+def record_verify(state: StateDir, report: VerifyReport) -> None:
     """Keep the result (atomically: a reader sees the old or the new one). A state
     directory that cannot be written costs the record, not the comparison."""
-    path = verify_state_path(state_dir, report.flow)
+    path = state.verify_record(report.flow)
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
@@ -323,10 +297,10 @@ def record_verify(state_dir: Path, report: VerifyReport) -> None:
         log.warning("verify result not recorded in %s: %s", path.parent, exc.strerror or exc)
 
 
-def last_verify(state_dir: Path, flow: str) -> dict[str, Any] | None:
+def last_verify(state: StateDir, flow: str) -> dict[str, Any] | None:
     """The last recorded result of `verify FLOW` (as `VerifyReport.as_dict`), or None."""
     try:
-        data = json.loads(verify_state_path(state_dir, flow).read_text(encoding="utf-8"))
+        data = json.loads(state.verify_record(flow).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) and data.get("flow") == flow else None

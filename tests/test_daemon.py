@@ -20,6 +20,7 @@ from pymongo.database import Database
 
 from syncd.backup import list_backups
 from syncd.lease import target_lease
+from syncd.state.statedir import StateDir
 from tests.conftest import AuthServer
 from tests.support.daemon import NotifySocket, SyncdDaemon, syncd_command, wait_until
 from tests.support.dataset import COLLECTIONS, load_seed_dataset
@@ -413,7 +414,7 @@ def test_busy_target_skips_the_scheduled_run_and_refuses_a_no_wait_sync(
 ) -> None:
     add_users(production_db, "admin")
     config = write_config(daemon_config(state_dir, local_uri, production_uri, PULL_EVERY_SECOND))
-    with target_lease(state_dir, "local", job="test holder"):
+    with target_lease(StateDir(state_dir), "local", job="test holder"):
         daemon = start_daemon(config)
         skipped = daemon.wait_msg("sync skipped", job="pull")
         assert f"pid {os.getpid()} on this machine" in skipped["msg"]

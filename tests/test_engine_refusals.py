@@ -9,6 +9,7 @@ import json
 import pytest
 
 from syncd.lease import target_lease
+from syncd.state.statedir import StateDir
 from tests.conftest import DbNames
 from tests.engine_kit import (
     Pair,
@@ -118,7 +119,7 @@ def test_same_database_is_recognised_through_localhost_and_127_0_0_1(
 
 def test_no_wait_refuses_while_another_run_writes_the_target(pair: Pair, capsys: Capsys) -> None:
     pair.local.contracts.insert_many([{"_id": i} for i in range(5)])
-    with target_lease(pair.state_dir, "production", job="nightly-pull"):
+    with target_lease(StateDir(pair.state_dir), "production", job="nightly-pull"):
         result = syncd(capsys, pair.config, "sync", "to_production", "--yes", "--no-wait")
 
     assert result.code == 3

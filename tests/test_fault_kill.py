@@ -25,7 +25,7 @@ from bson import Binary
 from pymongo.database import Database
 
 from syncd.backup import list_backups
-from syncd.state.memory import memory_path
+from syncd.state.statedir import StateDir
 from tests.engine_kit import (
     Outcome,
     Pair,
@@ -72,7 +72,7 @@ def hidden_entries(backups: Path) -> list[str]:
 
 
 def memory_rows(state_dir: Path) -> dict[str, list[tuple[Any, ...]]]:
-    conn = sqlite3.connect(f"file:{memory_path(state_dir)}?mode=ro", uri=True)
+    conn = sqlite3.connect(f"file:{StateDir(state_dir).memory_path}?mode=ro", uri=True)
     try:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
         return {

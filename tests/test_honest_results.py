@@ -60,6 +60,18 @@ def test_undoing_a_sync_reads_back_every_restored_document(pair: Pair, capsys: C
     assert snapshot(pair.production) == before
 
 
+def undo_backup(pair: Pair, *, inserted_id: int) -> str:
+    """A `changes` backup of contracts: _id 1's before-image, and `inserted_id` as inserted
+    by the sync it records."""
+    with BackupWriter(
+        pair.backups, "production", pair.production.name, kind="changes", compress="gzip"
+    ) as writer:
+        image = bson.encode({"_id": 1, "number": "CTR-00001", "status": "before"})
+        writer.write_collection(CollectionSpec("contracts"), [image])
+        writer.write_inserted_ids("contracts", [bson.encode({"_id": inserted_id})])
+        return writer.commit().name
+
+
 def test_an_undo_that_does_not_read_back_as_the_backup_holds_fails(
     pair: Pair, capsys: Capsys
 ) -> None:
@@ -67,13 +79,7 @@ def test_an_undo_that_does_not_read_back_as_the_backup_holds_fails(
     the read-back sees it otherwise than the backup holds it and says so."""
     pair.configure(hook=False)
     pair.production.contracts.insert_many(contracts(3))
-    with BackupWriter(
-        pair.backups, "production", pair.production.name, kind="changes", compress="gzip"
-    ) as writer:
-        image = bson.encode({"_id": 1, "number": "CTR-00001", "status": "before"})
-        writer.write_collection(CollectionSpec("contracts"), [image])
-        writer.write_inserted_ids("contracts", [bson.encode({"_id": 2})])
-        name = writer.commit().name
+    name = undo_backup(pair, inserted_id=2)
 
     def edit() -> None:  # after the restore wrote its batch, before it reads it back
         pair.production.contracts.update_one({"_id": 1}, {"$set": {"status": "edited"}})
@@ -96,13 +102,7 @@ def test_a_changes_backup_that_records_no_one_sync_is_not_undone(
     pair.configure(hook=False)
     pair.production.contracts.insert_many(contracts(3))
     before = snapshot(pair.production)
-    with BackupWriter(
-        pair.backups, "production", pair.production.name, kind="changes", compress="gzip"
-    ) as writer:
-        image = bson.encode({"_id": 1, "number": "CTR-00001", "status": "before"})
-        writer.write_collection(CollectionSpec("contracts"), [image])
-        writer.write_inserted_ids("contracts", [bson.encode({"_id": 1})])
-        name = writer.commit().name
+    name = undo_backup(pair, inserted_id=1)
 
     result = syncd(capsys, pair.config, "backup", "restore", name, "--yes")
 

@@ -102,3 +102,21 @@ def test_the_bottom_layer_imports_nothing_above_it() -> None:
         if here == "mongo" and there not in {"config", "errors", "pause"}
     }
     assert not above, f"syncd.mongo imports {sorted(above)}"
+
+
+def test_only_the_state_dir_names_paths_in_it() -> None:
+    """`StateDir` (syncd/state/statedir.py) owns the state directory's layout: no other module
+    joins a path onto `state_dir` (`config.state_dir / "tmp"`)."""
+    joins = []
+    for path in sorted(ROOT.rglob("*.py")):
+        if path == ROOT / "state" / "statedir.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+                left = node.left
+                name = left.attr if isinstance(left, ast.Attribute) else getattr(left, "id", "")
+                if name == "state_dir":
+                    joins.append(f"{_module(path)}:{node.lineno}: {ast.unparse(node)}")
+    assert not joins, "paths joined under the state directory outside StateDir:\n" + "\n".join(
+        joins
+    )

@@ -30,6 +30,7 @@ from syncd.backup import list_backups
 from syncd.config import load_config
 from syncd.endpoints import open_endpoint
 from syncd.lease import LeaseLost, target_lease, write_lease
+from syncd.state.statedir import StateDir
 from tests.conftest import AuthServer, DbNames
 from tests.engine_kit import Pair, backup_contents, config_text, snapshot, syncd
 from tests.safety_cli import SYNCD, Ran, run_syncd, syncd_env
@@ -494,7 +495,9 @@ def test_a_manual_run_waits_for_a_writer_on_this_machine_and_says_so(
     pair.configure(hook=False)
     pair.local.templates.insert_one({"_id": 1, "name": "offer letter"})
     machine = Machine("a", pair.local, pair.config, pair.root, [])
-    with target_lease(pair.state_dir, "production", job="nightly-pull", flow="from_production"):
+    with target_lease(
+        StateDir(pair.state_dir), "production", job="nightly-pull", flow="from_production"
+    ):
         push = machine.start("sync", "to_production", "--yes")
         try:
             line = wait_until(

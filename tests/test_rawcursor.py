@@ -10,7 +10,7 @@ import pytest
 from bson import ObjectId
 from pymongo.database import Database
 
-from syncd.engine.scan import order_path, reads_back_in_order
+from syncd.engine.scan import reads_back_in_order
 from syncd.mongo.rawbson import elements
 from syncd.mongo.rawcursor import array_documents, find_documents
 from syncd.mongo.source import MongoSource
@@ -77,7 +77,7 @@ def test_a_copy_reads_back_in_order_only_when_each_document_is_at_its_place(
     docs = [{"_id": i, "v": i} for i in range(10)]
     local_db.things.insert_many(docs)
     source = MongoSource(local_db, "local", batch_size=3)
-    order = order_path(tmp_path / "src.sqlite")
+    order = tmp_path / "src.order"
     order.write_bytes(b"".join(digest(bson.encode(d)) for d in docs))
     assert reads_back_in_order(source, "things", order)
     order.write_bytes(b"".join(digest(bson.encode(d)) for d in docs[:9]))

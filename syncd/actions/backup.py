@@ -13,7 +13,6 @@ from syncd.backup.reader import verify_backup
 from syncd.cli import ask, forced
 from syncd.config.model import Config
 from syncd.endpoints import open_endpoint
-from syncd.engine.prebackup import backups_dir
 from syncd.engine.progress import Reporter
 from syncd.engine.render import table
 from syncd.engine.restore import restore_backup
@@ -29,14 +28,14 @@ def create(config: Config, args: argparse.Namespace) -> int:
         info = create_backup(
             target.db,
             target.name,
-            backups_dir(config),
+            config.state.backups,
             compress=config.backups.compress,
             collections=args.collections,
             reason="manual",
         )
     finally:
         target.close()
-    removed = apply_retention(backups_dir(config), info.endpoint, config.backups.keep_last)
+    removed = apply_retention(config.state.backups, info.endpoint, config.backups.keep_last)
     print(
         f"{info.name}: {len(info.collections)} collections, {info.documents} documents, "
         f"{_size(info.size_bytes)}, verified"
@@ -47,7 +46,7 @@ def create(config: Config, args: argparse.Namespace) -> int:
 
 
 def list_(config: Config, args: argparse.Namespace) -> int:
-    backups = list_backups(backups_dir(config))
+    backups = list_backups(config.state.backups)
     if args.verify:
         for info in backups:
             info.verified = info.verified and verify_backup(info)
@@ -55,7 +54,7 @@ def list_(config: Config, args: argparse.Namespace) -> int:
         print(json.dumps([_as_json(info) for info in backups], indent=2))
         return EXIT_OK
     if not backups:
-        print(f"no backups in {backups_dir(config)}")
+        print(f"no backups in {config.state.backups}")
         return EXIT_OK
     rows = [
         [
@@ -76,7 +75,7 @@ def list_(config: Config, args: argparse.Namespace) -> int:
 
 
 def restore(config: Config, args: argparse.Namespace) -> int:
-    info = find_backup(backups_dir(config), args.name)
+    info = find_backup(config.state.backups, args.name)
     interactive = sys.stdin.isatty() and sys.stderr.isatty()
     result = restore_backup(
         config,
@@ -105,7 +104,7 @@ def import_(config: Config, args: argparse.Namespace) -> int:
         known = ", ".join(sorted(config.endpoints))
         raise UsageError(f"unknown endpoint '{args.endpoint}' (endpoints: {known})")
     info, dump = import_dump(
-        args.path, args.endpoint, backups_dir(config), compress=config.backups.compress
+        args.path, args.endpoint, config.state.backups, compress=config.backups.compress
     )
     kind = "mongodump --gzip" if dump.compressed else "mongodump"
     print(

@@ -16,7 +16,6 @@ from syncd.engine.flow import SyncOptions, get_flow, sync_flow
 from syncd.engine.render import deletes_cell, table
 from syncd.errors import EXIT_FAILED, EXIT_OK, SyncdError
 from syncd.lease.status import lease_state
-from syncd.state.memory import SyncMemory
 
 
 def run(config: Config, args: argparse.Namespace) -> int:
@@ -53,7 +52,7 @@ def _endpoints(config: Config, reached: Reached) -> dict[str, dict[str, Any]]:
             entry.update(
                 reachable=True, version=connected.server_version(), database=connected.database
             )
-            entry["lease"] = lease_state(config.state_dir, connected).as_json()
+            entry["lease"] = lease_state(config.state, connected).as_json()
         result[name] = entry
     return result
 
@@ -78,7 +77,7 @@ def _flow_status(config: Config, flow_name: str, reached: Reached) -> dict[str, 
         return status
     pair = result.plan.pair
     collections = []
-    memory = SyncMemory.of(config.state_dir, readonly=True)
+    memory = config.state.memory(readonly=True)
     try:
         for c in result.plan.collections:
             entry = c.summary()
@@ -105,7 +104,7 @@ def _flow_status(config: Config, flow_name: str, reached: Reached) -> dict[str, 
 
 def _last_verify(config: Config, flow: str) -> dict[str, Any] | None:
     """When `syncd verify FLOW` last ran and what it found (recorded by syncd.compare)."""
-    last = last_verify(config.state_dir, flow)
+    last = last_verify(config.state, flow)
     if last is None:
         return None
     try:

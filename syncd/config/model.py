@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
+
+from syncd.state.statedir import StateDir
 
 DriftPolicy = Literal["abort", "overwrite", "merge"]
 BeforeSync = Literal["full", "changes", "none"]
@@ -159,6 +162,11 @@ class Config:
     schedules: tuple[Schedule, ...] = ()
     metrics: Metrics = field(default_factory=Metrics)
     masking: Masking | None = None
+
+    @cached_property
+    def state(self) -> StateDir:
+        """The state directory's layout: every path under `state_dir` comes from here."""
+        return StateDir(self.state_dir)
 
     def policy_for(self, collection: str) -> CollectionPolicy | None:
         """The first policy entry whose name or pattern matches, as in an ordered list."""

@@ -20,7 +20,6 @@ from syncd.config.model import Config, Schedule
 from syncd.endpoints import Connections, open_endpoint
 from syncd.engine.flow import ConfirmationNeeded, PlanRefused, SyncOptions, sync_flow
 from syncd.engine.plan import CollectionPlan
-from syncd.engine.prebackup import backups_dir
 from syncd.engine.progress import Reporter
 from syncd.engine.write import SyncResult
 from syncd.errors import Refused, SyncdError
@@ -229,7 +228,7 @@ def run_verify(config: Config, schedule: Schedule, check: StopCheck) -> Outcome:
 def run_backup(config: Config, schedule: Schedule, check: StopCheck) -> Outcome:
     assert schedule.backup is not None  # noqa: S101
     started = time.monotonic()
-    directory = backups_dir(config)
+    directory = config.state.backups
     endpoint = config.endpoints[schedule.backup]
     try:
         check()
@@ -275,6 +274,6 @@ def _inventory(config: Config, endpoint: str) -> tuple[int, int, float | None] |
 
 def backup_inventory(config: Config, endpoint: str) -> tuple[int, int, float | None]:
     """Verified backups kept for `endpoint`: how many, their bytes, the newest one's time."""
-    good = [b for b in list_backups(backups_dir(config)) if b.endpoint == endpoint and b.verified]
+    good = [b for b in list_backups(config.state.backups) if b.endpoint == endpoint and b.verified]
     newest = good[0].created.timestamp() if good else None
     return len(good), sum(b.size_bytes for b in good), newest

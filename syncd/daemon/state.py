@@ -11,7 +11,6 @@ from syncd.compare import last_verify
 from syncd.config.model import Config
 from syncd.daemon.jobs import backup_inventory
 from syncd.metrics import SyncdMetrics
-from syncd.state.memory import SyncMemory, memory_path
 
 log = logging.getLogger("syncd.daemon")
 
@@ -22,7 +21,7 @@ def restore_metrics(config: Config, metrics: SyncdMetrics) -> None:
         if flow in config.flows:
             metrics.set_sync_last_success(flow, finished)
     for flow in config.flows:
-        last = last_verify(config.state_dir, flow)
+        last = last_verify(config.state, flow)
         try:
             if last is not None:
                 metrics.set_verify_mismatched(
@@ -45,10 +44,10 @@ def restore_metrics(config: Config, metrics: SyncdMetrics) -> None:
 
 def last_successes(config: Config) -> dict[str, float]:
     """Per flow, the unix time its last successful run finished (from the sync memory)."""
-    if not memory_path(config.state_dir).exists():
+    if not config.state.memory_path.exists():
         return {}
     try:
-        with SyncMemory.of(config.state_dir, readonly=True) as memory:
+        with config.state.memory(readonly=True) as memory:
             return memory.last_success_by_flow()
     except sqlite3.Error as exc:
         log.warning("last sync times not restored: %s", exc)

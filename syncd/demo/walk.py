@@ -11,7 +11,6 @@ from syncd.config import load_config
 from syncd.demo.config import RESET_PASSWORD_ENV
 from syncd.demo.data import load_demo_data
 from syncd.demo.session import DemoFailed, Session
-from syncd.engine.prebackup import backups_dir
 
 EDITED_USER = "camila.rojas@valkyria.com"
 LOGIN_USER = "admin@valkyria.com"
@@ -95,7 +94,7 @@ def restore(s: Session) -> None:
 
 
 def _newest_backup(s: Session, endpoint: str) -> str:
-    for info in list_backups(backups_dir(load_config(s.config_path))):
+    for info in list_backups(load_config(s.config_path).state.backups):
         if info.endpoint == endpoint and info.verified:
             return info.name
     raise DemoFailed(f"no verified backup of {endpoint} to restore")

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from syncd.engine.policy import Policies, Policy, changed
 from syncd.engine.prefetch import Prefetcher
-from syncd.engine.scan import Progress, scan_collection
+from syncd.engine.scan import Progress
 from syncd.engine.scratch import SRC, TGT, ChangeLog, CollectionScratch
 from syncd.mongo import changestream
 from syncd.mongo.changestream import ChangeSink, Router
@@ -178,21 +178,8 @@ class FullRead(_NoStream):
         name = scratch.name
         scratch.partial = False
         spool_target = sides.spool_target and not sides.policy(name).filtered
-        read_source = partial(
-            scan_collection,
-            sides.source,
-            name,
-            scratch.scan_path(SRC),
-            spool=scratch.spool_path(SRC),
-            progress=progress,
-        )
-        read_target = partial(
-            scan_collection,
-            sides.target,
-            name,
-            scratch.scan_path(TGT),
-            spool=scratch.spool_path(TGT) if spool_target else None,
-        )
+        read_source = partial(scratch.read, SRC, sides.source, spool=True, progress=progress)
+        read_target = partial(scratch.read, TGT, sides.target, spool=spool_target)
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="scan") as pool:
             src = pool.submit(with_retries, read_source, what=f"read {name} ({sides.source.label})")
             tgt = pool.submit(with_retries, read_target, what=f"read {name} ({sides.target.label})")
@@ -338,8 +325,7 @@ class ReadWhole:
 
     def _scan(self, scratch: CollectionScratch, sides: Sides, which: str) -> None:
         side, name = sides.side(which), scratch.name
-        spool = scratch.spool_path(SRC) if which == SRC else None
-        scan = partial(scan_collection, side, name, scratch.whole_path(which), spool=spool)
+        scan = partial(scratch.read_whole, which, side)
         with failing_clearly("reading", name, side.label):
             with_retries(scan, what=f"read {name} ({side.label})")
 
@@ -581,8 +567,7 @@ def follow_changes(
     budgets = {w: {n: _budget(sides, n, sides.endpoint(w)) for n in streamed} for w in (SRC, TGT)}
     ahead = None
     if read_ahead and streamed:
-        dirs = {n: scratches[n].work_dir for n in streamed}
-        ahead = Prefetcher(sides.target.db, dirs, budgets[SRC])
+        ahead = Prefetcher(sides.target.db, {n: scratches[n] for n in streamed}, budgets[SRC])
     # The scratches are made ready for candidates while the first stream opens (a round
     # trip away): an event waits for its collection's (`_logs`), not the stream's request.
     try:

@@ -108,7 +108,7 @@ def _plan_only(
     """Writes nothing anywhere: scratch files in the system temp dir, memory only read."""
     workspace = Workspace(Path(tempfile.gettempdir()))
     try:
-        with SyncMemory.of(config.state_dir, readonly=True) as memory:
+        with config.state.memory(readonly=True) as memory:
             sides = _sides(config, source, target, memory, options)
             plan = _plan(config, flow, sides, options, run, workspace)
             if options.on_plan is not None:
@@ -134,9 +134,9 @@ class _SyncSteps(Steps):
 
     @contextmanager
     def opened(self, run: RunContext) -> Iterator[Sides]:
-        self.workspace = Workspace(self.config.state_dir / "tmp", reap=True)
+        self.workspace = Workspace(self.config.state.workspace, reap=True)
         try:
-            with SyncMemory.of(self.config.state_dir) as self.memory:
+            with self.config.state.memory() as self.memory:
                 yield _sides(self.config, self.source, self.target, self.memory, self.options)
         finally:
             self.workspace.close()

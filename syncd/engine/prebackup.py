@@ -12,16 +12,11 @@ from syncd.backup import BackupWriter, apply_retention, create_backup
 from syncd.config.model import Config
 from syncd.endpoints import Connected
 from syncd.engine.plan import CollectionPlan, Plan
-from syncd.engine.prefetch import ReadAhead
 from syncd.engine.scratch import CollectionScratch
 from syncd.mongo.rawbson import id_document, id_value
 from syncd.mongo.source import CollectionSpec, MongoSource, read_by_id
 
 log = logging.getLogger("syncd.backup")
-
-
-def backups_dir(config: Config) -> Path:
-    return config.state_dir / "backups"
 
 
 def backup_before_sync(config: Config, plan: Plan, target: Connected) -> str:
@@ -33,7 +28,7 @@ def backup_before_sync(config: Config, plan: Plan, target: Connected) -> str:
         info = create_backup(
             target.db,
             target.name,
-            backups_dir(config),
+            config.state.backups,
             compress=config.backups.compress,
             collections=list(dict.fromkeys([c.name for c in changed] + hooked)),
             reason=reason,
@@ -41,7 +36,7 @@ def backup_before_sync(config: Config, plan: Plan, target: Connected) -> str:
         )
     else:
         info = _changes_backup(config, changed, target, reason)
-    apply_retention(backups_dir(config), target.name, config.backups.keep_last)
+    apply_retention(config.state.backups, target.name, config.backups.keep_last)
     log.info("backup before sync", extra={"backup": info.name, "endpoint": target.name})
     return info.name
 
@@ -62,7 +57,7 @@ def _changes_backup(
     """Before-images of the documents the sync replaces or deletes, and the ids it inserts."""
     source = MongoSource(target.db, target.name)
     with BackupWriter(
-        backups_dir(config),
+        config.state.backups,
         target.name,
         target.database,
         kind="changes",
@@ -86,7 +81,7 @@ def _before_images(source: MongoSource, name: str, scratch: CollectionScratch) -
     while the plan was made (prefetch.py) when that is the version the plan holds, else
     read by `_id` now."""
     wanted: list[tuple[bytes, object]] = []
-    ahead = ReadAhead(scratch.work_dir)
+    ahead = scratch.read_ahead()
     try:
         with closing(scratch.before_images()) as rows:
             for rid, digest in rows:

@@ -38,7 +38,6 @@ from syncd.engine.context import RunContext
 from syncd.engine.pipeline import Guard, Steps, write_guarded
 from syncd.engine.plan import CollectionPlan, Plan, plan_collections
 from syncd.engine.policy import RestorePolicies
-from syncd.engine.prebackup import backups_dir
 from syncd.engine.progress import Reporter, Silent
 from syncd.engine.render import plan_header, plan_table
 from syncd.engine.scan import Progress
@@ -154,7 +153,7 @@ class _RestoreSteps(Steps):
             tempfile.TemporaryDirectory(prefix="syncd-restore-") as scratch,
             closing(SyncMemory(Path(scratch) / "memory.sqlite")) as memory,
         ):
-            self.workspace = Workspace(self.config.state_dir / "tmp", reap=True)
+            self.workspace = Workspace(self.config.state.workspace, reap=True)
             try:
                 yield Sides(
                     BackupSource(self.info),
@@ -186,7 +185,7 @@ class _RestoreSteps(Steps):
     def backup(self, plan: Plan, sides: Sides, run: RunContext) -> str | None:
         """The target's collections as they are, whatever the restore writes (a full
         backup, kept by retention while the backup restored from is in use)."""
-        backups = backups_dir(self.config)
+        backups = self.config.state.backups
         safety = create_backup(
             self.target.db,
             self.target.name,

@@ -1,9 +1,14 @@
-"""A run's scratch work, owned here: per collection, what each side holds now (scan files),
-the source's documents to write (a spool), the plan's per-document rows (`diff`), and for
-a sync by change streams the documents the changes name (`cand`).
+"""A run's scratch work, owned here: per collection, what each side holds now (scan files,
+the table `docs`), the source's documents to write (a spool), the plan's per-document rows
+(`diff`), and for a sync by change streams the documents the changes name (`cand`); the
+target's documents read ahead for a `changes` backup (`before.*`), a first copy's read
+order (`src.order`) and the target read back to verify (`after.sqlite`).
 
-No other module names these files or tables. The sync memory is read through the views
-`SyncMemory.attach_views` gives (`memo`, `ours`).
+No other module names these files or queries these tables: the others call the methods of
+`CollectionScratch` and of what it hands out (`ChangeLog`, `CopyScan`, `AheadWriter`,
+`ReadAhead`). The scan table's SQL is all here (`ScanTable` and the plan's statements);
+`scan.py` reads a collection into a `ScanTable`. The sync memory is read through the
+views `SyncMemory.attach_views` gives (`memo`, `ours`).
 
 A full read puts every document of both sides in the scans; a sync by change streams puts
 only the candidates (documents a change named on either side, and those the memory does not
@@ -21,15 +26,28 @@ from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from syncd.engine.scan import create_scan, open_scratch
+from syncd.engine.scan import (
+    Progress,
+    RawReader,
+    Row,
+    ScanResult,
+    reads_back_in_order,
+    scan_collection,
+)
 from syncd.mongo.rawbson import digest, id_key, id_value, raw_id
 from syncd.state.memory import Pair, SyncMemory
 from syncd.util import pid_alive
 
 SRC, TGT = "src", "tgt"
 FLUSH_ROWS = 5000
+
+SCAN_SCHEMA = """
+CREATE TABLE docs (
+    idkey BLOB PRIMARY KEY, rid BLOB NOT NULL, digest BLOB NOT NULL, off INTEGER, len INTEGER
+) WITHOUT ROWID;
+"""
 
 CAND_SCHEMA = """
 CREATE TABLE IF NOT EXISTS cand (
@@ -121,6 +139,90 @@ SELECT (SELECT COUNT(*) FROM exp e LEFT JOIN aft.docs a ON a.idkey = e.idkey
 """
 
 
+# `syncd verify`'s comparison of two scans: the source's attached as `src`, the target's
+# as `main`.
+COMPARE_SQL = {
+    "missing": "FROM src.docs s WHERE NOT EXISTS "
+    "(SELECT 1 FROM main.docs t WHERE t.idkey = s.idkey)",
+    "extra": "FROM main.docs s WHERE NOT EXISTS (SELECT 1 FROM src.docs t WHERE t.idkey = s.idkey)",
+    "different": "FROM src.docs s JOIN main.docs t ON t.idkey = s.idkey WHERE t.digest != s.digest",
+}
+
+
+def open_scratch(path: Path) -> sqlite3.Connection:
+    """A scratch file, opened with URI names enabled (so others attach read-only)."""
+    conn = sqlite3.connect(path.as_uri(), uri=True, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=OFF")
+    conn.execute("PRAGMA synchronous=OFF")
+    conn.execute("PRAGMA cache_size=-4096")  # 4 MiB: RSS must not grow with the collection
+    return conn
+
+
+class ScanTable:
+    """A scan file's table `docs`: per document its id key, raw `_id`, digest and, where
+    its side was spooled, its place in the spool."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    @classmethod
+    def create(cls, path: Path) -> ScanTable:
+        """A new, empty scan file at `path` (replacing any left from an earlier attempt)."""
+        path.unlink(missing_ok=True)
+        conn = open_scratch(path)
+        conn.executescript(SCAN_SCHEMA)
+        return cls(conn)
+
+    @classmethod
+    def open(cls, path: Path) -> ScanTable:
+        return cls(open_scratch(path))
+
+    def insert(self, rows: list[Row]) -> int:
+        """Insert a batch; a document seen twice (a scan racing a writer) keeps its last
+        version."""
+        if not rows:
+            return 0
+        conn = self.conn
+        conn.execute("BEGIN")
+        conn.executemany(
+            "INSERT INTO docs VALUES (?, ?, ?, ?, ?) ON CONFLICT (idkey) DO UPDATE SET "
+            "rid = excluded.rid, digest = excluded.digest, off = excluded.off, len = excluded.len",
+            rows,
+        )
+        conn.execute("COMMIT")
+        return len(rows)
+
+    def count(self) -> int:
+        (count,) = self.conn.execute("SELECT COUNT(*) FROM docs").fetchone()
+        return int(count)
+
+    def find(self, key: bytes, want: bytes) -> tuple[int, int] | None:
+        """(offset, length) in the spool of the document with this id key and digest."""
+        row = self.conn.execute(
+            "SELECT off, len FROM docs WHERE idkey = ? AND digest = ?", (key, want)
+        ).fetchone()
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    def close(self) -> None:
+        self.conn.close()  # else a file of a dead run holds its disk space until GC
+
+
+def _read_into(
+    path: Path,
+    reader: RawReader,
+    name: str,
+    *,
+    spool: Path | None = None,
+    progress: Progress | None = None,
+) -> ScanResult:
+    """`name` read by `reader` into a new scan file at `path` (restartable: anew each time)."""
+    table = ScanTable.create(path)
+    try:
+        return scan_collection(reader, name, table, spool=spool, progress=progress)
+    finally:
+        table.close()
+
+
 @dataclass(frozen=True)
 class Counts:
     inserts: int
@@ -141,49 +243,126 @@ class CollectionScratch:
         self.work_dir, self.name = work_dir, name
         self.partial = False  # holds only candidates (a sync by change streams)
 
-    def scan_path(self, side: str) -> Path:
+    def _scan_path(self, side: str) -> Path:
         return self.work_dir / f"{side}.sqlite"
 
-    def spool_path(self, side: str) -> Path:
+    def _spool_path(self, side: str) -> Path:
         return self.work_dir / f"{side}.spool"
+
+    @property
+    def _order_path(self) -> Path:
+        """The digest of each document in the order a first copy read it (16 bytes each),
+        for reading the copy back in the same order (`scan.reads_back_in_order`)."""
+        return self.work_dir / f"{SRC}.order"
+
+    def _whole_path(self, side: str) -> Path:
+        """Where a side read whole is scanned (its candidates then go to its scan)."""
+        return self.work_dir / f"{side}.whole.sqlite"
+
+    @property
+    def _rescan_path(self) -> Path:
+        return self.work_dir / "after.sqlite"
+
+    @property
+    def _before_paths(self) -> tuple[Path, Path]:
+        """(index, spool) of the target's documents read ahead (prefetch.py)."""
+        return self.work_dir / "before.sqlite", self.work_dir / "before.spool"
+
+    # -- reading the sides ---------------------------------------------------------------
+
+    def read(
+        self,
+        side: str,
+        reader: RawReader,
+        *,
+        spool: bool = False,
+        progress: Progress | None = None,
+    ) -> ScanResult:
+        """Read `side` whole into its scan (and its raw documents into its spool)."""
+        path = self._spool_path(side) if spool else None
+        return _read_into(self._scan_path(side), reader, self.name, spool=path, progress=progress)
+
+    def read_whole(self, side: str, reader: RawReader) -> ScanResult:
+        """Read `side` whole beside its candidates (`whole_candidates`, `fill_from_whole`);
+        the source's documents into its spool."""
+        spool = self._spool_path(SRC) if side == SRC else None
+        return _read_into(self._whole_path(side), reader, self.name, spool=spool)
+
+    def copy_scan(self) -> CopyScan:
+        """The source's scan and read order, filled by a first copy as it reads (stream.py)."""
+        return CopyScan(self._scan_path(SRC), self._order_path)
+
+    def read_back_in_order(self, target: RawReader) -> bool:
+        """Whether the target holds a first copy's documents in the order it read them."""
+        return reads_back_in_order(target, self.name, self._order_path)
+
+    def read_back(self, target: RawReader) -> ScanResult:
+        """Read the target whole again after writing, for `rescan_mismatches`."""
+        return _read_into(self._rescan_path, target, self.name)
+
+    def ahead_writer(self) -> AheadWriter:
+        """Where the target's documents read ahead go (prefetch.py)."""
+        return AheadWriter(*self._before_paths)
+
+    def read_ahead(self) -> ReadAhead:
+        """The target's documents read ahead, looked up by `_id` and digest."""
+        return ReadAhead(*self._before_paths)
 
     @property
     def target_spool(self) -> Path | None:
         """The target's documents as read, where the read kept them (for a full backup)."""
-        path = self.spool_path(TGT)
+        path = self._spool_path(TGT)
         return path if path.exists() else None
 
     def reset(self) -> None:
         """Empty scans for both sides (a first copy fills the source's while copying)."""
         self.partial = False
         for side in (SRC, TGT):
-            create_scan(self.scan_path(side)).close()
+            ScanTable.create(self._scan_path(side)).close()
 
     def count(self, side: str) -> int:
-        conn = open_scratch(self.scan_path(side))
+        table = ScanTable.open(self._scan_path(side))
         try:
-            (count,) = conn.execute("SELECT COUNT(*) FROM docs").fetchone()
+            return table.count()
         finally:
-            conn.close()
-        return int(count)
+            table.close()
 
     @contextmanager
     def _joined(
         self, memory: SyncMemory, pair: Pair, *, source: str, target: str
     ) -> Iterator[sqlite3.Connection]:
         """The target scan with the source scan and the memory's views attached."""
-        conn = open_scratch(self.scan_path(TGT))
+        conn = open_scratch(self._scan_path(TGT))
         try:
-            conn.execute("ATTACH DATABASE ? AS src", (self.scan_path(SRC).as_uri(),))
+            conn.execute("ATTACH DATABASE ? AS src", (self._scan_path(SRC).as_uri(),))
             memory.attach_views(conn, pair, self.name, source=source, target=target)
             yield conn
         finally:
             conn.close()
 
     def _diff(self) -> sqlite3.Connection:
-        conn = open_scratch(self.scan_path(TGT))
-        conn.execute("ATTACH DATABASE ? AS src", (self.scan_path(SRC).as_uri(),))
+        conn = open_scratch(self._scan_path(TGT))
+        conn.execute("ATTACH DATABASE ? AS src", (self._scan_path(SRC).as_uri(),))
         return conn
+
+    def compare(self, samples: int) -> dict[str, tuple[int, list[bytes]]]:
+        """After `read` of both sides: per kind (missing, extra and different on the target),
+        the count of documents and the raw `_id`s of the first `samples` of them."""
+        conn = self._diff()
+        try:
+            found = {}
+            for kind, where in COMPARE_SQL.items():
+                (count,) = conn.execute(f"SELECT COUNT(*) {where}").fetchone()  # noqa: S608
+                rids = []
+                if count:
+                    rows = conn.execute(
+                        f"SELECT s.rid {where} ORDER BY s.idkey LIMIT {samples}"  # noqa: S608
+                    ).fetchall()
+                    rids = [row[0] for row in rows]
+                found[kind] = (int(count), rids)
+            return found
+        finally:
+            conn.close()
 
     # -- a sync by change streams: candidates ------------------------------------------
 
@@ -193,8 +372,8 @@ class CollectionScratch:
         read whole may be writing it already: not truncated)."""
         self.reset()
         self.partial = True
-        self.spool_path(SRC).touch()
-        conn = open_scratch(self.scan_path(TGT))
+        self._spool_path(SRC).touch()
+        conn = open_scratch(self._scan_path(TGT))
         try:
             conn.executescript(CAND_SCHEMA)
         finally:
@@ -202,16 +381,16 @@ class CollectionScratch:
 
     def restart_side(self, side: str) -> None:
         """Forget what one side's stream said so far (its read is retried from the start)."""
-        conn = open_scratch(self.scan_path(TGT))
+        conn = open_scratch(self._scan_path(TGT))
         try:
-            conn.execute("ATTACH DATABASE ? AS src", (self.scan_path(SRC).as_uri(),))
+            conn.execute("ATTACH DATABASE ? AS src", (self._scan_path(SRC).as_uri(),))
             conn.execute(f"DELETE FROM {'src' if side == SRC else 'main'}.docs")  # noqa: S608
             conn.execute(f"UPDATE cand SET seen_{side} = 0, fetch_{side} = 0")  # noqa: S608
         finally:
             conn.close()
         if side == SRC:
-            self.spool_path(SRC).unlink(missing_ok=True)
-            self.spool_path(SRC).touch()
+            self._spool_path(SRC).unlink(missing_ok=True)
+            self._spool_path(SRC).touch()
 
     def changes(self, side: str) -> ChangeLog:
         """Record what a side's change stream (or reads by `_id`) says; see `ChangeLog`."""
@@ -230,19 +409,15 @@ class CollectionScratch:
             )
             conn.execute("COMMIT")
 
-    def whole_path(self, side: str) -> Path:
-        """Where a side read whole is scanned (its candidates then go to its scan)."""
-        return self.work_dir / f"{side}.whole.sqlite"
-
     def whole_candidates(
         self, side: str, memory: SyncMemory, pair: Pair, *, source: str, target: str
     ) -> None:
-        """After `side` was read whole into `whole_path(side)`: its documents the memory
+        """After `read_whole(side)`: its documents the memory
         holds otherwise (or not at all), and those the memory holds that it no longer
         has, become candidates. Bounded by the size of the change, not of the side."""
         column = "bs" if side == SRC else "bt"
         with self._joined(memory, pair, source=source, target=target) as conn:
-            conn.execute("ATTACH DATABASE ? AS whole", (self.whole_path(side).as_uri(),))
+            conn.execute("ATTACH DATABASE ? AS whole", (self._whole_path(side).as_uri(),))
             conn.execute("BEGIN")
             conn.execute(
                 "INSERT INTO cand (idkey, rid) SELECT w.idkey, w.rid FROM whole.docs w "  # noqa: S608
@@ -262,7 +437,7 @@ class CollectionScratch:
         schema = "src" if side == SRC else "main"
         conn = self._diff()
         try:
-            conn.execute("ATTACH DATABASE ? AS whole", (self.whole_path(side).as_uri(),))
+            conn.execute("ATTACH DATABASE ? AS whole", (self._whole_path(side).as_uri(),))
             conn.execute("BEGIN")
             conn.execute(f"UPDATE cand SET seen_{side} = 1, fetch_{side} = 0")  # noqa: S608
             conn.execute(f"DELETE FROM {schema}.docs")  # noqa: S608
@@ -276,7 +451,7 @@ class CollectionScratch:
 
     def want_all(self, side: str) -> None:
         """Every candidate `side` said nothing of is to be read there by `_id`."""
-        conn = open_scratch(self.scan_path(TGT))
+        conn = open_scratch(self._scan_path(TGT))
         try:
             conn.execute(f"UPDATE cand SET fetch_{side} = 1 WHERE NOT seen_{side}")  # noqa: S608
         finally:
@@ -285,7 +460,7 @@ class CollectionScratch:
     def to_fetch(self, side: str) -> list[tuple[bytes, object]]:
         """(idkey, `_id` value) of the candidates whose current version on `side` must be
         read (an update event names a document, not its content)."""
-        conn = open_scratch(self.scan_path(TGT))
+        conn = open_scratch(self._scan_path(TGT))
         try:
             rows = conn.execute(
                 f"SELECT idkey, COALESCE(rid, idkey) FROM cand WHERE fetch_{side}"  # noqa: S608
@@ -413,7 +588,7 @@ class CollectionScratch:
         try:
             for key, offset, length in conn.execute(GONE_FROM_TARGET_SQL):
                 if spool is None:
-                    spool = self.spool_path(SRC).open("rb")
+                    spool = self._spool_path(SRC).open("rb")
                 spool.seek(offset)
                 if expired(spool.read(length)):
                     keys.append((key,))
@@ -423,7 +598,7 @@ class CollectionScratch:
         conn.executemany("UPDATE diff SET expired = 1 WHERE idkey = ?", keys)
 
     def planned(self) -> bool:
-        conn = open_scratch(self.scan_path(TGT))
+        conn = open_scratch(self._scan_path(TGT))
         try:
             row = conn.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'diff'"
@@ -483,7 +658,7 @@ class CollectionScratch:
             )
             for op, rid, offset, length in rows:
                 if spool is None:
-                    spool = self.spool_path(SRC).open("rb")
+                    spool = self._spool_path(SRC).open("rb")
                 spool.seek(offset)
                 yield op, rid, spool.read(length)
         finally:
@@ -535,15 +710,11 @@ class CollectionScratch:
             conn.close()
         return int(n)
 
-    @property
-    def rescan_path(self) -> Path:
-        return self.work_dir / "after.sqlite"
-
     def rescan_mismatches(self) -> int:
-        """After a re-read of the target into `rescan_path`: documents not as planned."""
+        """After `read_back`: the target's documents not as planned."""
         conn = self._diff()
         try:
-            conn.execute("ATTACH DATABASE ? AS aft", (self.rescan_path.as_uri(),))
+            conn.execute("ATTACH DATABASE ? AS aft", (self._rescan_path.as_uri(),))
             (mismatches,) = conn.execute(VERIFY_SQL).fetchone()
         finally:
             conn.close()
@@ -579,7 +750,7 @@ class CollectionScratch:
         `tgt`), for the memory to run itself; None for a partial one."""
         if self.partial:
             return None
-        files = {"src": self.scan_path(SRC), "tgt": self.scan_path(TGT)}
+        files = {"src": self._scan_path(SRC), "tgt": self._scan_path(TGT)}
         return files, REMEMBER_WHOLE_SQL.replace("main.", "tgt.")
 
 
@@ -592,9 +763,9 @@ class ChangeLog:
     def __init__(self, scratch: CollectionScratch, side: str) -> None:
         self.side = side
         self.schema = "src" if side == SRC else "main"
-        self.conn = open_scratch(scratch.scan_path(TGT))
-        self.conn.execute("ATTACH DATABASE ? AS src", (scratch.scan_path(SRC).as_uri(),))
-        self.spool = scratch.spool_path(SRC).open("ab") if side == SRC else None
+        self.conn = open_scratch(scratch._scan_path(TGT))
+        self.conn.execute("ATTACH DATABASE ? AS src", (scratch._scan_path(SRC).as_uri(),))
+        self.spool = scratch._spool_path(SRC).open("ab") if side == SRC else None
         self.offset = self.spool.tell() if self.spool is not None else 0
         self.ops: list[tuple[str, bytes, bytes, bytes | None]] = []
 
@@ -677,6 +848,75 @@ class ChangeLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class CopyScan:
+    """A first copy's scan of the source, filled as the copy reads (stream.py): `insert`
+    batches of rows into the scan table, `order.write` each document's digest in the order
+    read."""
+
+    def __init__(self, scan: Path, order: Path) -> None:
+        self.table = ScanTable.create(scan)
+        self.order = order.open("wb")
+
+    def insert(self, rows: list[Row]) -> int:
+        return self.table.insert(rows)
+
+    def close(self) -> None:
+        try:
+            self.order.close()
+        finally:
+            self.table.close()
+
+
+class AheadWriter:
+    """One collection's documents read ahead (prefetch.py): a spool and its index."""
+
+    def __init__(self, index: Path, spool: Path) -> None:
+        self.table = ScanTable.create(index)
+        self.spool = spool.open("wb")
+        self.offset = 0
+
+    def add(self, raws: list[bytes]) -> None:
+        rows: list[Row] = []
+        for raw in raws:
+            rid = raw_id(raw)
+            rows.append((id_key(rid), rid, digest(raw), self.offset, len(raw)))
+            self.spool.write(raw)
+            self.offset += len(raw)
+        self.table.insert(rows)
+
+    def close(self) -> None:
+        try:
+            self.spool.close()
+        finally:
+            self.table.close()
+
+
+class ReadAhead:
+    """The documents of one collection read ahead, looked up by raw `_id` and digest."""
+
+    def __init__(self, index: Path, spool: Path) -> None:
+        self.table: ScanTable | None = None
+        self.spool: BinaryIO | None = None
+        if index.exists() and spool.exists():
+            self.table, self.spool = ScanTable.open(index), spool.open("rb")
+
+    def get(self, rid: bytes, want: bytes | None) -> bytes | None:
+        """The document with this `_id` as read ahead, if its digest is `want`."""
+        if self.table is None or self.spool is None or want is None:
+            return None
+        where = self.table.find(id_key(rid), want)
+        if where is None:
+            return None
+        self.spool.seek(where[0])
+        return self.spool.read(where[1])
+
+    def close(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
+        if self.table is not None:
+            self.table.close()
 
 
 class Workspace:

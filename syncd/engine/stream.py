@@ -19,7 +19,6 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 from pymongo.collection import Collection
@@ -30,8 +29,8 @@ from syncd.engine.context import Check, go_on
 from syncd.engine.gcpause import gc_paused
 from syncd.engine.plan import CollectionPlan, Writing, plan_fully
 from syncd.engine.progress import Reporter
-from syncd.engine.scan import BATCH_ROWS, Row, create_scan, insert_rows, order_path
-from syncd.engine.scratch import SRC
+from syncd.engine.scan import BATCH_ROWS, Row
+from syncd.engine.scratch import SRC, CollectionScratch
 from syncd.engine.verify import Tallies, copy_mismatches
 from syncd.mongo.rawbson import digest, id_key, raw_id, split_documents
 from syncd.mongo.retry import failing_clearly, with_retries
@@ -60,7 +59,7 @@ def copy_first(
     syncd's own writes by the next run."""
     assert plan.scratch is not None  # noqa: S101
     scratch = plan.scratch
-    batches = SourceStream(source, plan.name, scratch.scan_path(SRC), announce)
+    batches = SourceStream(source, plan.name, scratch, announce)
     with gc_paused():
         applied = apply_inserts(coll, batches, progress, bypass=bypass, check=check)
     plan.source_count = scratch.count(SRC)
@@ -121,13 +120,18 @@ class CopyFirst:
 
 
 class SourceStream:
-    """Iterate to get insert batches; `scan` (a scan file, see scan.py) is filled meanwhile,
-    and `announce` hears (idkey, digest) of each batch before it is handed over."""
+    """Iterate to get insert batches; the source's scan in `scratch` is filled meanwhile
+    (`CollectionScratch.copy_scan`), and `announce` hears (idkey, digest) of each batch
+    before it is handed over."""
 
     def __init__(
-        self, source: MongoSource, name: str, scan: Path, announce: Announce | None = None
+        self,
+        source: MongoSource,
+        name: str,
+        scratch: CollectionScratch,
+        announce: Announce | None = None,
     ) -> None:
-        self.source, self.name, self.scan, self.announce = source, name, scan, announce
+        self.source, self.name, self.scratch, self.announce = source, name, scratch, announce
         self.batches: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_BATCHES)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"copy-{name}", daemon=True)
@@ -165,8 +169,8 @@ class SourceStream:
     def _read(self) -> None:
         """Restartable: a retry reads from the start again (a document sent twice becomes
         a replace of itself, its scan row is overwritten)."""
-        conn = create_scan(self.scan)
-        order = order_path(self.scan).open("wb")
+        scan = self.scratch.copy_scan()
+        order = scan.order
         rows: list[Row] = []
         batch: list[bytes] = []
         keys: list[tuple[bytes, bytes]] = []
@@ -184,16 +188,13 @@ class SourceStream:
                     self._hand_over(batch, keys)
                     batch, keys, size = [], [], 0
                 if len(rows) >= BATCH_ROWS:
-                    insert_rows(conn, rows)
+                    scan.insert(rows)
                     rows = []
-            insert_rows(conn, rows)
+            scan.insert(rows)
             if batch:
                 self._hand_over(batch, keys)
         finally:
-            try:
-                order.close()
-            finally:
-                conn.close()
+            scan.close()
 
     def _hand_over(self, batch: list[bytes], keys: list[tuple[bytes, bytes]]) -> None:
         if self.announce is not None:

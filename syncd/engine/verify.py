@@ -45,7 +45,6 @@ from functools import partial
 
 from syncd.engine.changes import Sides
 from syncd.engine.plan import CollectionPlan, read_spec
-from syncd.engine.scan import order_path, reads_back_in_order, scan_collection
 from syncd.engine.scratch import SRC, TGT
 from syncd.errors import SyncdError
 from syncd.mongo.changestream import HistoryLost
@@ -271,15 +270,14 @@ def copy_mismatches(plan: CollectionPlan, sides: Sides, tallies: Tallies) -> int
 
     On a server that returns a new collection in the order it was inserted, the documents
     read back in the order the source gave them: each is then compared with the digest at
-    its place in the copy's read (`scan.reads_back_in_order`), with no table to fill. Only
-    when that fails (another order, or a difference) is the collection read again into a
+    its place in the copy's read (`CollectionScratch.read_back_in_order`), with no table to
+    fill. Only when that fails (another order, or a difference) is the collection read again into a
     table and compared document by document, by `_id`."""
     assert plan.scratch is not None  # noqa: S101
     target = sides.target
     _resume_before_scan(plan, sides, tallies)
     if not plan.scratch.kept_keys():
-        order = order_path(plan.scratch.scan_path(SRC))
-        check = partial(reads_back_in_order, target, plan.name, order)
+        check = partial(plan.scratch.read_back_in_order, target)
         if with_retries(check, what=f"verify {plan.name} ({target.label})"):
             return 0
     return _rescan(plan, target)
@@ -289,7 +287,7 @@ def _rescan(plan: CollectionPlan, target: MongoSource) -> int:
     """Read the whole target collection back: documents not as planned (missing, extra or
     different)."""
     assert plan.scratch is not None  # noqa: S101
-    scan = partial(scan_collection, target, plan.name, plan.scratch.rescan_path)
+    scan = partial(plan.scratch.read_back, target)
     with_retries(scan, what=f"verify {plan.name} ({target.label})")
     return plan.scratch.rescan_mismatches()
 

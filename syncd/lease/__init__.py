@@ -33,7 +33,7 @@ from syncd.lease.database import (
     release_all,
 )
 from syncd.lease.holder import Holder, LeaseBusy, utc_text
-from syncd.lease.local import lease_path, target_lease
+from syncd.lease.local import target_lease
 
 __all__ = [
     "COLLECTION",
@@ -43,7 +43,6 @@ __all__ = [
     "LeaseUnwritable",
     "Terminated",
     "WriteLease",
-    "lease_path",
     "release_all",
     "target_lease",
     "write_lease",
@@ -92,7 +91,7 @@ def write_lease(
 
     with (
         _stopped_by_sigterm(),
-        target_lease(config.state_dir, name, job=job, flow=flow, wait=wait, on_wait=waiting),
+        target_lease(config.state, name, job=job, flow=flow, wait=wait, on_wait=waiting),
     ):
         if target.endpoint.lease == "local":
             yield WriteLease(None)

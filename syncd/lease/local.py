@@ -1,4 +1,5 @@
-"""One writer per target endpoint on this machine: a lease file under `state_dir/leases`.
+"""One writer per target endpoint on this machine: a lease file in the state directory
+(`StateDir.lease`).
 
 `flock` is released by the kernel when its holder dies, so a stale lease of a killed
 process is taken over without clean-up; the file records who holds it, for messages.
@@ -16,13 +17,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from syncd.lease.holder import Holder, LeaseBusy
+from syncd.state.statedir import StateDir
 
 POLL_SECONDS = 0.2
 OnWait = Callable[[Holder], None]
-
-
-def lease_path(state_dir: Path, endpoint: str) -> Path:
-    return state_dir / "leases" / f"{endpoint}.lease"
 
 
 def holder_of(path: Path) -> Holder:
@@ -37,12 +35,12 @@ def holder_of(path: Path) -> Holder:
     return Holder.from_record(record, "state_dir")
 
 
-def local_holder(state_dir: Path, endpoint: str) -> Holder | None:
+def local_holder(state: StateDir, endpoint: str) -> Holder | None:
     """The holder of `endpoint`'s lease on this machine, or None when it is free.
 
     Probes with a shared flock, taken and dropped at once: a writer that tries at that very
     instant sees it busy and waits one poll (or, with --no-wait, is refused)."""
-    path = lease_path(state_dir, endpoint)
+    path = state.lease(endpoint)
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -60,7 +58,7 @@ def local_holder(state_dir: Path, endpoint: str) -> Holder | None:
 
 @contextmanager
 def target_lease(
-    state_dir: Path,
+    state: StateDir,
     endpoint: str,
     *,
     job: str,
@@ -72,7 +70,7 @@ def target_lease(
     """Hold the write lease of `endpoint`; wait for it, or raise LeaseBusy.
 
     `on_wait` is told the holder when this run starts waiting, and again when it changes."""
-    path = lease_path(state_dir, endpoint)
+    path = state.lease(endpoint)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from pymongo.errors import PyMongoError
@@ -14,6 +13,7 @@ from syncd.lease.database import database_holder
 from syncd.lease.holder import Holder, utc_text
 from syncd.lease.local import local_holder
 from syncd.mongo.retry import server_reason
+from syncd.state.statedir import StateDir
 
 
 @dataclass(frozen=True)
@@ -56,10 +56,10 @@ class LeaseState:
         return text
 
 
-def lease_state(state_dir: Path, target: Connected) -> LeaseState:
+def lease_state(state: StateDir, target: Connected) -> LeaseState:
     """The database lease where there is one, else this machine's lease file."""
     kind = target.endpoint.lease
-    local = local_holder(state_dir, target.name)
+    local = local_holder(state, target.name)
     if kind == "local":
         return LeaseState(kind, local)
     try:

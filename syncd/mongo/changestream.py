@@ -36,6 +36,7 @@ every shard has passed its time, so a read waits for the fence (`at_end`).
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -46,6 +47,7 @@ from typing import Any, Protocol, TypeVar
 import bson
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
+from bson.son import SON
 from bson.timestamp import Timestamp
 from pymongo.database import Database
 from pymongo.errors import OperationFailure
@@ -53,7 +55,8 @@ from pymongo.server_type import SERVER_TYPE
 
 from syncd import pause
 from syncd.mongo import server
-from syncd.mongo.rawbson import raw_id
+from syncd.mongo.rawbson import document, elements, raw_id, value_end
+from syncd.mongo.rawcursor import RAW, ROUTED, array_documents
 from syncd.mongo.retry import first_line, is_transient
 from syncd.mongo.sharding import is_mongos
 
@@ -66,6 +69,9 @@ AWAIT_MS = 5  # how long an empty read waits: a stream is read to its fence, not
 MONGOS_AWAIT_MS = 500  # behind mongos the fence can be a shard's idle write away (~10 s)
 WRAPPED = "syncd.resume"  # a stored point that keeps its event's collection (`_stored`)
 DRAIN_SECONDS = 120.0
+_INT32 = struct.Struct("<i")
+_INT64 = struct.Struct("<q")
+_UINT32S = struct.Struct("<II")  # a BSON timestamp: increment, then seconds
 BATCH = 5000
 DOCUMENT_EVENTS = {"insert", "replace", "update", "delete"}
 COLLECTION_EVENTS = {"drop": "dropped", "rename": "renamed"}
@@ -220,11 +226,11 @@ def drain(
     final: Any = None
     while True:
         try:
-            stream = raw_database(db).watch(
+            stream = _watch(
+                db,
                 pipeline,
-                resume_after=position,
-                max_await_time_ms=MONGOS_AWAIT_MS if mongos else AWAIT_MS,
-                batch_size=BATCH,
+                position,
+                await_ms=MONGOS_AWAIT_MS if mongos else AWAIT_MS,
                 full_document="updateLookup" if lookup else None,
             )
             try:
@@ -266,6 +272,217 @@ def drain(
         on_event = _token_bytes(final) == _token_bytes(position)
         found.token = _stored(final, passes if on_event else [])
     return found
+
+
+def _watch(
+    db: Database[Any],
+    pipeline: list[dict[str, Any]],
+    position: RawBSONDocument,
+    *,
+    await_ms: int,
+    full_document: str | None,
+) -> Any:
+    """The database's change stream after `position`: read raw (`RawStream`), or behind
+    mongos or a load balancer, where a getMore must reach the router its aggregate went
+    to, pymongo's own (pinned to its server; each event then inflated)."""
+    if db.client.topology_description.topology_type_name in ROUTED:
+        return raw_database(db).watch(
+            pipeline,
+            resume_after=position,
+            max_await_time_ms=await_ms,
+            batch_size=BATCH,
+            full_document=full_document,
+        )
+    return RawStream(db, pipeline, position, await_ms=await_ms, full_document=full_document)
+
+
+class RawStream:
+    """A database's change stream as `aggregate` and `getMore` commands whose replies stay
+    one `RawBSONDocument` each (as `rawcursor.find_documents`): the events are sliced out
+    of the batch and read field by field (`RawEvent`), never inflated whole, and no resume
+    token is copied per event. What of pymongo's `ChangeStream` `drain` uses: `try_next`
+    (at most one getMore), `resume_token` (after an event its own, after the last of a
+    batch or an empty read the batch's high-water mark). No resuming on an error of its
+    own: the caller reads again from its start point (`with_retries`)."""
+
+    def __init__(
+        self,
+        db: Database[Any],
+        pipeline: list[dict[str, Any]],
+        position: RawBSONDocument,
+        *,
+        await_ms: int,
+        full_document: str | None,
+    ) -> None:
+        self.db, self.await_ms = db, await_ms
+        stage: dict[str, Any] = {"resumeAfter": position}
+        if full_document is not None:
+            stage["fullDocument"] = full_document
+        command = SON(
+            [
+                ("aggregate", 1),
+                ("pipeline", [{"$changeStream": stage}, *pipeline]),
+                ("cursor", {"batchSize": BATCH}),
+            ]
+        )
+        self.session = db.client.start_session(causal_consistency=False)
+        self.cursor_id, self.namespace = 0, "$cmd.aggregate"
+        try:
+            reply = db.command(command, codec_options=RAW, session=self.session)
+        except BaseException:
+            self.session.end_session()
+            raise
+        self.token: RawBSONDocument = position
+        self._take(reply)
+
+    @property
+    def resume_token(self) -> RawBSONDocument:
+        return self.token
+
+    def _take(self, reply: RawBSONDocument) -> None:
+        cursor_id, batch, high, namespace = change_batch(reply)
+        self.cursor_id, self.batch, self.high, self.index = cursor_id, batch, high, 0
+        if namespace is not None:
+            self.namespace = namespace
+        if not batch and high is not None:
+            self.token = high
+
+    def try_next(self) -> RawEvent | None:
+        if self.index >= len(self.batch):
+            if self.cursor_id == 0:
+                return None
+            more = SON(
+                [
+                    ("getMore", self.cursor_id),
+                    ("collection", self.namespace),
+                    ("batchSize", BATCH),
+                    ("maxTimeMS", self.await_ms),
+                ]
+            )
+            self._take(self.db.command(more, codec_options=RAW, session=self.session))
+            if not self.batch:
+                return None
+        event = RawEvent(self.batch[self.index])
+        self.index += 1
+        if self.index == len(self.batch) and self.high is not None:
+            self.token = self.high
+        else:
+            self.token = event["_id"]
+        return event
+
+    def close(self) -> None:
+        try:
+            if self.cursor_id:
+                command = SON([("killCursors", self.namespace), ("cursors", [self.cursor_id])])
+                self.db.command(command, session=self.session)
+        except Exception:  # noqa: BLE001, S110 - best effort: the server times cursors out
+            pass
+        finally:
+            self.cursor_id = 0
+            self.session.end_session()
+
+    def __enter__(self) -> RawStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def change_batch(
+    reply: RawBSONDocument,
+) -> tuple[int, list[bytes], RawBSONDocument | None, str | None]:
+    """(cursor id, events, postBatchResumeToken, collection of the cursor's namespace) of
+    an `aggregate` or `getMore` reply."""
+    raw = reply.raw if isinstance(reply.raw, bytes) else bytes(reply.raw)
+    cursor_id, events, high, namespace = 0, [], None, None
+    for etype, key, _, start, end in elements(raw):
+        if key != b"cursor" or etype != 0x03:
+            continue
+        for vtype, name, _, vstart, vend in elements(raw, start, end):
+            if name == b"id" and vtype == 0x12:
+                (cursor_id,) = _INT64.unpack_from(raw, vstart)
+            elif name in (b"firstBatch", b"nextBatch") and vtype == 0x04:
+                events = array_documents(raw, vstart, vend)
+            elif name == b"postBatchResumeToken" and vtype == 0x03:
+                high = RawBSONDocument(raw[vstart:vend])
+            elif name == b"ns" and vtype == 0x02:
+                namespace = raw[vstart + 4 : vend - 1].decode().split(".", 1)[1]
+        return int(cursor_id), events, high, namespace
+    raise ValueError("reply has no cursor")
+
+
+class RawEvent:
+    """A change event read field by field from its raw BSON: strings and timestamps
+    decoded, embedded documents as `RawBSONDocument`s (`raw_of`: their bytes), the rest
+    decoded alone; each at most once."""
+
+    __slots__ = ("decoded", "fields", "raw")
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self.fields = _top_level(raw)
+        self.decoded: dict[str, Any] = {}
+
+    def raw_of(self, key: str) -> bytes | None:
+        """The bytes of an embedded document (None: absent, or not a document)."""
+        found = self.fields.get(key.encode())
+        if found is None or found[0] != 0x03:
+            return None
+        return self.raw[found[2] : found[3]]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key in self.decoded:
+            return self.decoded[key]
+        found = self.fields.get(key.encode())
+        if found is None:
+            return default
+        etype, at, start, end = found
+        raw = self.raw
+        value: Any
+        if etype == 0x02:
+            value = raw[start + 4 : end - 1].decode()
+        elif etype == 0x03 and key in SMALL:
+            value = bson.decode(raw[start:end])
+        elif etype == 0x03:
+            value = RawBSONDocument(raw[start:end])
+        elif etype == 0x11:
+            (inc, seconds) = _UINT32S.unpack_from(raw, start)
+            value = Timestamp(seconds, inc)
+        else:
+            value = bson.decode(document([raw[at:end]]), codec_options=RAW)[key]
+        self.decoded[key] = value
+        return value
+
+    def __getitem__(self, key: str) -> Any:
+        value = self.get(key, _MISSING)
+        if value is _MISSING:
+            raise KeyError(key)
+        return value
+
+
+def _top_level(raw: bytes) -> dict[bytes, tuple[int, int, int, int]]:
+    """name -> (type, element start, value start, value end) of a document's elements;
+    the types of a change event's fields measured inline (`elements` for any other)."""
+    fields = {}
+    offset, last = 4, len(raw) - 1
+    find, unpack = raw.find, _INT32.unpack_from
+    while offset < last:
+        etype = raw[offset]
+        name_end = find(b"\x00", offset + 1)
+        start = name_end + 1
+        if etype in (0x02, 0x03):  # a string's length leaves out its own 4 bytes
+            end = start + unpack(raw, start)[0] + (4 if etype == 0x02 else 0)
+        elif etype in (0x09, 0x11, 0x12):
+            end = start + 8
+        else:
+            end = value_end(raw, etype, start)
+        fields[raw[offset + 1 : name_end]] = (etype, offset, start, end)
+        offset = end
+    return fields
+
+
+_MISSING = object()
+SMALL = {"ns", "to"}  # embedded documents of an event decoded whole: a namespace each
 
 
 def stream_pipeline(collections: list[str]) -> list[dict[str, Any]]:
@@ -414,12 +631,19 @@ def _route(
             f"more than {budgets[coll]} changes on {label}: reading it whole costs less"
         )
         return
-    rid = raw_id(bytes(event["documentKey"].raw))
-    full = event.get("fullDocument")
+    if isinstance(event, RawEvent):
+        key, full = event.raw_of("documentKey"), event.raw_of("fullDocument")
+        if key is None:
+            raise KeyError("documentKey")
+    else:
+        key = bytes(event["documentKey"].raw)
+        document = event.get("fullDocument")
+        full = None if document is None else bytes(document.raw)
+    rid = raw_id(key)
     if kind == "delete":
         log.gone(rid)
     elif full is not None:  # insert, replace; an update where the server looked it up
-        log.put(bytes(full.raw), inserted=kind == "insert")
+        log.put(full, inserted=kind == "insert")
     else:
         log.named(rid)
 

@@ -57,6 +57,9 @@ def _value_end(raw: bytes, etype: int, start: int) -> int:
     raise ValueError(f"unknown BSON element type 0x{etype:02x}")
 
 
+value_end = _value_end  # for a reader walking a document's elements itself
+
+
 def elements(
     raw: bytes, start: int = 0, stop: int | None = None
 ) -> Iterator[tuple[int, bytes, int, int, int]]:

@@ -1,3 +1,3 @@
-"""What syncd keeps on this machine between runs: the state directory and what lives in
-it. `memory` is the sync memory (`memory.sqlite`).
+"""What syncd keeps on this machine between runs: `statedir.StateDir`, the state
+directory's layout (a run's is `Config.state`), and `memory.SyncMemory`, the sync memory.
 """

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import struct
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS docs (
@@ -40,6 +41,10 @@ CREATE TABLE IF NOT EXISTS pending (
     digest BLOB NOT NULL,
     PRIMARY KEY (pair, coll, side, idkey, digest)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pending_batches (
+    pair TEXT NOT NULL, coll TEXT NOT NULL, side TEXT NOT NULL, rows BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pending_batches_by_coll ON pending_batches (pair, coll, side);
 CREATE TABLE IF NOT EXISTS points (
     pair TEXT NOT NULL, coll TEXT NOT NULL, side TEXT NOT NULL, token BLOB, uuid BLOB,
     count INTEGER,
@@ -57,6 +62,10 @@ CREATE TABLE IF NOT EXISTS policies (
 # `pending`: digests a sync was about to write to one side (x'' = about to delete), kept
 # until that collection's next successful sync. A run cut short leaves the target holding
 # some of them; they are syncd's own writes, not drift, even after the source moved on.
+# A run's intents are written a batch to a row (`pending_batches`: the batch's (idkey,
+# digest) pairs in one blob, `_pack_intents`), which costs a first copy one row per 1,000
+# documents instead of one per document; they are read back as rows (`ours`) only by the
+# run after one cut short, and dropped with `pending` when the collection's sync succeeds.
 # A `pending` row with digest KEPT marks a document a merge kept: its target holds an edit
 # the memory does not record, so it is read on every sync until it travels.
 # `points`: per side, where that side's change stream was read up to (a resume token) and
@@ -69,6 +78,7 @@ CREATE TABLE IF NOT EXISTS policies (
 # the masking key is marked by an HMAC of a constant.
 
 
+_Row = TypeVar("_Row")
 KEPT = b"kept"  # never a digest (those are 16 bytes)
 
 
@@ -129,10 +139,6 @@ class Point:
     count: int | None = None  # documents the memory holds for this side (set by `remember`)
 
 
-def memory_path(state_dir: Path) -> Path:
-    return state_dir / "memory.sqlite"
-
-
 class SyncMemory:
     """The one owner of memory.sqlite.
 
@@ -169,10 +175,6 @@ class SyncMemory:
         extra = "&immutable=1" if self.readonly and self._scratch is None else ""
         return f"{self.path.as_uri()}?mode=ro{extra}"
 
-    @classmethod
-    def of(cls, state_dir: Path, *, readonly: bool = False) -> SyncMemory:
-        return cls(memory_path(state_dir), readonly=readonly)
-
     def close(self) -> None:
         self.conn.close()
         if self._scratch is not None:
@@ -200,7 +202,7 @@ class SyncMemory:
             return None if legacy else self._afresh_message(pair)
         message = None if legacy else self._afresh_message(pair)
         self.conn.execute("BEGIN")
-        for table in ("docs", "runs", "pending", "points", "policies"):
+        for table in ("docs", "runs", "pending", "pending_batches", "points", "policies"):
             self.conn.execute(
                 f"UPDATE {table} SET pair = ? WHERE pair = ?",  # noqa: S608 - fixed names
                 (pair.key, pair.names),
@@ -254,8 +256,21 @@ class SyncMemory:
             f"FROM mem.docs WHERE pair = {key} AND coll = {name}"
         )
         conn.execute(
+            "CREATE TEMP TABLE intended (idkey BLOB NOT NULL, digest BLOB NOT NULL, "
+            "PRIMARY KEY (idkey, digest)) WITHOUT ROWID"
+        )
+        if _has_table(conn, "mem", "pending_batches"):  # (not in a memory of an older syncd)
+            for (blob,) in conn.execute(
+                "SELECT rows FROM mem.pending_batches WHERE pair = ? AND coll = ? AND side = ?",
+                (pair.key, coll, tside),
+            ).fetchall():
+                conn.executemany(
+                    "INSERT OR IGNORE INTO temp.intended VALUES (?, ?)", _unpack_intents(blob)
+                )
+        conn.execute(
             "CREATE TEMP VIEW ours AS SELECT idkey, digest FROM mem.pending "  # noqa: S608
-            f"WHERE pair = {key} AND coll = {name} AND side = '{tside}'"
+            f"WHERE pair = {key} AND coll = {name} AND side = '{tside}' "
+            "UNION ALL SELECT idkey, digest FROM temp.intended"
         )
         # A document only the target holds (bs NULL) is settled: retained under `deletes:
         # false`; one kept under merge is unsettled by its `pending` row.
@@ -266,7 +281,8 @@ class SyncMemory:
         conn.execute(
             f"CREATE TEMP VIEW unsettled AS SELECT idkey FROM mem.docs {by}"  # noqa: S608
             f"WHERE pair = {key} AND coll = {name} AND a IS NOT b AND {sside} IS NOT NULL "
-            f"UNION SELECT idkey FROM mem.pending WHERE pair = {key} AND coll = {name}"
+            f"UNION SELECT idkey FROM mem.pending WHERE pair = {key} AND coll = {name} "
+            "UNION SELECT idkey FROM temp.intended"
         )
 
     def record_intents(
@@ -361,26 +377,15 @@ class SyncMemory:
                 counted[tside] += sum(1 for row in batch if row[4] is not None)
                 conn.executemany(upsert, batch)
             delta = counted
-        for key, s, t in () if whole else rows:
-            old = conn.execute(
-                "SELECT a, b FROM docs WHERE pair = ? AND coll = ? AND idkey = ?",
-                (pair.key, coll, key),
-            ).fetchone() or (None, None)
-            delta["a"] -= old[0] is not None
-            delta["b"] -= old[1] is not None
-            new = {sside: s, tside: t}
-            delta["a"] += new["a"] is not None
-            delta["b"] += new["b"] is not None
-            if s is None and t is None:
-                conn.execute(
-                    "DELETE FROM docs WHERE pair = ? AND coll = ? AND idkey = ?",
-                    (pair.key, coll, key),
-                )
-                continue
-            conn.execute(upsert, (pair.key, coll, key, s, t))
+        if not whole:
+            delta = self._remember_rows(pair, coll, sside, tside, rows)
         conn.execute(
             "DELETE FROM pending WHERE pair = ? AND coll = ? AND (side = ? OR digest = ?)",
             (pair.key, coll, tside, KEPT),
+        )
+        conn.execute(
+            "DELETE FROM pending_batches WHERE pair = ? AND coll = ? AND side = ?",
+            (pair.key, coll, tside),
         )
         conn.executemany(
             "INSERT OR IGNORE INTO pending VALUES (?, ?, ?, ?, ?)",
@@ -406,6 +411,17 @@ class SyncMemory:
         """The collection's rows become those `select` gives (idkey, s, t); rows already
         so are left alone. Within the caller's transaction. Each side's count."""
         conn = self.conn
+        if self._holds_nothing(pair, coll):  # a first copy: nothing to compare with
+            conn.execute(
+                f"INSERT INTO docs (pair, coll, idkey, {sside}, {tside}) "  # noqa: S608
+                f"SELECT ?, ?, idkey, s, t FROM ({select}) WHERE s IS NOT NULL OR t IS NOT NULL",
+                (pair.key, coll),
+            )
+            (s_count, t_count) = conn.execute(
+                f"SELECT COUNT({sside}), COUNT({tside}) FROM docs WHERE pair = ? AND coll = ?",  # noqa: S608
+                (pair.key, coll),
+            ).fetchone()
+            return {sside: int(s_count), tside: int(t_count)}
         conn.execute("DROP TABLE IF EXISTS temp.remembered")
         conn.execute(f"CREATE TEMP TABLE remembered AS {select}")  # noqa: S608 - scratch's SQL
         conn.execute("CREATE UNIQUE INDEX temp.remembered_by_id ON remembered (idkey)")
@@ -428,6 +444,52 @@ class SyncMemory:
         ).fetchone()
         conn.execute("DROP TABLE temp.remembered")
         return {sside: int(s_count), tside: int(t_count)}
+
+    def _remember_rows(
+        self,
+        pair: Pair,
+        coll: str,
+        sside: str,
+        tside: str,
+        rows: Iterable[tuple[bytes, bytes | None, bytes | None]],
+    ) -> dict[str, int]:
+        """Some documents' rows become (idkey, s, t), set-based: through a temp table, a
+        row with neither side deleted. Within the caller's transaction. Each side's count
+        change."""
+        conn = self.conn
+        conn.execute("DROP TABLE IF EXISTS temp.remembered")
+        conn.execute(
+            "CREATE TEMP TABLE remembered (idkey BLOB PRIMARY KEY, s BLOB, t BLOB) WITHOUT ROWID"
+        )
+        for chunk in _chunks(rows):  # the last word on a document wins, as one by one
+            conn.executemany("INSERT OR REPLACE INTO temp.remembered VALUES (?, ?, ?)", chunk)
+        (s_change, t_change) = conn.execute(
+            f"SELECT COALESCE(SUM(r.s IS NOT NULL) - SUM(d.{sside} IS NOT NULL), 0), "  # noqa: S608
+            f"COALESCE(SUM(r.t IS NOT NULL) - SUM(d.{tside} IS NOT NULL), 0) "
+            "FROM temp.remembered r LEFT JOIN docs d "
+            "ON d.pair = ? AND d.coll = ? AND d.idkey = r.idkey",
+            (pair.key, coll),
+        ).fetchone()
+        conn.execute(
+            "DELETE FROM docs WHERE pair = ? AND coll = ? AND idkey IN "
+            "(SELECT idkey FROM temp.remembered WHERE s IS NULL AND t IS NULL)",
+            (pair.key, coll),
+        )
+        conn.execute(
+            f"INSERT INTO docs (pair, coll, idkey, {sside}, {tside}) "  # noqa: S608
+            "SELECT ?, ?, idkey, s, t FROM temp.remembered WHERE s IS NOT NULL OR t IS NOT NULL "
+            f"ON CONFLICT (pair, coll, idkey) DO UPDATE SET {sside} = excluded.{sside}, "
+            f"{tside} = excluded.{tside}",
+            (pair.key, coll),
+        )
+        conn.execute("DROP TABLE temp.remembered")
+        return {sside: int(s_change), tside: int(t_change)}
+
+    def _holds_nothing(self, pair: Pair, coll: str) -> bool:
+        row = self.conn.execute(
+            "SELECT 1 FROM docs WHERE pair = ? AND coll = ? LIMIT 1", (pair.key, coll)
+        ).fetchone()
+        return row is None
 
     def policy_marks(self, pair: Pair, coll: str) -> dict[str, str]:
         """The marks of the policy of the last sync of `coll` ({} for none)."""
@@ -564,18 +626,46 @@ class IntentsRecorder:
 def _record_intents(
     conn: sqlite3.Connection, pair: Pair, coll: str, side: str, rows: Iterable[tuple[bytes, bytes]]
 ) -> None:
+    """A row of `pending_batches` per `INTENTS_PER_ROW` intents, one commit for them all."""
     column = pair.column(side)
-    conn.execute("BEGIN")  # one commit per batch, not one per row
+    blobs = [_pack_intents(chunk) for chunk in _chunks(rows, INTENTS_PER_ROW)]
+    if not blobs:
+        return
+    conn.execute("BEGIN")
     conn.executemany(
-        "INSERT OR IGNORE INTO pending (pair, coll, side, idkey, digest) VALUES (?,?,?,?,?)",
-        ((pair.key, coll, column, key, dig) for key, dig in rows),
+        "INSERT INTO pending_batches (pair, coll, side, rows) VALUES (?, ?, ?, ?)",
+        ((pair.key, coll, column, blob) for blob in blobs),
     )
     conn.execute("COMMIT")
 
 
-def _chunks(
-    rows: Iterable[tuple[bytes, bytes | None, bytes | None]], size: int = 10_000
-) -> Iterator[list[tuple[bytes, bytes | None, bytes | None]]]:
+INTENTS_PER_ROW = 10_000
+_INTENT = struct.Struct("<IB")  # length of the idkey, of the digest (16, or 0: a delete)
+
+
+def _pack_intents(rows: Iterable[tuple[bytes, bytes]]) -> bytes:
+    pack = _INTENT.pack
+    return b"".join([pack(len(key), len(dig)) + key + dig for key, dig in rows])
+
+
+def _unpack_intents(blob: bytes) -> Iterator[tuple[bytes, bytes]]:
+    offset, end, unpack, head = 0, len(blob), _INTENT.unpack_from, _INTENT.size
+    while offset < end:
+        key_len, dig_len = unpack(blob, offset)
+        key_end = offset + head + key_len
+        yield blob[offset + head : key_end], blob[key_end : key_end + dig_len]
+        offset = key_end + dig_len
+
+
+def _has_table(conn: sqlite3.Connection, schema: str, name: str) -> bool:
+    row = conn.execute(
+        f"SELECT 1 FROM {schema}.sqlite_master WHERE type = 'table' AND name = ?",  # noqa: S608
+        (name,),
+    ).fetchone()
+    return row is not None
+
+
+def _chunks(rows: Iterable[_Row], size: int = 10_000) -> Iterator[list[_Row]]:
     it = iter(rows)
     while chunk := list(islice(it, size)):
         yield chunk
