@@ -392,6 +392,9 @@ def print_table(bench: Bench, n: int) -> None:
         ("2 full sync", "full", "full_3n"),
         ("3 1% changed (changes)", "changed_changes", "changed_3n"),
     ):
+        if key3 not in rss:  # --runs-3n 0: no growth to compare
+            print(f"{label:44} {med(rss[key]):8.0f} {'-':>8}")
+            continue
         at_n, at_3n = med(rss[key]), max(rss[key3])
         ok = at_3n / at_n <= RSS_GROWTH and at_3n < RSS_LIMIT
         print(
